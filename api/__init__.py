@@ -1,0 +1,1 @@
+"""HTTP API v1: the only package that imports FastAPI."""

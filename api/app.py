@@ -1,0 +1,54 @@
+"""The application factory. Nothing is built at import time."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api import problems
+from api.middleware import BodyLimit, RequestContext
+from api.routers import audit, clients, health, members
+from core.db import build_engine, session_factory
+from core.settings import Settings
+from gate.context import Services
+from policies import load_policy
+from vault.keys import EnvKeyring, Keyring, LocalKeyFile
+
+
+def load_keyring(settings: Settings) -> Keyring:
+    if settings.key_provider == "env":
+        return EnvKeyring(settings.keyring_env).load()
+    return LocalKeyFile(settings.resolved_key_path).load()
+
+
+def build_services(settings: Settings) -> Services:
+    engine = build_engine(
+        settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+    )
+    return Services(
+        policy=load_policy(settings.policy_path),
+        keyring=load_keyring(settings),
+        session_factory=session_factory(engine),
+        export_batch_size=settings.export_batch_size,
+    )
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
+    settings = settings or Settings()
+    services = services or build_services(settings)
+    app = FastAPI(
+        title="memberguard",
+        version="1",
+        description=(
+            "Privacy gate for loyalty-programme member data. Every read is decided by policy "
+            "and consent, recorded in a tamper-evident audit log, then released."
+        ),
+    )
+    app.state.services = services
+    app.state.settings = settings
+    problems.install(app)
+    for router in (health.router, members.router, audit.router, clients.router):
+        app.include_router(router)
+    # Outermost first: the request id exists before the body limit can reject.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)
+    return app

@@ -1,0 +1,169 @@
+"""Errors → RFC 9457 problem+json, in one place.
+
+``type`` is a stable slug (a relative URI reference) that clients match on:
+``consent-required``, ``purpose-not-allowed``, ``validation-failed``,
+``not-found``, … Bodies never echo request or stored values: validation
+errors carry the location and the rule, not the input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
+from vault.crypto import DecryptionFailed
+from vault.keys import KeyringError
+
+log = structlog.get_logger("memberguard.api")
+
+PROBLEM = "application/problem+json"
+
+STATUS_BY_CLASS: tuple[tuple[type[DomainError], int], ...] = (
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (InvalidInput, 422),
+    (Unavailable, 503),
+)
+
+
+class BodyTooLarge(DomainError):
+    slug = "payload-too-large"
+    title = "Request body too large"
+
+
+def problem(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    request: Request,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "request_id": getattr(request.state, "request_id", None),
+        **extra,
+    }
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="memberguard"'}
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
+
+
+def _status_for(exc: DomainError) -> int:
+    if isinstance(exc, BodyTooLarge):
+        return 413
+    for cls, status in STATUS_BY_CLASS:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    status = _status_for(exc)
+    headers = {}
+    seq = getattr(exc, "audit_seq", None)
+    if seq is not None:
+        headers["Audit-Seq"] = str(seq)
+    if status >= 500:
+        log.error("request.unavailable", problem=exc.slug, cause=type(exc.__cause__).__name__)
+    return problem(status, exc.slug, exc.title, exc.detail, request, headers, **exc.extra)
+
+
+def _clean_loc(error: dict[str, Any]) -> list[str | int]:
+    loc = list(error.get("loc", ()))
+    if error.get("type") == "extra_forbidden" and loc:
+        # The key itself was sent by the client and may be personal data.
+        loc[-1] = "(unknown field)"
+    return loc
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": _clean_loc(e), "problem": str(e.get("msg", "invalid")), "kind": e.get("type")}
+        for e in exc.errors()
+    ]
+    if any(e["kind"] == "json_invalid" for e in errors):
+        return problem(
+            422,
+            "malformed-json",
+            "Malformed JSON",
+            "the request body is not valid JSON",
+            request,
+            errors=errors,
+        )
+    return problem(
+        422,
+        "validation-failed",
+        "The request is not valid",
+        f"{len(errors)} problem(s) in the request",
+        request,
+        errors=errors,
+    )
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    slug = {
+        404: "not-found",
+        405: "method-not-allowed",
+        406: "not-acceptable",
+        415: "unsupported-media-type",
+    }.get(exc.status_code, "http-error")
+    detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+    return problem(exc.status_code, slug, detail, detail, request, dict(exc.headers or {}))
+
+
+async def decryption_failed(request: Request, exc: Exception) -> JSONResponse:
+    log.error("vault.integrity", error="ciphertext did not authenticate")
+    return problem(
+        500,
+        "vault-integrity",
+        "Stored data failed its integrity check",
+        "a stored ciphertext did not authenticate; nothing was released",
+        request,
+    )
+
+
+async def keyring_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("keys.unavailable", error=str(exc))
+    return problem(
+        503, "keys-unavailable", "Keys unavailable", "the key provider is not available", request
+    )
+
+
+async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("request.failed", error_type=type(exc).__name__)
+    return problem(
+        500, "internal-error", "Internal error", "the request failed; see the server log", request
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, domain_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(DecryptionFailed, decryption_failed)
+    app.add_exception_handler(KeyringError, keyring_error)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,125 @@
+"""Endpoints for auditors and the DPO (role ``auditor``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from api.deps import RequestUoW, ServicesDep, require_role
+from api.schemas import AuditEntriesOut, AuditHeadOut
+from audit.log import read_head
+from audit.queries import EntryFilter, page_entries, stream_entries
+
+router = APIRouter(
+    prefix="/v1/audit", tags=["audit"], dependencies=[Depends(require_role("auditor"))]
+)
+
+CSV_COLUMNS = (
+    "seq",
+    "at",
+    "action",
+    "actor",
+    "actor_role",
+    "purpose",
+    "decision",
+    "reason",
+    "members",
+    "fields",
+    "policy",
+    "request_id",
+    "leaf_hash",
+    "chain_hash",
+)
+Id = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+def _filters(
+    member: Id = None,
+    actor: Id = None,
+    purpose: Id = None,
+    action: Id = None,
+    decision: Annotated[str | None, Query(pattern="^(permit|deny)$")] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> EntryFilter:
+    return EntryFilter(
+        member=member,
+        actor=actor,
+        purpose=purpose,
+        action=action,
+        decision=decision,
+        since=since,
+        until=until,
+    )
+
+
+Filters = Annotated[EntryFilter, Depends(_filters)]
+
+
+@router.get(
+    "/entries",
+    response_model=AuditEntriesOut,
+    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+)
+def entries(
+    request: Request,
+    filters: Filters,
+    uow: RequestUoW,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Any:
+    accept = request.headers.get("accept", "")
+    if "application/x-ndjson" in accept or "text/csv" in accept:
+        uow.rollback()  # the export reads in its own short transactions
+        rows = stream_entries(services.session_factory, filters)
+        if "application/x-ndjson" in accept:
+            return StreamingResponse(_ndjson(rows), media_type="application/x-ndjson")
+        return StreamingResponse(
+            _csv(rows),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="audit-entries.csv"'},
+        )
+    items, next_cursor = page_entries(uow.session, filters, cursor=cursor, limit=limit)
+    return {"entries": items, "next_cursor": next_cursor}
+
+
+def _ndjson(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    for row in rows:
+        yield json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _csv(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow(
+            [
+                " ".join(row.get("members", []))
+                if col == "members"
+                else json.dumps(row.get("fields", {}), ensure_ascii=False, sort_keys=True)
+                if col == "fields"
+                else row.get(col)
+                for col in CSV_COLUMNS
+            ]
+        )
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+@router.get("/head", response_model=AuditHeadOut)
+def head(uow: RequestUoW) -> dict[str, Any]:
+    current = read_head(uow.session)
+    # Signed checkpoints arrive with the verifiable-log work (RFC 9162).
+    return {"size": current.size, "head_hash": current.head_hash, "checkpoint": None}

@@ -1,0 +1,202 @@
+"""Endpoints for internal systems (role ``client``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Response, status
+from fastapi.responses import StreamingResponse
+
+from api.deps import CurrentActor, RequestId, RequestUoW, ServicesDep, require_role
+from api.schemas import (
+    ConsentIn,
+    ConsentRecordedOut,
+    ConsentStateOut,
+    CreatedOut,
+    LookupIn,
+    LookupOut,
+    MemberOut,
+)
+from consent.registry import ConsentChange
+from gate.reads import export_members, lookup_members, read_member
+from gate.writes import (
+    create_member_record,
+    read_member_consents,
+    record_member_consent,
+    update_member_record,
+)
+
+router = APIRouter(
+    prefix="/v1/members", tags=["members"], dependencies=[Depends(require_role("client"))]
+)
+
+PurposeQuery = Annotated[
+    str, Query(min_length=1, max_length=64, description="Purpose id from the policy")
+]
+MemberFields = Annotated[
+    dict[str, Any], Body(description='Field values by field id, e.g. {"name": "张三"}')
+]
+
+
+def _audit_seq(response: Response, seq: int) -> None:
+    response.headers["Audit-Seq"] = str(seq)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=CreatedOut)
+def create_member(
+    body: MemberFields,
+    uow: RequestUoW,
+    services: ServicesDep,
+    actor: CurrentActor,
+    request_id: RequestId,
+    response: Response,
+) -> dict[str, str]:
+    written = create_member_record(
+        uow, services=services, actor=actor, values=body, request_id=request_id
+    )
+    _audit_seq(response, written.audit_seq)
+    return {"id": written.id}
+
+
+@router.patch("/{member_id}", response_model=CreatedOut)
+def update_member(
+    member_id: str,
+    body: MemberFields,
+    uow: RequestUoW,
+    services: ServicesDep,
+    actor: CurrentActor,
+    request_id: RequestId,
+    response: Response,
+) -> dict[str, str]:
+    written = update_member_record(
+        uow, services=services, actor=actor, member_id=member_id, values=body, request_id=request_id
+    )
+    _audit_seq(response, written.audit_seq)
+    return {"id": written.id}
+
+
+@router.post("/lookup", response_model=LookupOut)
+def lookup(
+    body: LookupIn,
+    uow: RequestUoW,
+    services: ServicesDep,
+    actor: CurrentActor,
+    request_id: RequestId,
+    response: Response,
+) -> dict[str, list[str]]:
+    field_name, value = ("phone", body.phone) if body.phone is not None else ("email", body.email)
+    result = lookup_members(
+        uow,
+        services=services,
+        actor=actor,
+        field_name=field_name,
+        value=value,
+        purpose=body.purpose,
+        request_id=request_id,
+    )
+    _audit_seq(response, result.audit_seq)
+    return {"ids": result.ids}
+
+
+@router.get(
+    "",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/x-ndjson": {}}, "description": "One member per line"}
+    },
+)
+def export(
+    purpose: PurposeQuery,
+    uow: RequestUoW,
+    services: ServicesDep,
+    actor: CurrentActor,
+    request_id: RequestId,
+) -> StreamingResponse:
+    # Authentication is done; end its transaction before the export's own
+    # per-batch transactions start (SQLite allows one writer at a time).
+    uow.rollback()
+    started = export_members(services, actor=actor, purpose=purpose, request_id=request_id)
+
+    def lines() -> Iterator[bytes]:
+        for item in started.lines:
+            yield json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+    return StreamingResponse(
+        lines(), media_type="application/x-ndjson", headers={"Audit-Seq": str(started.first_seq)}
+    )
+
+
+@router.get("/{member_id}", response_model=MemberOut)
+def read(
+    member_id: str,
+    purpose: PurposeQuery,
+    uow: RequestUoW,
+    services: ServicesDep,
+    actor: CurrentActor,
+    request_id: RequestId,
+    response: Response,
+) -> dict[str, Any]:
+    release = read_member(
+        uow,
+        services=services,
+        actor=actor,
+        member_id=member_id,
+        purpose=purpose,
+        request_id=request_id,
+    )
+    _audit_seq(response, release.audit_seq)
+    return {
+        "id": release.id,
+        "purpose": release.purpose,
+        "fields": release.fields,
+        "withheld": release.withheld,
+    }
+
+
+@router.post(
+    "/{member_id}/consents", status_code=status.HTTP_201_CREATED, response_model=ConsentRecordedOut
+)
+def record_consent(
+    member_id: str,
+    body: ConsentIn,
+    uow: RequestUoW,
+    services: ServicesDep,
+    actor: CurrentActor,
+    request_id: RequestId,
+    response: Response,
+) -> dict[str, Any]:
+    change = ConsentChange(
+        purposes=body.purpose_list,
+        status=body.status,
+        channel=body.channel,
+        collected_at=body.collected_at,
+        notice_version=body.notice_version,
+    )
+    recorded = record_member_consent(
+        uow,
+        services=services,
+        actor=actor,
+        member_id=member_id,
+        change=change,
+        request_id=request_id,
+    )
+    _audit_seq(response, recorded.audit_seq)
+    return {"events": recorded.events, "receipt": recorded.receipt}
+
+
+@router.get("/{member_id}/consents", response_model=ConsentStateOut)
+def consents(
+    member_id: str,
+    uow: RequestUoW,
+    services: ServicesDep,
+    actor: CurrentActor,
+    request_id: RequestId,
+    response: Response,
+) -> dict[str, Any]:
+    states = read_member_consents(
+        uow, services=services, actor=actor, member_id=member_id, request_id=request_id
+    )
+    _audit_seq(response, states.audit_seq)
+    return {"purposes": states.purposes}

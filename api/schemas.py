@@ -1,0 +1,101 @@
+"""Request and response bodies of the v1 contract (DESIGN.md, "HTTP API v1")."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Purpose = Field(min_length=1, max_length=64)
+
+
+class ConsentIn(_In):
+    purposes: list[StrictStr] | None = Field(default=None, min_length=1, max_length=20)
+    purpose: StrictStr | None = Field(default=None, max_length=64)
+    status: Literal["granted", "withdrawn", "refused"]
+    channel: StrictStr = Field(min_length=1, max_length=32)
+    collected_at: AwareDatetime
+    notice_version: StrictStr | None = Field(default=None, min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ConsentIn:
+        if (self.purposes is None) == (self.purpose is None):
+            raise ValueError("give either 'purposes' (a list) or 'purpose', not both")
+        return self
+
+    @property
+    def purpose_list(self) -> list[str]:
+        return self.purposes if self.purposes is not None else [self.purpose or ""]
+
+
+class LookupIn(_In):
+    phone: StrictStr | None = Field(default=None, max_length=64)
+    email: StrictStr | None = Field(default=None, max_length=320)
+    purpose: StrictStr = Purpose
+
+    @model_validator(mode="after")
+    def _one_key(self) -> LookupIn:
+        if (self.phone is None) == (self.email is None):
+            raise ValueError("give exactly one of 'phone' or 'email'")
+        return self
+
+
+class ClientIn(_In):
+    name: StrictStr = Field(min_length=1, max_length=64)
+    role: Literal["client", "auditor", "admin"]
+    purposes: list[StrictStr] = Field(default_factory=list, max_length=64)
+    scopes: list[StrictStr] = Field(default_factory=list, max_length=8)
+
+
+class CreatedOut(BaseModel):
+    id: str
+
+
+class MemberOut(BaseModel):
+    id: str
+    purpose: str
+    fields: dict[str, Any]
+    withheld: dict[str, str]
+
+
+class LookupOut(BaseModel):
+    ids: list[str]
+
+
+class ConsentRecordedOut(BaseModel):
+    events: list[dict[str, Any]]
+    receipt: dict[str, Any] | None
+
+
+class ConsentStateOut(BaseModel):
+    purposes: dict[str, dict[str, Any]]
+
+
+class ClientOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    purposes: list[str]
+    scopes: list[str]
+    created_at: str
+    revoked_at: str | None
+
+
+class ClientCreatedOut(ClientOut):
+    key: str = Field(description="Shown once; only its hash is stored.")
+
+
+class AuditHeadOut(BaseModel):
+    size: int
+    head_hash: str
+    checkpoint: str | None
+
+
+class AuditEntriesOut(BaseModel):
+    entries: list[dict[str, Any]]
+    next_cursor: str | None

@@ -1,0 +1,273 @@
+"""Appending to the log and verifying it.
+
+Appends serialise on the single ``audit_head`` row: ``SELECT … FOR UPDATE``
+on PostgreSQL and MySQL (READ COMMITTED), and ``BEGIN IMMEDIATE`` on SQLite
+(see ``core.db``), with the primary key on ``seq`` as the backstop. The append
+only flushes: the caller's unit of work commits it together with the change or
+decision it records, and nothing is released before that commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from audit.entry import (
+    ENTRY_VERSION,
+    ZERO_HASH,
+    NonCanonicalEntry,
+    canonical_bytes,
+    chain_hash,
+    leaf_hash,
+    parse_entry,
+)
+from audit.models import AuditEntry, AuditEntryMember, AuditHead
+from core.clock import Clock, from_micros, to_micros
+from core.errors import Unavailable
+
+HEAD_ID = 1
+
+
+class AuditUnavailable(Unavailable):
+    """The entry could not be written, so nothing may be released (fail closed)."""
+
+    slug = "audit-unavailable"
+    title = "Audit log unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    seq: int
+    leaf_hash: bytes
+    chain_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What an entry says. Ids, names and decisions only, never personal values."""
+
+    action: str
+    decision: str
+    reason: str
+    policy: str
+    actor: str | None = None
+    actor_role: str | None = None
+    purpose: str | None = None
+    members: Sequence[str] = ()
+    fields: dict[str, str] | None = None
+    request_id: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+def append_entry(session: Session, record: Record, *, clock: Clock) -> Appended:
+    try:
+        head = session.execute(
+            select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()
+        ).scalar_one()
+        seq = head.size + 1
+        now = clock()
+        body: dict[str, Any] = {
+            "v": ENTRY_VERSION,
+            "seq": seq,
+            "at": to_micros(now),
+            "action": record.action,
+            "actor": record.actor,
+            "actor_role": record.actor_role,
+            "purpose": record.purpose,
+            "members": list(record.members),
+            "fields": record.fields or {},
+            "decision": record.decision,
+            "reason": record.reason,
+            "policy": record.policy,
+            "request_id": record.request_id,
+        }
+        if record.detail:
+            body["detail"] = record.detail
+        raw = canonical_bytes(body)
+        leaf = leaf_hash(raw)
+        chain = chain_hash(bytes.fromhex(head.head_hash), leaf)
+        session.add(
+            AuditEntry(
+                seq=seq,
+                recorded_at=from_micros(body["at"]),
+                action=record.action,
+                actor=record.actor,
+                purpose=record.purpose,
+                decision=record.decision,
+                reason=record.reason,
+                entry=raw,
+                leaf_hash=leaf.hex(),
+                chain_hash=chain.hex(),
+            )
+        )
+        head.size = seq
+        head.head_hash = chain.hex()
+        head.updated_at = now
+        session.flush()
+        if record.members:
+            session.execute(
+                insert(AuditEntryMember),
+                [{"member_id": member, "seq": seq} for member in dict.fromkeys(record.members)],
+            )
+    except SQLAlchemyError as exc:
+        raise AuditUnavailable("the audit log could not be written; nothing was released") from exc
+    return Appended(seq=seq, leaf_hash=leaf, chain_hash=chain)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    size: int
+    head_hash: str
+
+
+def read_head(session: Session) -> Head:
+    head = session.execute(select(AuditHead).where(AuditHead.id == HEAD_ID)).scalar_one()
+    return Head(size=head.size, head_hash=head.head_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    ok: bool
+    size: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    reason: str | None = None
+
+
+Progress = Callable[[int, int], None]
+
+
+def verify_log(
+    session: Session, *, batch: int = 5000, progress: Progress | None = None
+) -> VerifyReport:
+    """Recompute the whole log from the stored bytes; name the first bad entry.
+
+    Checks, per entry: contiguous sequence numbers from 1, canonical bytes that
+    name their own seq, the leaf and chain hashes, the query columns and the
+    member rows against the bytes. Then that the head matches the last entry.
+    """
+    head = read_head(session)
+    previous = ZERO_HASH
+    expected = 1
+    last_seq = 0
+    members = _member_rows(session, batch)
+    pending_member: tuple[int, str] | None = next(members, None)
+
+    for row in _entries(session, batch):
+        seq = row.seq
+        if seq != expected:
+            return _bad(head, expected, f"entry {expected} is missing (found {seq} next)")
+        failure = _check_entry(row, previous)
+        if failure:
+            return _bad(head, seq, failure)
+        entry = parse_entry(row.entry)
+        expected_members = sorted(set(entry["members"]))
+        found_members: list[str] = []
+        while pending_member is not None and pending_member[0] <= seq:
+            if pending_member[0] < seq:
+                return _bad(head, pending_member[0], "member index row for an unknown entry")
+            found_members.append(pending_member[1])
+            pending_member = next(members, None)
+        if sorted(found_members) != expected_members:
+            return _bad(head, seq, "member index rows do not match the entry's members")
+        previous = bytes.fromhex(row.chain_hash)
+        last_seq = seq
+        expected += 1
+        if progress is not None and seq % batch == 0:
+            progress(seq, head.size)
+
+    if pending_member is not None:
+        return _bad(head, pending_member[0], "member index row for an entry that does not exist")
+    if last_seq != head.size:
+        if last_seq < head.size:
+            return _bad(head, last_seq + 1, f"log ends at {last_seq} but the head says {head.size}")
+        return _bad(head, head.size + 1, f"entries beyond the head size {head.size}")
+    if previous.hex() != head.head_hash:
+        return _bad(head, last_seq, "head hash does not match the last chain hash")
+    if progress is not None:
+        progress(last_seq, head.size)
+    return VerifyReport(ok=True, size=head.size, head_hash=head.head_hash)
+
+
+def _check_entry(row: Any, previous: bytes) -> str | None:
+    raw = bytes(row.entry)
+    try:
+        entry = parse_entry(raw)
+    except NonCanonicalEntry as exc:
+        return f"entry bytes are invalid: {exc}"
+    leaf = leaf_hash(raw)
+    if leaf.hex() != row.leaf_hash:
+        return "leaf hash does not match the entry bytes"
+    if chain_hash(previous, leaf).hex() != row.chain_hash:
+        return "chain hash does not follow from the previous entry"
+    if entry.get("seq") != row.seq:
+        return "entry bytes name a different sequence number"
+    projections = {
+        "action": row.action,
+        "actor": row.actor,
+        "purpose": row.purpose,
+        "decision": row.decision,
+        "reason": row.reason,
+    }
+    for key, value in projections.items():
+        if entry.get(key) != value:
+            return f"column {key!r} does not match the entry bytes"
+    if not isinstance(entry.get("at"), int) or from_micros(entry["at"]) != row.recorded_at:
+        return "column 'recorded_at' does not match the entry bytes"
+    if not isinstance(entry.get("members"), list):
+        return "entry has no member list"
+    return None
+
+
+def _entries(session: Session, batch: int) -> Iterable[Any]:
+    last = 0
+    columns = (
+        AuditEntry.seq,
+        AuditEntry.entry,
+        AuditEntry.leaf_hash,
+        AuditEntry.chain_hash,
+        AuditEntry.action,
+        AuditEntry.actor,
+        AuditEntry.purpose,
+        AuditEntry.decision,
+        AuditEntry.reason,
+        AuditEntry.recorded_at,
+    )
+    while True:
+        rows = session.execute(
+            select(*columns).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+
+
+def _member_rows(session: Session, batch: int) -> Any:
+    last: tuple[int, str] = (0, "")
+    while True:
+        rows = session.execute(
+            select(AuditEntryMember.seq, AuditEntryMember.member_id)
+            .where(
+                (AuditEntryMember.seq > last[0])
+                | ((AuditEntryMember.seq == last[0]) & (AuditEntryMember.member_id > last[1]))
+            )
+            .order_by(AuditEntryMember.seq, AuditEntryMember.member_id)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield (row.seq, row.member_id)
+        last = (rows[-1].seq, rows[-1].member_id)
+
+
+def _bad(head: Head, seq: int, reason: str) -> VerifyReport:
+    return VerifyReport(
+        ok=False, size=head.size, head_hash=head.head_hash, first_bad_seq=seq, reason=reason
+    )

@@ -1,0 +1,61 @@
+"""Audit tables. ``audit_entry`` and ``audit_entry_member`` are append-only (triggers).
+
+``entry`` holds the canonical bytes exactly as hashed. The other columns of
+``audit_entry`` are projections of those bytes for querying; ``audit verify``
+checks that they still match, so editing a column to hide an entry from a
+filter is detected like any other tampering.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base, LongBlob, UTCDateTime
+from core.ids import ID_LENGTH
+
+
+class AuditHead(Base):
+    """The single row appends lock on (SELECT … FOR UPDATE) to serialise the log."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_entry"
+    __table_args__ = (
+        Index("ix_audit_entry_actor_seq", "actor", "seq"),
+        Index("ix_audit_entry_purpose_seq", "purpose", "seq"),
+        Index("ix_audit_entry_action_seq", "action", "seq"),
+        Index("ix_audit_entry_recorded_at", "recorded_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(String(64))
+    purpose: Mapped[str | None] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(String(64))
+    entry: Mapped[bytes] = mapped_column(LongBlob)
+    leaf_hash: Mapped[str] = mapped_column(String(64))
+    chain_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditEntryMember(Base):
+    """Which members an entry touches, for the member filter and access history."""
+
+    __tablename__ = "audit_entry_member"
+    # Verification walks this table in log order; the primary key serves the
+    # per-member history.
+    __table_args__ = (Index("ix_audit_entry_member_seq", "seq"),)
+
+    member_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

@@ -1,0 +1,101 @@
+"""Auditor queries over the log: filters, keyset pages, and constant-memory exports."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from audit.entry import parse_entry
+from audit.models import AuditEntry, AuditEntryMember
+from core.errors import InvalidInput
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFilter:
+    member: str | None = None
+    actor: str | None = None
+    purpose: str | None = None
+    action: str | None = None
+    decision: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind != "seq" or not value.isdigit():
+            raise ValueError
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput(
+            "cursor is not valid; use the next_cursor of a previous page", slug="invalid-cursor"
+        ) from None
+
+
+def _statement(filters: EntryFilter, after: int) -> Select[Any]:
+    stmt = select(AuditEntry.seq, AuditEntry.entry, AuditEntry.leaf_hash, AuditEntry.chain_hash)
+    if filters.member is not None:
+        stmt = stmt.join(AuditEntryMember, AuditEntryMember.seq == AuditEntry.seq).where(
+            AuditEntryMember.member_id == filters.member
+        )
+    for column, value in (
+        (AuditEntry.actor, filters.actor),
+        (AuditEntry.purpose, filters.purpose),
+        (AuditEntry.action, filters.action),
+        (AuditEntry.decision, filters.decision),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if filters.since is not None:
+        stmt = stmt.where(AuditEntry.recorded_at >= filters.since)
+    if filters.until is not None:
+        stmt = stmt.where(AuditEntry.recorded_at < filters.until)
+    return stmt.where(AuditEntry.seq > after).order_by(AuditEntry.seq)
+
+
+def entry_view(row: Any) -> dict[str, Any]:
+    entry = parse_entry(bytes(row.entry))
+    return {**entry, "leaf_hash": row.leaf_hash, "chain_hash": row.chain_hash}
+
+
+def page_entries(
+    session: Session, filters: EntryFilter, *, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    rows = session.execute(_statement(filters, decode_cursor(cursor)).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [entry_view(r) for r in rows], (encode_cursor(rows[-1].seq) if more and rows else None)
+
+
+def stream_entries(
+    session_factory: Any, filters: EntryFilter, *, batch: int = 1000
+) -> Iterator[dict[str, Any]]:
+    """Every matching entry, a batch per short transaction, so memory stays flat."""
+    after = 0
+    while True:
+        session: Session = session_factory()
+        try:
+            rows = session.execute(_statement(filters, after).limit(batch)).all()
+        finally:
+            session.rollback()
+            session.close()
+        if not rows:
+            return
+        for row in rows:
+            yield entry_view(row)
+        after = rows[-1].seq

@@ -1,0 +1,360 @@
+"""The ``memberguard`` command.
+
+Every command builds its own ``Settings`` from the environment (prefix
+``MEMBERGUARD_``) and passes it down; nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from core.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _services(settings: Settings) -> Any:
+    from api.app import build_services
+
+    return build_services(settings)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """memberguard: the privacy gate for loyalty-programme member data."""
+
+
+# -- init ---------------------------------------------------------------------
+
+
+def run_init(settings: Settings, *, echo: bool = True) -> None:
+    from migrations import upgrade
+    from vault.keys import EnvKeyring, KeyringError, LocalKeyFile
+
+    say = click.echo if echo else (lambda *_a, **_k: None)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.home, 0o700)
+    if settings.key_provider == "local":
+        key_file = LocalKeyFile(settings.resolved_key_path)
+        if key_file.exists():
+            key_file.load()  # refuses a malformed or world-readable key file
+            say(f"keys:     {settings.resolved_key_path} (exists)")
+        else:
+            key_file.create()
+            say(f"keys:     {settings.resolved_key_path} (created, mode 0600)")
+    else:
+        try:
+            EnvKeyring(settings.keyring_env).load()
+        except KeyringError as exc:
+            _fail(f"{exc}. Generate one with `memberguard keys generate --env`.")
+        say(f"keys:     ${settings.keyring_env}")
+    upgrade(url=settings.resolved_database_url)
+    say("database: migrated to the latest schema")
+
+
+@main.command()
+def init() -> None:
+    """Create the key file and the database schema (idempotent; honours MEMBERGUARD_HOME)."""
+    from vault.keys import KeyringError
+
+    settings = _settings()
+    try:
+        run_init(settings)
+    except KeyringError as exc:
+        _fail(str(exc))
+
+
+# -- serve --------------------------------------------------------------------
+
+
+def app_factory() -> Any:
+    """Entry point for uvicorn (``factory=True``): one app per worker process."""
+    from api.app import create_app
+    from core.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(log_format=settings.log_format, level=settings.log_level)
+    return create_app(settings)
+
+
+def _serve(host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "cli.main:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API (uvicorn). Use several workers on PostgreSQL or MySQL."""
+    _serve(host, port, workers)
+
+
+# -- demo ---------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--members", "n_members", default=10_000, show_default=True, type=click.IntRange(0, 5_000_000)
+)
+@click.option("--seed", default=20261122, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--no-serve", is_flag=True, help="Load the data and print the tour, but do not serve."
+)
+def demo(n_members: int, seed: int, host: str, port: int, no_serve: bool) -> None:
+    """Load synthetic members, consents and clients; print keys and a curl tour; serve."""
+    import time
+
+    from cli.demo import ensure_clients, load_members, member_count, sample_members
+
+    settings = _settings()
+    run_init(settings)
+    services = _services(settings)
+    existing = member_count(services)
+    if existing:
+        click.echo(f"members:  {existing} already loaded (delete {settings.home} to start over)")
+    elif n_members:
+        started = time.perf_counter()
+        with click.progressbar(length=n_members, label="loading members", file=sys.stderr) as bar:
+            load_members(services, n_members, seed=seed, progress=bar.update)
+        elapsed = time.perf_counter() - started
+        click.echo(
+            f"members:  {n_members} loaded in {elapsed:.1f} s ({n_members / elapsed:,.0f}/s)"
+        )
+    keys = ensure_clients(services)
+    granted, without = sample_members(services)
+    click.echo(_tour(keys, granted, without, f"http://{host}:{port}"))
+    if not no_serve:
+        _serve(host, port, 1)
+
+
+def _tour(keys: dict[str, str], granted: str | None, without: str | None, base: str) -> str:
+    lines = ["", "Demo clients (keys are shown once; only their hashes are stored):"]
+    lines += [f"  {name:<12} {key}" for name, key in keys.items()]
+    if not keys or granted is None or without is None:
+        return "\n".join(lines)
+    crm, sms, dpo = keys.get("crm"), keys.get("sms_gateway"), keys.get("dpo")
+    lines += [
+        "",
+        "Try it (in another terminal):",
+        f"  export CRM={crm} SMS={sms} DPO={dpo}",
+        f"  export A={granted}   # granted marketing_sms",
+        f"  export B={without}   # no marketing_sms consent",
+        "",
+        "  # customer service sees masked contact data",
+        f'  curl -s "{base}/v1/members/$A?purpose=customer_service" \\\n'
+        '       -H "Authorization: Bearer $CRM"',
+        "  # the SMS gateway gets the phone only with consent",
+        f'  curl -si "{base}/v1/members/$A?purpose=marketing_sms" -H "Authorization: Bearer $SMS"',
+        f'  curl -s "{base}/v1/members/$B?purpose=marketing_sms" -H "Authorization: Bearer $SMS"',
+        "  # the member withdraws at the app; the very next read is refused",
+        f'  curl -s -X POST "{base}/v1/members/$A/consents" -H "Authorization: Bearer $CRM" \\',
+        "       -H 'Content-Type: application/json' \\",
+        '       -d "{\\"purposes\\":[\\"marketing_sms\\"],\\"status\\":\\"withdrawn\\",'
+        '\\"channel\\":\\"app\\",\\"collected_at\\":\\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\\"}"',
+        f'  curl -s "{base}/v1/members/$A?purpose=marketing_sms" -H "Authorization: Bearer $SMS"',
+        "  # the auditor sees every decision, refusals included",
+        f'  curl -s "{base}/v1/audit/entries?member=$A" -H "Authorization: Bearer $DPO"',
+        "  memberguard audit verify",
+        "",
+        f"OpenAPI: {base}/docs",
+    ]
+    return "\n".join(lines)
+
+
+# -- clients ------------------------------------------------------------------
+
+
+@main.group()
+def clients() -> None:
+    """Register, list and revoke the systems that may call the API."""
+
+
+@clients.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["client", "auditor", "admin"]), required=True)
+@click.option(
+    "--purpose", "purposes", multiple=True, help="Purpose the client is granted (repeatable)."
+)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    help="members:write, consents:read, consents:write (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help='Print {"id","name","role","key"}.')
+def clients_add(
+    name: str, role: str, purposes: tuple[str, ...], scopes: tuple[str, ...], as_json: bool
+) -> None:
+    """Register a client and print its API key (shown once)."""
+    from core.errors import DomainError
+    from gate.clients import OPERATOR_ACTOR, add_client
+    from gate.context import commit_audited
+
+    services = _services(_settings())
+    try:
+        with services.uow() as uow:
+            issued = add_client(
+                uow.session,
+                policy=services.policy,
+                name=name,
+                role=role,
+                purposes=list(purposes),
+                scopes=list(scopes),
+                actor=OPERATOR_ACTOR,
+                request_id=None,
+                clock=services.clock,
+            )
+            commit_audited(uow)
+    except DomainError as exc:
+        _fail(exc.detail)
+        return
+    if as_json:
+        click.echo(
+            json.dumps({"id": issued.client["id"], "name": name, "role": role, "key": issued.key})
+        )
+    else:
+        click.echo(f"client {name} ({issued.client['id']}), role {role}")
+        click.echo(f"key (shown once): {issued.key}")
+
+
+@clients.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def clients_list(as_json: bool) -> None:
+    """List clients with their role, purposes and state."""
+    from gate.clients import list_clients
+
+    services = _services(_settings())
+    with services.uow() as uow:
+        rows = list_clients(uow.session)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = "revoked" if row["revoked_at"] else "active"
+        purposes = " ".join(row["purposes"])
+        click.echo(f"{row['id']}  {row['name']:<16} {row['role']:<8} {state:<8} {purposes}")
+
+
+@clients.command("revoke")
+@click.argument("client")
+def clients_revoke(client: str) -> None:
+    """Revoke a client (by id or name); its keys stop working at once."""
+    from core.errors import DomainError
+    from gate.clients import OPERATOR_ACTOR, find_client, revoke_client
+    from gate.context import commit_audited
+
+    services = _services(_settings())
+    try:
+        with services.uow() as uow:
+            found = find_client(uow.session, client)
+            client_id = found.id if found is not None else client
+            seq = revoke_client(
+                uow.session,
+                policy=services.policy,
+                client_id=client_id,
+                actor=OPERATOR_ACTOR,
+                request_id=None,
+                clock=services.clock,
+            )
+            commit_audited(uow)
+    except DomainError as exc:
+        _fail(exc.detail)
+        return
+    click.echo(f"revoked {client} (audit entry {seq})")
+
+
+# -- policy -------------------------------------------------------------------
+
+
+@main.group()
+def policy() -> None:
+    """Policies as code."""
+
+
+@policy.command("check")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+def policy_check(path: Path | None) -> None:
+    """Validate a policy directory or file (default: the configured policy)."""
+    from policies import PolicyError, load_policy
+
+    target = path if path is not None else _settings().policy_path
+    try:
+        loaded = load_policy(target)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            click.secho(problem, fg="red", err=True)
+        sys.exit(1)
+    click.echo(f"policy OK: {len(loaded.fields)} fields, {len(loaded.purposes)} purposes")
+    click.echo(f"version:   {loaded.version}")
+    for pid, spec in loaded.purposes.items():
+        extra = (
+            f", separate consent ({spec.separate_consent_ground})" if spec.separate_consent else ""
+        )
+        shown = ", ".join(f"{f}:{v}" for f, v in spec.fields.items())
+        click.echo(f"  {pid:<22} {spec.legal_basis}{extra}  [{shown}]")
+
+
+# -- audit --------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Recompute the hash chain from the stored bytes; name the first bad entry."""
+    from audit.log import verify_log
+    from core.db import build_engine, session_factory
+
+    settings = _settings()
+    engine = build_engine(settings.resolved_database_url)
+    session = session_factory(engine)()
+    try:
+
+        def progress(done: int, total: int) -> None:
+            click.echo(f"\rverified {done:,}/{total:,}", nl=False, err=True)
+
+        report = verify_log(session, progress=progress if sys.stderr.isatty() else None)
+    finally:
+        session.close()
+        engine.dispose()
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+    if report.ok:
+        click.echo(f"OK: {report.size} entries, head {report.head_hash}")
+        return
+    click.secho(f"FAILED at entry {report.first_bad_seq}: {report.reason}", fg="red", err=True)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

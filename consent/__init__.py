@@ -1,0 +1,1 @@
+"""Consent registry: current state per member and purpose, append-only history, receipts."""

@@ -1,0 +1,346 @@
+"""Recording consent and reading its current state.
+
+``consent_state`` is derived from ``consent_event`` (the latest event per
+member and purpose wins) and kept in the same transaction, so a read decided
+after a withdrawal commits sees the withdrawal. Nothing caches consent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from audit.log import Record, append_entry
+from consent.models import ConsentEvent, ConsentReceipt, ConsentState
+from consent.receipt import build_receipt
+from core.clock import Clock
+from core.errors import Conflict, InvalidInput, NotFound
+from policies.decide import ConsentFact
+from policies.model import Policy
+from vault.members import member_exists
+
+RecordableStatus = Literal["granted", "withdrawn", "refused"]
+CHANNEL_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# Touchpoints (POS tills, offline apps) may sync late, but not from the future.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+
+class BundledConsent(Conflict):
+    """PIPL Arts. 23, 29, 39: a separate consent must be given on its own."""
+
+    slug = "bundled-consent"
+    title = "Separate consent cannot be bundled"
+
+
+class UnknownPurpose(InvalidInput):
+    slug = "unknown-purpose"
+    title = "Unknown purpose"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentChange:
+    purposes: list[str]
+    status: RecordableStatus
+    channel: str
+    collected_at: datetime
+    notice_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedConsent:
+    audit_seq: int
+    events: list[dict[str, Any]]
+    receipt: dict[str, Any] | None
+
+
+def record_consent(
+    session: Session,
+    *,
+    policy: Policy,
+    member_id: str,
+    change: ConsentChange,
+    recorded_by: str,
+    actor_role: str,
+    request_id: str | None,
+    clock: Clock,
+) -> RecordedConsent:
+    """Append one event per purpose, update the state, audit it; flushes only.
+
+    A withdrawal or refusal of a consent that was never granted is accepted and
+    recorded: it is the member's stated wish, and it must win over any grant
+    that a slower touchpoint syncs later with an earlier ``collected_at``.
+    """
+    now = clock()
+    notices = _validate(policy, change, now)
+    if not member_exists(session, member_id):
+        raise NotFound("no such member", member_id=member_id)
+
+    receipt_id = str(uuid.uuid4()) if change.status == "granted" else None
+    # The audit append comes first: it takes the log-head lock, which
+    # serialises this transaction against every other writer.
+    appended = append_entry(
+        session,
+        Record(
+            action="consent.change",
+            decision="permit",
+            reason=f"consent-{change.status}",
+            policy=policy.version,
+            actor=recorded_by,
+            actor_role=actor_role,
+            purpose=change.purposes[0] if len(change.purposes) == 1 else None,
+            members=[member_id],
+            request_id=request_id,
+            detail={
+                "purposes": change.purposes,
+                "status": change.status,
+                "channel": change.channel,
+                "notice_versions": notices,
+                "receipt_id": receipt_id,
+            },
+        ),
+        clock=lambda: now,
+    )
+
+    events: list[dict[str, Any]] = []
+    for pid in change.purposes:
+        notice = policy.notices.get(notices[pid]) if notices[pid] else None
+        event = ConsentEvent(
+            member_id=member_id,
+            purpose=pid,
+            status=change.status,
+            channel=change.channel,
+            collected_at=change.collected_at,
+            recorded_at=now,
+            recorded_by=recorded_by,
+            notice_version=notices[pid],
+            notice_sha256=notice.sha256 if notice else None,
+            receipt_id=receipt_id,
+            audit_seq=appended.seq,
+        )
+        session.add(event)
+        session.flush()
+        _apply_to_state(session, event)
+        events.append(event_view(event))
+
+    receipt = None
+    if receipt_id is not None:
+        receipt = build_receipt(
+            policy,
+            receipt_id=receipt_id,
+            member_id=member_id,
+            purposes=change.purposes,
+            notice_versions=notices,
+            channel=change.channel,
+            collected_at=change.collected_at,
+        )
+        session.add(
+            ConsentReceipt(
+                id=receipt_id,
+                member_id=member_id,
+                issued_at=now,
+                body=json.dumps(receipt, sort_keys=True, ensure_ascii=False),
+            )
+        )
+    session.flush()
+    return RecordedConsent(audit_seq=appended.seq, events=events, receipt=receipt)
+
+
+def _validate(policy: Policy, change: ConsentChange, now: datetime) -> dict[str, str | None]:
+    if not change.purposes:
+        raise InvalidInput("at least one purpose is required")
+    if len(set(change.purposes)) != len(change.purposes):
+        raise InvalidInput("a purpose is listed twice")
+    unknown = [p for p in change.purposes if p not in policy.purposes]
+    if unknown:
+        raise UnknownPurpose(
+            f"{len(unknown)} purpose(s) are not in the policy",
+            known_purposes=sorted(policy.purposes),
+        )
+    not_consent = [p for p in change.purposes if not policy.purposes[p].needs_consent]
+    if not_consent:
+        raise InvalidInput(
+            "these purposes do not rest on consent, so there is nothing to record: "
+            + ", ".join(not_consent)
+        )
+    separate = [p for p in change.purposes if policy.purposes[p].separate_consent]
+    if change.status == "granted" and separate and len(change.purposes) > 1:
+        raise BundledConsent(
+            "purposes that need separate consent must be granted alone: " + ", ".join(separate),
+            separate_purposes=separate,
+        )
+    if not CHANNEL_RE.match(change.channel):
+        raise InvalidInput("channel must be a short lower-case id such as 'app' or 'pos'")
+    if change.collected_at.tzinfo is None:
+        raise InvalidInput("collected_at must carry a time zone (RFC 3339)")
+    if change.collected_at > now + MAX_CLOCK_SKEW:
+        raise InvalidInput("collected_at is in the future")
+    notices: dict[str, str | None] = {}
+    for pid in change.purposes:
+        spec = policy.purposes[pid]
+        version = change.notice_version or spec.notice
+        if change.status == "granted" and version not in spec.accepted_notices:
+            raise InvalidInput(
+                f"notice version is not accepted for {pid}",
+                accepted_notices=list(spec.accepted_notices),
+            )
+        notices[pid] = version
+    if change.notice_version is not None and len(change.purposes) > 1:
+        for pid in change.purposes:
+            if change.notice_version not in policy.purposes[pid].accepted_notices:
+                raise InvalidInput(f"notice version is not accepted for {pid}")
+    return notices
+
+
+def _apply_to_state(session: Session, event: ConsentEvent) -> None:
+    state = session.get(ConsentState, (event.member_id, event.purpose))
+    if state is None:
+        session.add(
+            ConsentState(
+                member_id=event.member_id,
+                purpose=event.purpose,
+                status=event.status,
+                notice_version=event.notice_version,
+                updated_at=event.collected_at,
+            )
+        )
+        return
+    # The state follows collection time, not arrival order: an offline till
+    # that syncs an old grant after a newer withdrawal must not revive it.
+    if event.collected_at >= state.updated_at:
+        state.status = event.status
+        state.notice_version = event.notice_version
+        state.updated_at = event.collected_at
+
+
+def event_view(event: ConsentEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "purpose": event.purpose,
+        "status": event.status,
+        "channel": event.channel,
+        "collected_at": event.collected_at.isoformat(),
+        "recorded_at": event.recorded_at.isoformat(),
+        "recorded_by": event.recorded_by,
+        "notice_version": event.notice_version,
+        "notice_sha256": event.notice_sha256,
+        "receipt_id": event.receipt_id,
+        "audit_seq": event.audit_seq,
+    }
+
+
+def consent_fact(session: Session, member_id: str, purpose: str) -> ConsentFact | None:
+    row = session.execute(
+        select(ConsentState.status, ConsentState.notice_version).where(
+            ConsentState.member_id == member_id, ConsentState.purpose == purpose
+        )
+    ).first()
+    return (
+        None if row is None else ConsentFact(status=row.status, notice_version=row.notice_version)
+    )
+
+
+def consent_facts(
+    session: Session, member_ids: Collection[str], purpose: str
+) -> dict[str, ConsentFact]:
+    if not member_ids:
+        return {}
+    rows = session.execute(
+        select(ConsentState.member_id, ConsentState.status, ConsentState.notice_version).where(
+            ConsentState.purpose == purpose, ConsentState.member_id.in_(list(member_ids))
+        )
+    )
+    return {
+        r.member_id: ConsentFact(status=r.status, notice_version=r.notice_version) for r in rows
+    }
+
+
+def consent_states(session: Session, member_id: str) -> dict[str, dict[str, Any]]:
+    rows = session.scalars(
+        select(ConsentState)
+        .where(ConsentState.member_id == member_id)
+        .order_by(ConsentState.purpose)
+    )
+    return {
+        row.purpose: {
+            "status": row.status,
+            "notice_version": row.notice_version,
+            "updated_at": row.updated_at.isoformat(),
+        }
+        for row in rows
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedConsent:
+    """A consent event collected elsewhere (a migration from a legacy CRM, the demo)."""
+
+    member_id: str
+    purpose: str
+    status: RecordableStatus
+    channel: str
+    collected_at: datetime
+
+
+def import_consents(
+    session: Session,
+    *,
+    policy: Policy,
+    events: list[ImportedConsent],
+    recorded_by: str,
+    audit_seq: int,
+    now: datetime,
+) -> None:
+    """Bulk-insert historical events (oldest first) and the state they lead to.
+
+    The caller appends the audit entry (``audit_seq``) that covers the import.
+    Separate-consent rules hold per event because each event names one purpose.
+    """
+    if not events:
+        return
+    rows: list[dict[str, Any]] = []
+    latest: dict[tuple[str, str], ImportedConsent] = {}
+    for event in events:
+        spec = policy.purposes[event.purpose]
+        if not spec.needs_consent:
+            raise InvalidInput(f"{event.purpose} does not rest on consent")
+        notice = policy.notices[spec.notice] if spec.notice else None
+        rows.append(
+            {
+                "member_id": event.member_id,
+                "purpose": event.purpose,
+                "status": event.status,
+                "channel": event.channel,
+                "collected_at": event.collected_at,
+                "recorded_at": now,
+                "recorded_by": recorded_by,
+                "notice_version": spec.notice,
+                "notice_sha256": notice.sha256 if notice else None,
+                "receipt_id": None,
+                "audit_seq": audit_seq,
+            }
+        )
+        key = (event.member_id, event.purpose)
+        if key not in latest or event.collected_at >= latest[key].collected_at:
+            latest[key] = event
+    session.execute(insert(ConsentEvent), rows)
+    session.execute(
+        insert(ConsentState),
+        [
+            {
+                "member_id": e.member_id,
+                "purpose": e.purpose,
+                "status": e.status,
+                "notice_version": policy.purposes[e.purpose].notice,
+                "updated_at": e.collected_at,
+            }
+            for e in latest.values()
+        ],
+    )

@@ -1,0 +1,1 @@
+"""Infrastructure shared by every area: settings, database, clock, errors, logging."""

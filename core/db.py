@@ -1,0 +1,188 @@
+"""Database plumbing: engine per dialect, declarative base, unit of work.
+
+The schema is created only by the alembic migrations in ``migrations/``; the
+models here describe it for the ORM. Three dialects are supported: SQLite (the
+embedded default), PostgreSQL 15+ (psycopg 3) and MySQL 8 / MariaDB 10.11+
+(PyMySQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    create_engine,
+    event,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in, timezone-aware UTC out, on every dialect.
+
+    MySQL's DATETIME and SQLite have no time zone, so values are stored as
+    naive UTC there and re-tagged on the way out; microseconds are kept
+    (DATETIME(6) on MySQL).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name == "mysql":
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: store timezone-aware UTC only")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Pick the supported driver for each dialect, whatever the operator typed."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend in ("mysql", "mariadb"):
+        parsed = parsed.set(drivername="mysql+pymysql")
+        query = dict(parsed.query)
+        query.setdefault("charset", "utf8mb4")
+        parsed = parsed.set(query=query)
+    return parsed
+
+
+def build_engine(url: str | URL, *, sqlite_synchronous: str = "FULL", **kwargs: Any) -> Engine:
+    """An engine configured for memberguard's transaction model.
+
+    ``hide_parameters`` keeps bound values out of exception messages: even
+    though personal values are encrypted before they reach SQL, error text is
+    never the place for stored data.
+    """
+    parsed = normalise_url(url)
+    backend = parsed.get_backend_name()
+    options: dict[str, Any] = {"hide_parameters": True, "future": True}
+    if backend == "sqlite":
+        options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        # READ COMMITTED: each statement sees what committed before it, so a
+        # consent withdrawal is seen by the very next read; the audit head row
+        # is serialised by SELECT ... FOR UPDATE.
+        options["isolation_level"] = "READ COMMITTED"
+        options["pool_pre_ping"] = True
+    options.update(kwargs)
+    engine = create_engine(parsed, **options)
+    if backend == "sqlite":
+        _configure_sqlite(engine, synchronous=sqlite_synchronous)
+    return engine
+
+
+def _configure_sqlite(engine: Engine, *, synchronous: str) -> None:
+    if synchronous not in ("FULL", "NORMAL"):
+        raise ValueError("sqlite synchronous must be FULL or NORMAL")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when a transaction begins, so
+        # that it can be BEGIN IMMEDIATE (below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Every memberguard transaction that matters writes an audit entry.
+        # Taking the write lock at BEGIN serialises appends on the log head and
+        # avoids the deadlock-prone upgrade from a read to a write lock.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+SessionFactory = Callable[[], Session]
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+
+
+class UnitOfWork:
+    """One use case, one transaction. Rolls back unless ``commit()`` is called.
+
+    Services receive ``uow.session`` and only ``flush()``; the use case decides
+    when the transaction commits (for reads: after the audit entry is written
+    and before any data is released).
+    """
+
+    def __init__(self, factory: SessionFactory) -> None:
+        self._factory = factory
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise RuntimeError("unit of work used outside its `with` block")
+        return self._session
+
+    def __enter__(self) -> UnitOfWork:
+        self._session = self._factory()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session = self.session
+        try:
+            session.rollback()
+        finally:
+            session.close()
+            self._session = None
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+
+# Column types shared by the models of every area.
+BigId = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER only
+LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql")

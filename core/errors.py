@@ -1,0 +1,55 @@
+"""The domain error hierarchy.
+
+Every error carries a stable ``slug`` (the problem+json ``type``) and a
+``detail`` written for the caller. Neither may contain personal data: details
+name fields, purposes and rules, never the values that were sent or stored.
+``api/errors.py`` maps the classes to HTTP statuses in one place.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    slug = "error"
+    title = "Error"
+
+    def __init__(self, detail: str, *, slug: str | None = None, **extra: object) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if slug is not None:
+            self.slug = slug
+        # Extra members of the problem body. Callers put only ids, names and
+        # rule descriptions here, never submitted or stored values.
+        self.extra = extra
+
+
+class InvalidInput(DomainError):
+    slug = "validation-failed"
+    title = "The request is not valid"
+
+
+class NotFound(DomainError):
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(DomainError):
+    slug = "conflict"
+    title = "Conflict"
+
+
+class Forbidden(DomainError):
+    slug = "forbidden"
+    title = "Forbidden"
+
+
+class Unauthenticated(DomainError):
+    slug = "unauthenticated"
+    title = "Authentication required"
+
+
+class Unavailable(DomainError):
+    """A dependency the request cannot be served without (audit log, keys) failed."""
+
+    slug = "unavailable"
+    title = "Service unavailable"

@@ -1,0 +1,50 @@
+"""Runtime configuration: one pydantic-settings object, passed down explicitly.
+
+Nothing reads the environment at import time; ``Settings()`` is built by the
+CLI or by tests and handed to ``create_app`` and the services.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEMBERGUARD_", extra="ignore")
+
+    home: Path = Field(default=Path("./var"), description="Directory for the SQLite file and keys.")
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Default: SQLite file <home>/memberguard.db.",
+    )
+    key_provider: Literal["local", "env"] = "local"
+    key_path: Path | None = Field(default=None, description="Default: <home>/keys/keyring.json")
+    keyring_env: str = Field(
+        default="MEMBERGUARD_KEYRING",
+        description="Environment variable holding the base64 keyring for key_provider=env.",
+    )
+    policy_path: Path | None = Field(
+        default=None, description="Directory or file of policy TOML. Default: built-in policy."
+    )
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "INFO"
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    export_batch_size: int = Field(default=500, ge=1, le=5000)
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="FULL survives power loss; NORMAL survives a process crash only.",
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{(self.home / 'memberguard.db').as_posix()}"
+
+    @property
+    def resolved_key_path(self) -> Path:
+        return self.key_path if self.key_path is not None else self.home / "keys" / "keyring.json"

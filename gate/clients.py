@@ -1,0 +1,254 @@
+"""Client registry and authentication (the gate's first step).
+
+Nothing here is cached: a revoked client or key fails on its very next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from audit.log import Record, append_entry
+from core.clock import Clock
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from core.ids import new_id
+from gate.models import GateApiKey, GateClient, GateClientPurpose
+from policies.model import Policy
+
+Role = Literal["client", "auditor", "admin"]
+ROLES: tuple[str, ...] = ("client", "auditor", "admin")
+SCOPES = frozenset({"members:write", "consents:read", "consents:write"})
+KEY_PREFIX = "mg_"
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+OPERATOR = "operator"  # the actor named in entries written from the CLI
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """The authenticated caller, with what it is granted."""
+
+    id: str
+    name: str
+    role: str
+    purposes: frozenset[str]
+    scopes: frozenset[str]
+
+    def require_role(self, *roles: str) -> None:
+        if self.role not in roles:
+            raise Forbidden(
+                f"this endpoint needs the role {' or '.join(roles)}", slug="role-required"
+            )
+
+    def require_scope(self, scope: str) -> None:
+        self.require_role("client")
+        if scope not in self.scopes:
+            raise Forbidden(f"this endpoint needs the scope {scope}", slug="scope-required")
+
+
+OPERATOR_ACTOR = Actor(
+    id=OPERATOR, name=OPERATOR, role="admin", purposes=frozenset(), scopes=frozenset()
+)
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def authenticate(session: Session, raw_key: str | None) -> Actor:
+    if not raw_key or not raw_key.startswith(KEY_PREFIX) or len(raw_key) > 128:
+        raise Unauthenticated("missing or malformed API key")
+    row = session.execute(
+        select(GateClient)
+        .join(GateApiKey, GateApiKey.client_id == GateClient.id)
+        .where(
+            GateApiKey.key_hash == hash_key(raw_key),
+            GateApiKey.revoked_at.is_(None),
+            GateClient.revoked_at.is_(None),
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise Unauthenticated("unknown or revoked API key")
+    return _actor(row)
+
+
+def _actor(client: GateClient) -> Actor:
+    return Actor(
+        id=client.id,
+        name=client.name,
+        role=client.role,
+        purposes=frozenset(p.purpose for p in client.purposes),
+        scopes=frozenset(client.scopes.split()),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedClient:
+    client: dict[str, Any]
+    key: str
+    audit_seq: int
+
+
+def add_client(
+    session: Session,
+    *,
+    policy: Policy,
+    name: str,
+    role: str,
+    purposes: list[str],
+    scopes: list[str],
+    actor: Actor,
+    request_id: str | None,
+    clock: Clock,
+) -> IssuedClient:
+    if not NAME_RE.match(name):
+        raise InvalidInput(
+            "name must be 1-64 characters: lower-case letters, digits, '_', '.', '-'"
+        )
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
+    unknown = sorted(set(purposes) - set(policy.purposes))
+    if unknown:
+        raise InvalidInput(
+            f"{len(unknown)} purpose(s) are not in the policy",
+            known_purposes=sorted(policy.purposes),
+        )
+    bad_scopes = sorted(set(scopes) - SCOPES)
+    if bad_scopes:
+        raise InvalidInput(f"unknown scope(s); known scopes are {', '.join(sorted(SCOPES))}")
+    if role != "client" and (purposes or scopes):
+        raise InvalidInput("only clients are granted purposes and scopes")
+    if session.scalar(select(GateClient.id).where(GateClient.name == name)) is not None:
+        raise Conflict("a client with this name already exists", slug="client-exists")
+
+    now = clock()
+    client = GateClient(
+        id=new_id(), name=name, role=role, scopes=" ".join(sorted(set(scopes))), created_at=now
+    )
+    client.purposes = [GateClientPurpose(purpose=p) for p in sorted(set(purposes))]
+    session.add(client)
+    session.flush()
+    key = _issue_key(session, client.id, now)
+    appended = append_entry(
+        session,
+        Record(
+            action="client.create",
+            decision="permit",
+            reason="admin",
+            policy=policy.version,
+            actor=actor.id,
+            actor_role=actor.role,
+            request_id=request_id,
+            detail={
+                "client": client.id,
+                "name": name,
+                "role": role,
+                "purposes": sorted(set(purposes)),
+                "scopes": sorted(set(scopes)),
+            },
+        ),
+        clock=clock,
+    )
+    return IssuedClient(client=client_view(client), key=key, audit_seq=appended.seq)
+
+
+def issue_key(
+    session: Session, *, policy: Policy, client_id: str, actor: Actor, clock: Clock
+) -> str:
+    """Another key for an existing, active client (key rollover, demo re-runs)."""
+    client = session.get(GateClient, client_id)
+    if client is None or client.revoked_at is not None:
+        raise NotFound("no such active client")
+    now = clock()
+    key = _issue_key(session, client_id, now)
+    append_entry(
+        session,
+        Record(
+            action="client.key",
+            decision="permit",
+            reason="admin",
+            policy=policy.version,
+            actor=actor.id,
+            actor_role=actor.role,
+            detail={"client": client_id},
+        ),
+        clock=clock,
+    )
+    return key
+
+
+def _issue_key(session: Session, client_id: str, now: Any) -> str:
+    key = new_key()
+    session.add(
+        GateApiKey(key_hash=hash_key(key), client_id=client_id, prefix=key[:10], created_at=now)
+    )
+    session.flush()
+    return key
+
+
+def revoke_client(
+    session: Session,
+    *,
+    policy: Policy,
+    client_id: str,
+    actor: Actor,
+    request_id: str | None,
+    clock: Clock,
+) -> int:
+    client = session.get(GateClient, client_id)
+    if client is None:
+        raise NotFound("no such client")
+    if client.revoked_at is not None:
+        raise Conflict("client is already revoked", slug="already-revoked")
+    now = clock()
+    client.revoked_at = now
+    session.execute(
+        update(GateApiKey)
+        .where(GateApiKey.client_id == client_id, GateApiKey.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    appended = append_entry(
+        session,
+        Record(
+            action="client.revoke",
+            decision="permit",
+            reason="admin",
+            policy=policy.version,
+            actor=actor.id,
+            actor_role=actor.role,
+            request_id=request_id,
+            detail={"client": client_id},
+        ),
+        clock=clock,
+    )
+    return appended.seq
+
+
+def list_clients(session: Session) -> list[dict[str, Any]]:
+    clients = session.scalars(select(GateClient).order_by(GateClient.created_at, GateClient.name))
+    return [client_view(c) for c in clients]
+
+
+def find_client(session: Session, name: str) -> GateClient | None:
+    return session.scalar(select(GateClient).where(GateClient.name == name))
+
+
+def client_view(client: GateClient) -> dict[str, Any]:
+    return {
+        "id": client.id,
+        "name": client.name,
+        "role": client.role,
+        "purposes": sorted(p.purpose for p in client.purposes),
+        "scopes": sorted(client.scopes.split()),
+        "created_at": client.created_at.isoformat(),
+        "revoked_at": client.revoked_at.isoformat() if client.revoked_at else None,
+    }

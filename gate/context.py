@@ -1,0 +1,35 @@
+"""What the use cases need, built once by the app factory or the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from audit.log import AuditUnavailable
+from core.clock import Clock, utc_now
+from core.db import SessionFactory, UnitOfWork
+from policies.model import Policy
+from vault.keys import Keyring
+
+
+@dataclass(frozen=True)
+class Services:
+    policy: Policy
+    keyring: Keyring
+    session_factory: SessionFactory
+    clock: Clock = utc_now
+    export_batch_size: int = 500
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.session_factory)
+
+
+def commit_audited(uow: UnitOfWork) -> None:
+    """Commit a transaction that holds an audit entry; a failure means nothing is released."""
+    try:
+        uow.commit()
+    except SQLAlchemyError as exc:
+        raise AuditUnavailable(
+            "the audit log could not be committed; nothing was released"
+        ) from exc

@@ -1,0 +1,56 @@
+"""Internal systems that may ask for member data, and their API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.db import Base, UTCDateTime
+from core.ids import ID_LENGTH
+
+
+class GateClient(Base):
+    __tablename__ = "gate_client"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    # Space-separated, e.g. "members:write consents:write".
+    scopes: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    purposes: Mapped[list[GateClientPurpose]] = relationship(
+        back_populates="client", cascade="all, delete-orphan", lazy="selectin"
+    )
+    keys: Mapped[list[GateApiKey]] = relationship(back_populates="client", lazy="noload")
+
+
+class GateClientPurpose(Base):
+    __tablename__ = "gate_client_purpose"
+
+    client_id: Mapped[str] = mapped_column(ForeignKey("gate_client.id"), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+    client: Mapped[GateClient] = relationship(back_populates="purposes")
+
+
+class GateApiKey(Base):
+    """An API key, stored only as the SHA-256 of the key.
+
+    Keys are 256-bit random strings, so a fast hash is enough: there is no
+    low-entropy secret for a slow KDF to protect, and authentication stays one
+    indexed lookup per request.
+    """
+
+    __tablename__ = "gate_api_key"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("gate_client.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    client: Mapped[GateClient] = relationship(back_populates="keys")

@@ -1,0 +1,335 @@
+"""The read path: decide, record, release.
+
+1. Decide from the policy, the client's grants and the member's consent, read
+   in the same transaction as the audit append.
+2. Record the decision (refusals too) and commit. If the append or the commit
+   fails, the caller gets 503 and nothing else.
+3. Release: decrypt only the released fields, apply their views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from sqlalchemy import select
+
+from audit.log import Record, append_entry
+from consent.registry import UnknownPurpose as UnknownPurposeError
+from consent.registry import consent_fact, consent_facts
+from core.db import UnitOfWork
+from core.errors import Forbidden, NotFound
+from core.ids import is_valid_id
+from gate.clients import Actor
+from gate.context import Services, commit_audited
+from policies.decide import Decision, decide_member, decide_purpose, deny
+from vault.masking import apply_view, pseudonym
+from vault.members import SealedMember, load_sealed, lookup, member_exists, normalise_lookup
+from vault.models import VaultMember
+
+
+class ReadRefused(Forbidden):
+    """A recorded refusal. ``audit_seq`` names the entry that records it."""
+
+    TITLES: ClassVar[dict[str, str]] = {
+        "purpose-not-allowed": "Purpose not allowed",
+        "consent-required": "Consent required",
+        "consent-outdated": "Consent outdated",
+    }
+
+    def __init__(self, detail: str, *, slug: str, audit_seq: int) -> None:
+        super().__init__(detail, slug=slug)
+        self.title = self.TITLES.get(slug, "Refused")
+        self.audit_seq = audit_seq
+
+
+class MemberNotFound(NotFound):
+    def __init__(self, *, audit_seq: int) -> None:
+        super().__init__("no such member")
+        self.audit_seq = audit_seq
+
+
+class UnknownPurpose(UnknownPurposeError):
+    def __init__(self, detail: str, *, audit_seq: int, known: list[str]) -> None:
+        super().__init__(detail, known_purposes=known)
+        self.audit_seq = audit_seq
+
+
+_REFUSAL_TEXT = {
+    "purpose-not-allowed": "this client is not granted the purpose",
+    "consent-required": "the member has not given consent for this purpose",
+    "consent-outdated": "the member consented under a notice this policy no longer accepts",
+}
+
+
+def refusal(services: Services, decision: Decision, seq: int) -> Exception:
+    if decision.reason == "unknown-purpose":
+        return UnknownPurpose(
+            "the purpose is not in the policy",
+            audit_seq=seq,
+            known=sorted(services.policy.purposes),
+        )
+    if decision.reason == "member-not-found":
+        return MemberNotFound(audit_seq=seq)
+    return ReadRefused(
+        _REFUSAL_TEXT.get(decision.reason, decision.reason), slug=decision.reason, audit_seq=seq
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRelease:
+    id: str
+    purpose: str
+    fields: dict[str, Any]
+    withheld: dict[str, str]
+    audit_seq: int
+
+
+def _release_fields(
+    services: Services, actor: Actor, decision: Decision, sealed: SealedMember
+) -> dict[str, Any]:
+    values = sealed.open(services.keyring)
+    released: dict[str, Any] = {}
+    for name, view in decision.views.items():
+        if name not in values:
+            continue
+        if view == "pseudonym":
+            released[name] = pseudonym(
+                services.keyring.pseudonym_key_for(actor.id), sealed.member_id
+            )
+        else:
+            released[name] = apply_view(services.policy.fields[name].type, view, values[name])
+    return released
+
+
+def _record(uow: UnitOfWork, services: Services, record: Record) -> int:
+    seq = append_entry(uow.session, record, clock=services.clock).seq
+    commit_audited(uow)
+    return seq
+
+
+def read_member(
+    uow: UnitOfWork,
+    *,
+    services: Services,
+    actor: Actor,
+    member_id: str,
+    purpose: str,
+    request_id: str | None,
+) -> MemberRelease:
+    policy = services.policy
+    session = uow.session
+    decision = decide_purpose(policy, purpose=purpose, client_purposes=actor.purposes)
+    sealed: SealedMember | None = None
+    if decision.permitted:
+        if not is_valid_id(member_id) or not member_exists(session, member_id):
+            decision = deny("member-not-found", purpose)
+        else:
+            decision = decide_member(policy, decision, consent_fact(session, member_id, purpose))
+    if decision.permitted:
+        sealed = load_sealed(session, [member_id], decision.views.keys())[member_id]
+    seq = _record(
+        uow,
+        services,
+        Record(
+            action="member.read",
+            decision=decision.outcome,
+            reason=decision.reason,
+            policy=policy.version,
+            actor=actor.id,
+            actor_role=actor.role,
+            purpose=decision.purpose,
+            # A syntactically invalid id is attacker-chosen text: it is not
+            # written to the log, only the refusal is.
+            members=[member_id] if is_valid_id(member_id) else [],
+            fields=_released_views(decision, sealed),
+            request_id=request_id,
+        ),
+    )
+    if sealed is None:
+        raise refusal(services, decision, seq)
+    return MemberRelease(
+        id=member_id,
+        purpose=purpose,
+        fields=_release_fields(services, actor, decision, sealed),
+        withheld=decision.withheld,
+        audit_seq=seq,
+    )
+
+
+def _released_views(decision: Decision, sealed: SealedMember | None) -> dict[str, str]:
+    if sealed is None:
+        return {}
+    # Only fields the member actually has are released, and only those are logged.
+    return {name: view for name, view in decision.views.items() if name in sealed.fields}
+
+
+def _member_label(services: Services, actor: Actor, purpose: str, member_id: str) -> str:
+    if services.policy.purposes[purpose].member_id == "pseudonym":
+        return pseudonym(services.keyring.pseudonym_key_for(actor.id), member_id)
+    return member_id
+
+
+@dataclass(frozen=True, slots=True)
+class LookupResult:
+    ids: list[str]
+    audit_seq: int
+
+
+def lookup_members(
+    uow: UnitOfWork,
+    *,
+    services: Services,
+    actor: Actor,
+    field_name: str,
+    value: object,
+    purpose: str,
+    request_id: str | None,
+) -> LookupResult:
+    """Find members by phone or e-mail; only those the purpose admits are returned."""
+    policy = services.policy
+    normalised = normalise_lookup(field_name, value)  # bad input: 422 before anything is read
+    session = uow.session
+    decision = decide_purpose(policy, purpose=purpose, client_purposes=actor.purposes)
+    admitted: list[str] = []
+    matched = 0
+    if decision.permitted:
+        candidates = lookup(
+            session, keyring=services.keyring, field_name=field_name, normalised=normalised
+        )
+        matched = len(candidates)
+        facts = consent_facts(session, candidates, purpose)
+        admitted = [
+            m for m in candidates if decide_member(policy, decision, facts.get(m)).permitted
+        ]
+    seq = _record(
+        uow,
+        services,
+        Record(
+            action="member.lookup",
+            decision=decision.outcome,
+            reason=decision.reason,
+            policy=policy.version,
+            actor=actor.id,
+            actor_role=actor.role,
+            purpose=decision.purpose,
+            members=admitted,
+            request_id=request_id,
+            # How many matched is recorded so that an auditor can see lookups
+            # that found members the purpose did not admit.
+            detail={"by": field_name, "matched": matched, "admitted": len(admitted)},
+        ),
+    )
+    if not decision.permitted:
+        raise refusal(services, decision, seq)
+    return LookupResult(
+        ids=[_member_label(services, actor, purpose, m) for m in admitted], audit_seq=seq
+    )
+
+
+@dataclass
+class Export:
+    """A started export: the first batch is decided and recorded already."""
+
+    first_seq: int
+    lines: Iterator[dict[str, Any]]
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def export_members(
+    services: Services, *, actor: Actor, purpose: str, request_id: str | None
+) -> Export:
+    """Stream every member the purpose admits, batch by batch.
+
+    Each batch is its own transaction: decide for each member, append one
+    entry naming every member released in the batch, commit, then decrypt and
+    yield. Memory is bounded by the batch size whatever the number of members.
+    """
+    policy = services.policy
+    purpose_decision = decide_purpose(policy, purpose=purpose, client_purposes=actor.purposes)
+    if not purpose_decision.permitted:
+        with services.uow() as uow:
+            seq = _record(
+                uow,
+                services,
+                Record(
+                    action="member.export",
+                    decision="deny",
+                    reason=purpose_decision.reason,
+                    policy=policy.version,
+                    actor=actor.id,
+                    actor_role=actor.role,
+                    purpose=purpose_decision.purpose,
+                    request_id=request_id,
+                ),
+            )
+        raise refusal(services, purpose_decision, seq)
+
+    stats = {"batches": 0, "examined": 0, "released": 0}
+
+    def batch(after: str) -> tuple[str | None, int | None, list[dict[str, Any]]]:
+        with services.uow() as uow:
+            session = uow.session
+            ids = list(
+                session.scalars(
+                    select(VaultMember.id)
+                    .where(VaultMember.id > after)
+                    .order_by(VaultMember.id)
+                    .limit(services.export_batch_size)
+                )
+            )
+            facts = consent_facts(session, ids, purpose)
+            admitted = [
+                m for m in ids if decide_member(policy, purpose_decision, facts.get(m)).permitted
+            ]
+            sealed = load_sealed(session, admitted, purpose_decision.views.keys())
+            seq = None
+            if admitted or stats["batches"] == 0:
+                seq = _record(
+                    uow,
+                    services,
+                    Record(
+                        action="member.export",
+                        decision="permit",
+                        reason=purpose_decision.reason,
+                        policy=policy.version,
+                        actor=actor.id,
+                        actor_role=actor.role,
+                        purpose=purpose,
+                        members=admitted,
+                        fields=dict(purpose_decision.views),
+                        request_id=request_id,
+                        detail={
+                            "batch": stats["batches"] + 1,
+                            "examined": len(ids),
+                            "released": len(admitted),
+                        },
+                    ),
+                )
+        stats["batches"] += 1
+        stats["examined"] += len(ids)
+        stats["released"] += len(admitted)
+        lines = [
+            {
+                (
+                    "pseudonym" if policy.purposes[purpose].member_id == "pseudonym" else "id"
+                ): _member_label(services, actor, purpose, m),
+                "fields": _release_fields(services, actor, purpose_decision, sealed[m]),
+            }
+            for m in admitted
+        ]
+        next_after = ids[-1] if len(ids) == services.export_batch_size else None
+        return next_after, seq, lines
+
+    after, first_seq, first_lines = batch("")
+    assert first_seq is not None  # the first batch is always recorded
+
+    def stream() -> Iterator[dict[str, Any]]:
+        yield from first_lines
+        cursor = after
+        while cursor is not None:
+            cursor, _seq, lines = batch(cursor)
+            yield from lines
+
+    return Export(first_seq=first_seq, lines=stream(), stats=stats)

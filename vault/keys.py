@@ -1,0 +1,189 @@
+"""Key material: the keyring and where it comes from.
+
+The keyring holds
+- the key-encryption keys (KEKs), by version: wrapping uses the active (newest)
+  version, unwrapping uses whichever version a data key names;
+- the blind-index root key, separate from the KEKs, from which one HMAC key per
+  searchable field is derived with HKDF;
+- the pseudonym root key, from which one HMAC key per client is derived, so a
+  pseudonym is stable for one client and unlinkable across clients.
+
+Providers: ``local`` (a JSON file created by ``memberguard init`` with mode
+0600) and ``env`` (the same document, base64, in an environment variable).
+An external KMS plugs in as another provider returning a ``Keyring``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+KEY_BYTES = 32
+KEYRING_FORMAT = 1
+
+
+class KeyringError(Exception):
+    """The keyring is missing, unreadable or malformed. Never carries key material."""
+
+
+def _derive(root: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(root)
+
+
+@dataclass(frozen=True)
+class Keyring:
+    keks: dict[int, bytes]
+    index_key: bytes = field(repr=False)
+    pseudonym_key: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.keks:
+            raise KeyringError("keyring has no key-encryption key")
+        for key in (*self.keks.values(), self.index_key, self.pseudonym_key):
+            if len(key) != KEY_BYTES:
+                raise KeyringError("every key in the keyring must be 32 bytes")
+
+    def __repr__(self) -> str:
+        return f"Keyring(kek_versions={sorted(self.keks)})"
+
+    @property
+    def active_version(self) -> int:
+        return max(self.keks)
+
+    def kek(self, version: int) -> bytes:
+        try:
+            return self.keks[version]
+        except KeyError:
+            raise KeyringError(f"KEK version {version} is not in the keyring") from None
+
+    def index_key_for(self, field_name: str) -> bytes:
+        return _cached_derive(self.index_key, b"memberguard/blind-index/v1/" + field_name.encode())
+
+    def pseudonym_key_for(self, client_id: str) -> bytes:
+        return _cached_derive(self.pseudonym_key, b"memberguard/pseudonym/v1/" + client_id.encode())
+
+    # -- serialisation -------------------------------------------------------
+
+    @classmethod
+    def generate(cls) -> Keyring:
+        return cls(
+            keks={1: secrets.token_bytes(KEY_BYTES)},
+            index_key=secrets.token_bytes(KEY_BYTES),
+            pseudonym_key=secrets.token_bytes(KEY_BYTES),
+        )
+
+    def with_new_kek(self) -> Keyring:
+        keks = dict(self.keks)
+        keks[self.active_version + 1] = secrets.token_bytes(KEY_BYTES)
+        return Keyring(keks=keks, index_key=self.index_key, pseudonym_key=self.pseudonym_key)
+
+    def to_document(self) -> bytes:
+        b64 = lambda raw: base64.b64encode(raw).decode("ascii")  # noqa: E731
+        return json.dumps(
+            {
+                "format": KEYRING_FORMAT,
+                "keks": {str(v): b64(k) for v, k in sorted(self.keks.items())},
+                "index_key": b64(self.index_key),
+                "pseudonym_key": b64(self.pseudonym_key),
+            },
+            indent=2,
+        ).encode()
+
+    @classmethod
+    def from_document(cls, raw: bytes, *, source: str) -> Keyring:
+        try:
+            doc: Any = json.loads(raw)
+            if doc.get("format") != KEYRING_FORMAT:
+                raise KeyringError(f"{source}: unsupported keyring format")
+            decode = lambda text: base64.b64decode(text, validate=True)  # noqa: E731
+            return cls(
+                keks={int(v): decode(k) for v, k in doc["keks"].items()},
+                index_key=decode(doc["index_key"]),
+                pseudonym_key=decode(doc["pseudonym_key"]),
+            )
+        except KeyringError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+            raise KeyringError(f"{source}: not a valid keyring document") from None
+
+
+@lru_cache(maxsize=4096)
+def _cached_derive(root: bytes, info: bytes) -> bytes:
+    return _derive(root, info)
+
+
+class LocalKeyFile:
+    """A keyring file readable by the service's user only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def create(self) -> Keyring:
+        """Create a new keyring file (mode 0600). Refuses to overwrite one."""
+        keyring = Keyring.generate()
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(keyring.to_document())
+            handle.flush()
+            os.fsync(handle.fileno())
+        return keyring
+
+    def save(self, keyring: Keyring) -> None:
+        """Replace the file atomically, keeping mode 0600."""
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(keyring.to_document())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+
+    def load(self) -> Keyring:
+        try:
+            mode = self.path.stat().st_mode
+        except FileNotFoundError:
+            raise KeyringError(
+                f"{self.path}: no keyring; run `memberguard init` to create one"
+            ) from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyringError(
+                f"{self.path}: keyring must not be readable by group or others (chmod 600)"
+            )
+        return Keyring.from_document(self.path.read_bytes(), source=str(self.path))
+
+
+class EnvKeyring:
+    """The keyring document, base64-encoded, in an environment variable."""
+
+    def __init__(self, variable: str, environ: dict[str, str] | None = None) -> None:
+        self.variable = variable
+        self.environ = environ if environ is not None else dict(os.environ)
+
+    def load(self) -> Keyring:
+        value = self.environ.get(self.variable)
+        if not value:
+            raise KeyringError(f"${self.variable} is not set")
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise KeyringError(f"${self.variable} is not valid base64") from None
+        return Keyring.from_document(raw, source=f"${self.variable}")
+
+    @staticmethod
+    def encode(keyring: Keyring) -> str:
+        return base64.b64encode(keyring.to_document()).decode("ascii")

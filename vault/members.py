@@ -1,0 +1,308 @@
+"""Member records: validate, encrypt, store, look up, decrypt.
+
+These functions only ``flush()``: the caller's unit of work commits, together
+with the audit entry that records the change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from core.clock import Clock
+from core.errors import InvalidInput, NotFound
+from core.ids import new_id
+from policies.model import SLUG_RE, Policy
+from vault.crypto import (
+    blind_index,
+    decrypt_value,
+    encrypt_value,
+    new_data_key,
+    unwrap_data_key,
+    wrap_data_key,
+)
+from vault.fields import InvalidFieldValue, normalise_email, normalise_phone, normalise_value
+from vault.keys import Keyring
+from vault.models import VaultBlindIndex, VaultDataKey, VaultField, VaultMember
+
+Value = str | int
+
+
+def validate_values(
+    policy: Policy, raw: Mapping[str, Any], *, partial: bool
+) -> dict[str, Value | None]:
+    """Normalise every submitted value against the policy, or raise with every problem.
+
+    ``partial`` (updates): only the given fields, and ``null`` clears an optional
+    field. Problems name fields and rules, never the values; an unknown key is
+    named only when it looks like a field id, since a key can be personal data
+    that was sent in the wrong place.
+    """
+    problems: list[dict[str, str]] = []
+    clean: dict[str, Value | None] = {}
+    for key, value in raw.items():
+        spec = policy.fields.get(key)
+        if spec is None:
+            shown = (
+                key if SLUG_RE.match(key) and len(key) <= 64 else "(a key that is not a field id)"
+            )
+            problems.append({"field": shown, "problem": "unknown field"})
+            continue
+        if value is None:
+            if not partial:
+                continue
+            if spec.required:
+                problems.append({"field": key, "problem": "is required and cannot be cleared"})
+                continue
+            clean[key] = None
+            continue
+        try:
+            clean[key] = normalise_value(
+                spec.type,
+                value,
+                field=key,
+                values=spec.values,
+                pattern=spec.pattern,
+                max_length=spec.max_length,
+            )
+        except InvalidFieldValue as exc:
+            problems.append({"field": key, "problem": exc.detail.removeprefix(f"{key}: ")})
+    if not partial:
+        reported = {p["field"] for p in problems}
+        for name, spec in policy.fields.items():
+            if spec.required and clean.get(name) is None and name not in reported:
+                problems.append({"field": name, "problem": "is required"})
+    if not partial and not clean and not problems:
+        problems.append({"field": "(body)", "problem": "no fields given"})
+    if partial and not raw:
+        problems.append({"field": "(body)", "problem": "no fields given"})
+    if problems:
+        raise InvalidInput(
+            f"{len(problems)} field(s) are invalid",
+            errors=problems,
+            allowed_fields=sorted(policy.fields),
+        )
+    return clean
+
+
+def create_member(
+    session: Session, *, policy: Policy, keyring: Keyring, values: Mapping[str, Value], clock: Clock
+) -> str:
+    member_id = new_id()
+    now = clock()
+    data_key = new_data_key()
+    version, wrapped = wrap_data_key(keyring, member_id, data_key)
+    session.add(VaultMember(id=member_id, created_at=now, updated_at=now))
+    session.flush()
+    session.add(
+        VaultDataKey(member_id=member_id, kek_version=version, data_key_ct=wrapped, created_at=now)
+    )
+    _write_fields(
+        session,
+        policy=policy,
+        keyring=keyring,
+        member_id=member_id,
+        data_key=data_key,
+        values=values,
+    )
+    session.flush()
+    return member_id
+
+
+def create_members_bulk(
+    session: Session,
+    *,
+    policy: Policy,
+    keyring: Keyring,
+    batch: Iterable[Mapping[str, Value]],
+    clock: Clock,
+) -> list[str]:
+    """Insert many already-validated members with executemany statements (imports, demo)."""
+    now = clock()
+    members: list[dict[str, Any]] = []
+    keys: list[dict[str, Any]] = []
+    fields: list[dict[str, Any]] = []
+    indexes: list[dict[str, Any]] = []
+    for values in batch:
+        member_id = new_id()
+        data_key = new_data_key()
+        version, wrapped = wrap_data_key(keyring, member_id, data_key)
+        members.append({"id": member_id, "created_at": now, "updated_at": now})
+        keys.append(
+            {
+                "member_id": member_id,
+                "kek_version": version,
+                "data_key_ct": wrapped,
+                "created_at": now,
+            }
+        )
+        for name, value in values.items():
+            fields.append(
+                {
+                    "member_id": member_id,
+                    "name": name,
+                    "value_ct": encrypt_value(data_key, member_id, name, value),
+                }
+            )
+            if policy.fields[name].searchable:
+                indexes.append(
+                    {
+                        "field": name,
+                        "digest": blind_index(keyring, name, str(value)),
+                        "member_id": member_id,
+                    }
+                )
+    for model, rows in (
+        (VaultMember, members),
+        (VaultDataKey, keys),
+        (VaultField, fields),
+        (VaultBlindIndex, indexes),
+    ):
+        if rows:
+            session.execute(insert(model), rows)
+    return [m["id"] for m in members]
+
+
+def update_member(
+    session: Session,
+    *,
+    policy: Policy,
+    keyring: Keyring,
+    member_id: str,
+    values: Mapping[str, Value | None],
+    clock: Clock,
+) -> None:
+    member = session.get(VaultMember, member_id)
+    if member is None:
+        raise NotFound("no such member", member_id=member_id)
+    data_key = _data_key(session, keyring, member_id)
+    names = list(values)
+    session.execute(
+        delete(VaultField).where(VaultField.member_id == member_id, VaultField.name.in_(names))
+    )
+    searchable = [n for n in names if policy.fields[n].searchable]
+    if searchable:
+        session.execute(
+            delete(VaultBlindIndex).where(
+                VaultBlindIndex.member_id == member_id, VaultBlindIndex.field.in_(searchable)
+            )
+        )
+    present = {name: value for name, value in values.items() if value is not None}
+    _write_fields(
+        session,
+        policy=policy,
+        keyring=keyring,
+        member_id=member_id,
+        data_key=data_key,
+        values=present,
+    )
+    member.updated_at = clock()
+    session.flush()
+
+
+def _write_fields(
+    session: Session,
+    *,
+    policy: Policy,
+    keyring: Keyring,
+    member_id: str,
+    data_key: bytes,
+    values: Mapping[str, Value],
+) -> None:
+    for name, value in values.items():
+        session.add(
+            VaultField(
+                member_id=member_id,
+                name=name,
+                value_ct=encrypt_value(data_key, member_id, name, value),
+            )
+        )
+        if policy.fields[name].searchable:
+            session.add(
+                VaultBlindIndex(
+                    field=name, digest=blind_index(keyring, name, str(value)), member_id=member_id
+                )
+            )
+
+
+def member_exists(session: Session, member_id: str) -> bool:
+    return session.scalar(select(VaultMember.id).where(VaultMember.id == member_id)) is not None
+
+
+def normalise_lookup(field_name: str, raw: object) -> str:
+    if field_name == "phone":
+        return normalise_phone(raw, field=field_name)
+    if field_name == "email":
+        return normalise_email(raw, field=field_name)
+    raise InvalidInput(f"{field_name} is not searchable")
+
+
+def lookup(session: Session, *, keyring: Keyring, field_name: str, normalised: str) -> list[str]:
+    digest = blind_index(keyring, field_name, normalised)
+    rows = session.scalars(
+        select(VaultBlindIndex.member_id)
+        .where(VaultBlindIndex.field == field_name, VaultBlindIndex.digest == digest)
+        .order_by(VaultBlindIndex.member_id)
+    )
+    return list(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class SealedMember:
+    """A member's ciphertexts, loaded inside the deciding transaction.
+
+    Decryption happens after the audit entry is committed, outside any lock.
+    """
+
+    member_id: str
+    kek_version: int
+    data_key_ct: bytes
+    fields: dict[str, bytes]
+
+    def open(self, keyring: Keyring) -> dict[str, Value]:
+        data_key = unwrap_data_key(keyring, self.member_id, self.kek_version, self.data_key_ct)
+        return {
+            name: decrypt_value(data_key, self.member_id, name, blob)
+            for name, blob in self.fields.items()
+        }
+
+
+def load_sealed(
+    session: Session, member_ids: Collection[str], field_names: Collection[str]
+) -> dict[str, SealedMember]:
+    if not member_ids:
+        return {}
+    keys = session.execute(
+        select(VaultDataKey.member_id, VaultDataKey.kek_version, VaultDataKey.data_key_ct).where(
+            VaultDataKey.member_id.in_(list(member_ids))
+        )
+    ).all()
+    fields: dict[str, dict[str, bytes]] = {member_id: {} for member_id in member_ids}
+    if field_names:
+        rows = session.execute(
+            select(VaultField.member_id, VaultField.name, VaultField.value_ct).where(
+                VaultField.member_id.in_(list(member_ids)), VaultField.name.in_(list(field_names))
+            )
+        ).all()
+        for row in rows:
+            fields[row.member_id][row.name] = bytes(row.value_ct)
+    return {
+        row.member_id: SealedMember(
+            member_id=row.member_id,
+            kek_version=row.kek_version,
+            data_key_ct=bytes(row.data_key_ct),
+            fields=fields[row.member_id],
+        )
+        for row in keys
+    }
+
+
+def _data_key(session: Session, keyring: Keyring, member_id: str) -> bytes:
+    row = session.get(VaultDataKey, member_id)
+    if row is None:
+        raise NotFound("no such member", member_id=member_id)
+    return unwrap_data_key(keyring, member_id, row.kek_version, row.data_key_ct)

@@ -1,0 +1,59 @@
+"""Vault tables: one row per member, their wrapped data key, encrypted fields, blind indexes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base, UTCDateTime
+from core.ids import ID_LENGTH
+
+
+class VaultMember(Base):
+    __tablename__ = "vault_member"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class VaultDataKey(Base):
+    """The member's data key, wrapped by the KEK version named here.
+
+    Deleting this row is the crypto-shred: without it no ciphertext of the
+    member can be decrypted, backups included.
+    """
+
+    __tablename__ = "vault_data_key"
+
+    member_id: Mapped[str] = mapped_column(
+        ForeignKey("vault_member.id", ondelete="CASCADE"), primary_key=True
+    )
+    kek_version: Mapped[int] = mapped_column(Integer)
+    data_key_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class VaultField(Base):
+    __tablename__ = "vault_field"
+
+    member_id: Mapped[str] = mapped_column(
+        ForeignKey("vault_member.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value_ct: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class VaultBlindIndex(Base):
+    """HMAC of a normalised searchable value; several members may share one."""
+
+    __tablename__ = "vault_blind_index"
+    __table_args__ = (Index("ix_vault_blind_index_member_id", "member_id"),)
+
+    field: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[str] = mapped_column(
+        ForeignKey("vault_member.id", ondelete="CASCADE"), primary_key=True
+    )
