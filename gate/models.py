@@ -25,7 +25,7 @@ class GateClient(Base):
     purposes: Mapped[list[GateClientPurpose]] = relationship(
         back_populates="client", cascade="all, delete-orphan", lazy="selectin"
     )
-    keys: Mapped[list[GateApiKey]] = relationship(back_populates="client", lazy="noload")
+    keys: Mapped[list[GateApiKey]] = relationship(back_populates="client", lazy="raise")
 
 
 class GateClientPurpose(Base):

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from core.settings import Settings
+from gate.context import Services
+from tests.conftest import Keys
+
+
+@pytest.fixture
+def app_client(services: Services) -> Iterator[TestClient]:
+    app = create_app(Settings(max_body_bytes=16 * 1024), services=services)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+MEMBER = {
+    "name": "张三",
+    "phone": "13812345678",
+    "email": "Zhang.San@Example.com",
+    "birthday": "1990-05-17",
+    "gender": "男",
+    "address": "广东省深圳市南山区科技园路88号",
+    "id_number": "11010519491231002X",
+    "tier": "金卡",
+    "points_balance": 1200,
+    "registered_at": "2021-03-04",
+    "channel": "app",
+    "home_store": "SZ-012",
+}
+
+
+@pytest.fixture
+def member_id(app_client: TestClient, keys: Keys) -> str:
+    response = app_client.post("/v1/members", json=MEMBER, headers=auth(keys.crm))
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def grant(client: TestClient, key: str, member_id: str, purpose: str, status: str = "granted",
+          at: str = "2026-11-01T10:00:00+08:00") -> dict:
+    response = client.post(
+        f"/v1/members/{member_id}/consents",
+        json={"purposes": [purpose], "status": status, "channel": "app", "collected_at": at},
+        headers=auth(key),
+    )
+    assert response.status_code == 201, response.text
+    return response.json()

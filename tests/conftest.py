@@ -1,0 +1,205 @@
+"""Test fixtures: real databases, built from the migrations.
+
+Every database-backed test runs on each backend: SQLite (always), PostgreSQL
+and MariaDB/MySQL (at the URLs below, overridable). A server that is not
+reachable skips its tests with the reason, except under ``CI=true``, where it
+fails the run: CI must not go green by testing less.
+
+Each test runs inside one outer transaction that is rolled back afterwards;
+the code under test commits to savepoints inside it (the pypi/warehouse
+pattern), so tests are isolated and fast. Tests that need real commits from
+several connections (concurrency, crash) use ``fresh_database`` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import build_engine
+from gate.clients import OPERATOR_ACTOR, add_client
+from gate.context import Services, commit_audited
+from migrations import upgrade
+from policies import Policy, load_policy
+from vault.keys import Keyring
+
+BACKENDS = {
+    "sqlite": None,
+    "postgresql": os.environ.get(
+        "MEMBERGUARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+    ),
+    "mariadb": os.environ.get("MEMBERGUARD_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+}
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unreachable(backend: str, exc: Exception) -> None:
+    message = f"{backend} is not reachable ({type(exc).__name__}); set up the server or the URL"
+    if IN_CI:
+        pytest.fail(f"CI=true: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def _reset(engine: Engine) -> None:
+    """Drop everything a previous run left, so the migrations start from empty."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
+        elif engine.dialect.name == "mysql":
+            tables = conn.exec_driver_sql("SHOW TABLES").scalars().all()
+            conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
+            for table in tables:
+                conn.exec_driver_sql(f"DROP TABLE `{table}`")
+            conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
+
+
+@pytest.fixture(scope="session", params=list(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def migrated_engine(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    else:
+        url = BACKENDS[backend]
+        assert url is not None
+    engine = build_engine(url)
+    try:
+        _reset(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        _unreachable(backend, exc)
+    upgrade(url=url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def connection(migrated_engine: Engine) -> Iterator[Connection]:
+    conn = migrated_engine.connect()
+    outer = conn.begin()
+    try:
+        yield conn
+    finally:
+        if outer.is_active:
+            outer.rollback()
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def policy() -> Policy:
+    return load_policy()
+
+
+@pytest.fixture(scope="session")
+def keyring() -> Keyring:
+    return Keyring.generate()
+
+
+@pytest.fixture
+def session_factory(connection: Connection) -> sessionmaker[Session]:
+    return sessionmaker(
+        bind=connection,
+        join_transaction_mode="create_savepoint",
+        expire_on_commit=False,
+        autoflush=False,
+    )
+
+
+@pytest.fixture
+def services(policy: Policy, keyring: Keyring, session_factory: sessionmaker[Session]) -> Services:
+    return Services(policy=policy, keyring=keyring, session_factory=session_factory, export_batch_size=7)
+
+
+@pytest.fixture
+def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    s = session_factory()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@dataclass(frozen=True)
+class Keys:
+    crm: str
+    sms: str
+    analytics: str
+    pos: str
+    auditor: str
+    admin: str
+    ids: dict[str, str]
+
+
+@pytest.fixture
+def keys(services: Services) -> Keys:
+    """A realistic set of clients, registered the way the CLI does it."""
+    specs = {
+        "crm": ("client", ["membership", "customer_service", "marketing_sms", "delivery"],
+                ["members:write", "consents:read", "consents:write"]),
+        "sms": ("client", ["marketing_sms"], []),
+        "analytics": ("client", ["analytics"], []),
+        "pos": ("client", ["membership", "partner_sharing", "identity_verification"], ["consents:write"]),
+        "auditor": ("auditor", [], []),
+        "admin": ("admin", [], []),
+    }
+    issued: dict[str, str] = {}
+    ids: dict[str, str] = {}
+    for name, (role, purposes, scopes) in specs.items():
+        with services.uow() as uow:
+            result = add_client(
+                uow.session, policy=services.policy, name=name, role=role, purposes=purposes,
+                scopes=scopes, actor=OPERATOR_ACTOR, request_id=None, clock=services.clock,
+            )
+            commit_audited(uow)
+        issued[name] = result.key
+        ids[name] = result.client["id"]
+    return Keys(**issued, ids=ids)
+
+
+@dataclass(frozen=True)
+class FreshDatabase:
+    url: str
+    backend: str
+
+
+@pytest.fixture
+def fresh_database(backend: str, tmp_path: pytest.TempPathFactory) -> Iterator[FreshDatabase]:
+    """An empty, migrated database of its own, for tests that really commit."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fresh.db'}"  # type: ignore[operator]
+        upgrade(url=url)
+        yield FreshDatabase(url=url, backend=backend)
+        return
+    base = BACKENDS[backend]
+    assert base is not None
+    name = f"mg_test_{secrets.token_hex(4)}"
+    admin = build_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    except OperationalError as exc:
+        admin.dispose()
+        _unreachable(backend, exc)
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url=url)
+        yield FreshDatabase(url=url, backend=backend)
+    finally:
+        with admin.connect() as conn:
+            if backend == "postgresql":
+                conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+            else:
+                conn.execute(text(f"DROP DATABASE {name}"))
+        admin.dispose()
