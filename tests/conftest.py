@@ -119,7 +119,9 @@ def session_factory(connection: Connection) -> sessionmaker[Session]:
 
 @pytest.fixture
 def services(policy: Policy, keyring: Keyring, session_factory: sessionmaker[Session]) -> Services:
-    return Services(policy=policy, keyring=keyring, session_factory=session_factory, export_batch_size=7)
+    return Services(
+        policy=policy, keyring=keyring, session_factory=session_factory, export_batch_size=7
+    )
 
 
 @pytest.fixture
@@ -146,11 +148,18 @@ class Keys:
 def keys(services: Services) -> Keys:
     """A realistic set of clients, registered the way the CLI does it."""
     specs = {
-        "crm": ("client", ["membership", "customer_service", "marketing_sms", "delivery"],
-                ["members:write", "consents:read", "consents:write"]),
+        "crm": (
+            "client",
+            ["membership", "customer_service", "marketing_sms", "delivery"],
+            ["members:write", "consents:read", "consents:write"],
+        ),
         "sms": ("client", ["marketing_sms"], []),
         "analytics": ("client", ["analytics"], []),
-        "pos": ("client", ["membership", "partner_sharing", "identity_verification"], ["consents:write"]),
+        "pos": (
+            "client",
+            ["membership", "partner_sharing", "identity_verification"],
+            ["consents:write"],
+        ),
         "auditor": ("auditor", [], []),
         "admin": ("admin", [], []),
     }
@@ -159,8 +168,15 @@ def keys(services: Services) -> Keys:
     for name, (role, purposes, scopes) in specs.items():
         with services.uow() as uow:
             result = add_client(
-                uow.session, policy=services.policy, name=name, role=role, purposes=purposes,
-                scopes=scopes, actor=OPERATOR_ACTOR, request_id=None, clock=services.clock,
+                uow.session,
+                policy=services.policy,
+                name=name,
+                role=role,
+                purposes=purposes,
+                scopes=scopes,
+                actor=OPERATOR_ACTOR,
+                request_id=None,
+                clock=services.clock,
             )
             commit_audited(uow)
         issued[name] = result.key

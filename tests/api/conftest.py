@@ -45,8 +45,14 @@ def member_id(app_client: TestClient, keys: Keys) -> str:
     return response.json()["id"]
 
 
-def grant(client: TestClient, key: str, member_id: str, purpose: str, status: str = "granted",
-          at: str = "2026-11-01T10:00:00+08:00") -> dict:
+def grant(
+    client: TestClient,
+    key: str,
+    member_id: str,
+    purpose: str,
+    status: str = "granted",
+    at: str = "2026-11-01T10:00:00+08:00",
+) -> dict:
     response = client.post(
         f"/v1/members/{member_id}/consents",
         json={"purposes": [purpose], "status": status, "channel": "app", "collected_at": at},

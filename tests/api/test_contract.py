@@ -1,0 +1,370 @@
+"""The v1 contract of every endpoint (DESIGN.md, HTTP API v1)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from audit.log import read_head, verify_log
+from consent.models import ConsentEvent
+from tests.api.conftest import MEMBER, auth, grant
+from tests.conftest import Keys
+from vault.models import VaultField
+
+
+def test_create_member_returns_an_opaque_id_and_stores_only_ciphertext(
+    app_client: TestClient, keys: Keys, session: Session
+) -> None:
+    response = app_client.post("/v1/members", json=MEMBER, headers=auth(keys.crm))
+    assert response.status_code == 201
+    member_id = response.json()["id"]
+    assert len(member_id) == 24 and member_id.isalnum()
+    blobs = session.scalars(
+        select(VaultField.value_ct).where(VaultField.member_id == member_id)
+    ).all()
+    assert len(blobs) == len(MEMBER)
+    for blob in blobs:
+        assert "张三".encode() not in blob and b"13812345678" not in blob
+
+
+def test_patch_re_encrypts_and_the_next_read_sees_the_new_value(
+    app_client: TestClient, keys: Keys, member_id: str
+) -> None:
+    response = app_client.patch(
+        f"/v1/members/{member_id}",
+        json={"phone": "13900001111", "email": None},
+        headers=auth(keys.crm),
+    )
+    assert response.status_code == 200, response.text
+    body = app_client.get(
+        f"/v1/members/{member_id}?purpose=delivery", headers=auth(keys.crm)
+    ).json()
+    assert body["fields"]["phone"] == "+8613900001111"
+    cs = app_client.get(
+        f"/v1/members/{member_id}?purpose=customer_service", headers=auth(keys.crm)
+    ).json()
+    assert "email" not in cs["fields"]
+    old = app_client.post(
+        "/v1/members/lookup",
+        json={"phone": "13812345678", "purpose": "delivery"},
+        headers=auth(keys.crm),
+    )
+    assert old.json()["ids"] == []
+
+
+def test_clearing_a_required_field_is_refused(
+    app_client: TestClient, keys: Keys, member_id: str
+) -> None:
+    response = app_client.patch(
+        f"/v1/members/{member_id}", json={"phone": None}, headers=auth(keys.crm)
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "phone"
+
+
+def test_lookup_by_phone_or_email_in_any_written_form(
+    app_client: TestClient, keys: Keys, member_id: str
+) -> None:
+    for body in (
+        {"phone": "+86 138-1234-5678"},
+        {"phone": "13812345678"},
+        {"email": " ZHANG.san@example.COM "},
+    ):
+        response = app_client.post(
+            "/v1/members/lookup",
+            json={**body, "purpose": "customer_service"},
+            headers=auth(keys.crm),
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == {"ids": [member_id]}
+        assert "Audit-Seq" in response.headers
+
+
+def test_lookup_returns_only_members_the_purpose_admits(
+    app_client: TestClient, keys: Keys, member_id: str, session: Session
+) -> None:
+    refused = app_client.post(
+        "/v1/members/lookup",
+        json={"phone": "13812345678", "purpose": "marketing_sms"},
+        headers=auth(keys.sms),
+    )
+    assert refused.json() == {"ids": []}
+    grant(app_client, keys.crm, member_id, "marketing_sms")
+    admitted = app_client.post(
+        "/v1/members/lookup",
+        json={"phone": "13812345678", "purpose": "marketing_sms"},
+        headers=auth(keys.sms),
+    )
+    assert admitted.json() == {"ids": [member_id]}
+    entries = app_client.get(
+        "/v1/audit/entries?action=member.lookup", headers=auth(keys.auditor)
+    ).json()
+    assert [(e["members"], e["detail"]["matched"]) for e in entries["entries"]] == [
+        ([], 1),
+        ([member_id], 1),
+    ]
+
+
+def test_consent_grant_returns_events_and_a_kantara_receipt(
+    app_client: TestClient, keys: Keys, member_id: str
+) -> None:
+    body = grant(app_client, keys.crm, member_id, "marketing_sms")
+    [event] = body["events"]
+    assert event["status"] == "granted" and event["notice_version"] == "privacy-2026-01"
+    receipt = body["receipt"]
+    for key in (
+        "version",
+        "jurisdiction",
+        "consentTimestamp",
+        "collectionMethod",
+        "consentReceiptID",
+        "piiPrincipalId",
+        "piiControllers",
+        "policyUrl",
+        "services",
+        "sensitive",
+        "spiCat",
+    ):
+        assert key in receipt
+    assert receipt["piiPrincipalId"] == member_id
+    assert receipt["collectionMethod"] == "app"
+    assert receipt["consentReceiptID"] == event["receipt_id"]
+    ext = receipt["extensions"]["memberguard"]["purposes"]["marketing_sms"]
+    assert ext["legalBasis"] == "consent" and ext["noticeVersion"] == "privacy-2026-01"
+    assert len(ext["noticeSha256"]) == 64
+
+
+def test_separate_consent_receipt_names_its_ground(
+    app_client: TestClient, keys: Keys, member_id: str
+) -> None:
+    response = app_client.post(
+        f"/v1/members/{member_id}/consents",
+        json={
+            "purpose": "identity_verification",
+            "status": "granted",
+            "channel": "pos",
+            "collected_at": "2026-11-01T10:00:00Z",
+        },
+        headers=auth(keys.pos),
+    )
+    assert response.status_code == 201, response.text
+    receipt = response.json()["receipt"]
+    assert receipt["sensitive"] is True and receipt["spiCat"] == ["government_id"]
+    ext = receipt["extensions"]["memberguard"]["purposes"]["identity_verification"]
+    assert ext["separateConsentGround"] == "sensitive"
+
+
+def test_consent_state_follows_the_latest_collected_event(
+    app_client: TestClient, keys: Keys, member_id: str
+) -> None:
+    grant(app_client, keys.crm, member_id, "marketing_sms", at="2026-11-01T10:00:00Z")
+    grant(
+        app_client,
+        keys.crm,
+        member_id,
+        "marketing_sms",
+        status="withdrawn",
+        at="2026-11-03T10:00:00Z",
+    )
+    # An offline till syncs an older grant late: it must not revive the consent.
+    grant(app_client, keys.crm, member_id, "marketing_sms", at="2026-11-02T10:00:00Z")
+    state = app_client.get(f"/v1/members/{member_id}/consents", headers=auth(keys.crm))
+    assert state.status_code == 200
+    assert state.json()["purposes"]["marketing_sms"]["status"] == "withdrawn"
+
+
+def test_identity_verification_needs_its_separate_consent(
+    app_client: TestClient, keys: Keys, member_id: str
+) -> None:
+    refused = app_client.get(
+        f"/v1/members/{member_id}?purpose=identity_verification", headers=auth(keys.pos)
+    )
+    assert refused.status_code == 403 and refused.json()["type"] == "consent-required"
+    app_client.post(
+        f"/v1/members/{member_id}/consents",
+        json={
+            "purposes": ["identity_verification"],
+            "status": "granted",
+            "channel": "pos",
+            "collected_at": "2026-11-01T10:00:00Z",
+        },
+        headers=auth(keys.pos),
+    )
+    allowed = app_client.get(
+        f"/v1/members/{member_id}?purpose=identity_verification", headers=auth(keys.pos)
+    )
+    assert allowed.json()["fields"] == {"name": "张三", "id_number": "11010519491231002X"}
+
+
+def test_analytics_read_gives_views_and_a_per_client_pseudonym(
+    app_client: TestClient, keys: Keys, member_id: str
+) -> None:
+    grant(app_client, keys.crm, member_id, "analytics")
+    body = app_client.get(
+        f"/v1/members/{member_id}?purpose=analytics", headers=auth(keys.analytics)
+    ).json()
+    assert body["fields"]["birthday"] == "1990"
+    assert body["fields"]["address"] == "广东省深圳市"
+    export = app_client.get("/v1/members?purpose=analytics", headers=auth(keys.analytics))
+    assert export.status_code == 200
+    assert export.headers["content-type"].startswith("application/x-ndjson")
+    [line] = [json.loads(x) for x in export.text.splitlines()]
+    assert "id" not in line and len(line["pseudonym"]) == 16
+    assert line["pseudonym"] != member_id
+    assert line["fields"]["tier"] == "金卡"
+
+
+def test_export_refused_for_a_purpose_not_granted(
+    app_client: TestClient, keys: Keys, member_id: str
+) -> None:
+    response = app_client.get("/v1/members?purpose=marketing_sms", headers=auth(keys.analytics))
+    assert response.status_code == 403
+    assert response.json()["type"] == "purpose-not-allowed"
+    assert "Audit-Seq" in response.headers
+
+
+def test_audit_entries_filter_and_page_with_an_opaque_cursor(
+    app_client: TestClient, keys: Keys, member_id: str
+) -> None:
+    for _ in range(5):
+        app_client.get(f"/v1/members/{member_id}?purpose=membership", headers=auth(keys.crm))
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params = {
+            "member": member_id,
+            "purpose": "membership",
+            "limit": 2,
+            **({"cursor": cursor} if cursor else {}),
+        }
+        page = app_client.get("/v1/audit/entries", params=params, headers=auth(keys.auditor)).json()
+        seen += [e["seq"] for e in page["entries"]]
+        assert all(
+            e["purpose"] == "membership" and member_id in e["members"] for e in page["entries"]
+        )
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 5 and seen == sorted(seen)
+    bad = app_client.get("/v1/audit/entries?cursor=nonsense", headers=auth(keys.auditor))
+    assert bad.status_code == 422 and bad.json()["type"] == "invalid-cursor"
+
+
+def test_audit_entries_export_as_ndjson_and_csv(
+    app_client: TestClient, keys: Keys, member_id: str
+) -> None:
+    app_client.get(f"/v1/members/{member_id}?purpose=membership", headers=auth(keys.crm))
+    nd = app_client.get(
+        f"/v1/audit/entries?member={member_id}",
+        headers={**auth(keys.auditor), "Accept": "application/x-ndjson"},
+    )
+    lines = [json.loads(x) for x in nd.text.splitlines()]
+    assert [e["action"] for e in lines] == ["member.create", "member.read"]
+    as_csv = app_client.get(
+        f"/v1/audit/entries?member={member_id}",
+        headers={**auth(keys.auditor), "Accept": "text/csv"},
+    )
+    rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert [r["action"] for r in rows] == ["member.create", "member.read"]
+    assert rows[1]["members"] == member_id
+
+
+def test_audit_head_matches_the_log(
+    app_client: TestClient, keys: Keys, member_id: str, session: Session
+) -> None:
+    body = app_client.get("/v1/audit/head", headers=auth(keys.auditor)).json()
+    head = read_head(session)
+    assert body == {"size": head.size, "head_hash": head.head_hash, "checkpoint": None}
+    assert verify_log(session).ok
+
+
+def test_clients_register_list_and_revoke(app_client: TestClient, keys: Keys) -> None:
+    created = app_client.post(
+        "/v1/clients",
+        json={"name": "ecommerce", "role": "client", "purposes": ["delivery"]},
+        headers=auth(keys.admin),
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["key"].startswith("mg_") and body["purposes"] == ["delivery"]
+    listed = app_client.get("/v1/clients", headers=auth(keys.admin)).json()
+    assert "ecommerce" in [c["name"] for c in listed]
+    assert body["key"] not in json.dumps(listed)
+    assert (
+        app_client.get("/v1/members?purpose=delivery", headers=auth(body["key"])).status_code == 200
+    )
+    assert (
+        app_client.delete(f"/v1/clients/{body['id']}", headers=auth(keys.admin)).status_code == 204
+    )
+    assert (
+        app_client.get("/v1/members?purpose=delivery", headers=auth(body["key"])).status_code == 401
+    )
+    again = app_client.delete(f"/v1/clients/{body['id']}", headers=auth(keys.admin))
+    assert again.status_code == 409
+
+
+def test_duplicate_client_name_is_a_conflict(app_client: TestClient, keys: Keys) -> None:
+    response = app_client.post(
+        "/v1/clients", json={"name": "crm", "role": "client"}, headers=auth(keys.admin)
+    )
+    assert response.status_code == 409 and response.json()["type"] == "client-exists"
+
+
+def test_health_endpoints_need_no_key_and_everything_else_does(app_client: TestClient) -> None:
+    assert app_client.get("/healthz").json() == {"status": "ok"}
+    ready = app_client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "keys": "ok"}
+    for method, path in [
+        ("GET", "/v1/members/x?purpose=delivery"),
+        ("POST", "/v1/members"),
+        ("GET", "/v1/audit/entries"),
+        ("GET", "/v1/audit/head"),
+        ("GET", "/v1/clients"),
+        ("DELETE", "/v1/clients/x"),
+        ("POST", "/v1/members/lookup"),
+        ("GET", "/v1/members?purpose=x"),
+    ]:
+        response = app_client.request(method, path)
+        assert response.status_code == 401, (method, path)
+        assert response.json()["type"] == "unauthenticated"
+
+
+def test_openapi_documents_every_v1_path(app_client: TestClient) -> None:
+    paths = app_client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/v1/members",
+        "/v1/members/{member_id}",
+        "/v1/members/lookup",
+        "/v1/members/{member_id}/consents",
+        "/v1/audit/entries",
+        "/v1/audit/head",
+        "/v1/clients",
+        "/v1/clients/{client_id}",
+        "/healthz",
+        "/readyz",
+    ):
+        assert path in paths
+    assert app_client.get("/docs").status_code == 200
+
+
+def test_every_consent_change_is_audited_in_the_same_transaction(
+    app_client: TestClient, keys: Keys, member_id: str, session: Session
+) -> None:
+    body = grant(app_client, keys.crm, member_id, "marketing_email")
+    seq = body["events"][0]["audit_seq"]
+    entries = app_client.get(
+        f"/v1/audit/entries?member={member_id}&action=consent.change", headers=auth(keys.auditor)
+    ).json()["entries"]
+    assert [e["seq"] for e in entries] == [seq]
+    assert entries[0]["detail"]["receipt_id"] == body["receipt"]["consentReceiptID"]
+    assert (
+        session.scalar(
+            select(func.count()).select_from(ConsentEvent).where(ConsentEvent.audit_seq == seq)
+        )
+        == 1
+    )

@@ -1,0 +1,259 @@
+"""Policy loading, validation messages, versioning and the pure decision."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from policies import PolicyError, load_policy
+from policies.decide import ConsentFact, decide
+from policies.loader import default_policy_dir
+from policies.model import VIEWS_BY_TYPE
+from vault.masking import apply_view
+
+POLICY = load_policy()
+SAMPLE = {
+    "name": "张三",
+    "phone": "+8613812345678",
+    "email": "zhang@example.com",
+    "date": "1990-05-17",
+    "address": "广东省深圳市南山区科技园路88号",
+    "id_number": "11010519491231002X",
+    "enum": "金卡",
+    "integer": 12,
+    "text": "SZ-012",
+}
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "policy"
+    shutil.copytree(default_policy_dir(), target)
+    return target
+
+
+def test_default_policy_describes_the_loyalty_programme() -> None:
+    assert set(POLICY.fields) >= {
+        "name",
+        "phone",
+        "email",
+        "birthday",
+        "gender",
+        "address",
+        "id_number",
+        "tier",
+        "points_balance",
+        "registered_at",
+        "channel",
+        "home_store",
+    }
+    assert POLICY.fields["id_number"].sensitive
+    assert POLICY.fields["tier"].values == ("普通", "银卡", "金卡", "钻石")
+    assert POLICY.searchable_fields == ("phone", "email")
+    assert POLICY.purposes["delivery"].legal_basis == "contract"
+    assert POLICY.purposes["marketing_sms"].legal_basis == "consent"
+    assert POLICY.purposes["birthday_benefits"].fields == {
+        "birthday": "month_day",
+        "name": "masked",
+        "tier": "clear",
+    }
+    assert POLICY.purposes["partner_sharing"].separate_consent_ground == "third_party"
+    assert POLICY.purposes["identity_verification"].separate_consent_ground == "sensitive"
+    assert POLICY.purposes["analytics"].member_id == "pseudonym"
+
+
+def test_policy_version_is_stable_and_changes_with_the_policy(policy_dir: Path) -> None:
+    assert load_policy(policy_dir).version == POLICY.version
+    purposes = policy_dir / "purposes.toml"
+    purposes.write_text(purposes.read_text().replace("retention_days = 90", "retention_days = 91"))
+    assert load_policy(policy_dir).version != POLICY.version
+
+
+def test_policy_version_ignores_formatting(policy_dir: Path) -> None:
+    purposes = policy_dir / "purposes.toml"
+    purposes.write_text("# a comment\n\n" + purposes.read_text())
+    assert load_policy(policy_dir).version == POLICY.version
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (
+            "purposes.toml",
+            'legal_basis = "contract"\nretention_days = 90',
+            'legal_basis = "contrakt"\nretention_days = 90',
+            "purposes.toml: purposes.delivery.legal_basis:",
+        ),
+        (
+            "purposes.toml",
+            'fields = { name = "clear", phone = "clear", address = "clear" }',
+            'fields = { name = "clear", phone = "clear", adress = "clear" }',
+            "unknown field 'adress'",
+        ),
+        (
+            "purposes.toml",
+            'fields = { name = "clear", phone = "clear", address = "clear" }',
+            'fields = { name = "clear", phone = "year", address = "clear" }',
+            "view 'year' does not apply to phone",
+        ),
+        ("fields.toml", 'type = "phone"', 'type = "telephone"', "fields.toml: fields.phone.type:"),
+        (
+            "fields.toml",
+            'category = "contact"\nsearchable = true\nrequired = true',
+            'category = "contact"\nsearchable = true\nrequired = true\ncolour = "red"',
+            "fields.phone.colour:",
+        ),
+        (
+            "purposes.toml",
+            'separate_consent_ground = "third_party"\n',
+            "",
+            "separate_consent needs separate_consent_ground",
+        ),
+    ],
+)
+def test_bad_policy_names_the_file_the_key_and_the_problem(
+    policy_dir: Path, file: str, old: str, new: str, expected: str
+) -> None:
+    target = policy_dir / file
+    text = target.read_text()
+    assert old in text
+    target.write_text(text.replace(old, new, 1))
+    with pytest.raises(PolicyError) as info:
+        load_policy(policy_dir)
+    assert any(expected in problem for problem in info.value.problems), info.value.problems
+    assert all(problem.startswith(str(policy_dir)) for problem in info.value.problems)
+
+
+def test_sensitive_field_in_a_purpose_without_separate_consent_is_rejected(
+    policy_dir: Path,
+) -> None:
+    target = policy_dir / "purposes.toml"
+    text = target.read_text()
+    target.write_text(
+        text.replace(
+            'fields = { name = "clear", phone = "clear", address = "clear" }',
+            'fields = { name = "clear", id_number = "masked" }',
+        )
+    )
+    with pytest.raises(PolicyError, match="sensitive field needs a purpose"):
+        load_policy(policy_dir)
+
+
+def test_invalid_toml_and_duplicate_definitions_are_reported(policy_dir: Path) -> None:
+    (policy_dir / "extra.toml").write_text(
+        "[purposes.delivery]\ndescription = 'again'\nlegal_basis='contract'\n"
+    )
+    (policy_dir / "broken.toml").write_text("[fields\n")
+    with pytest.raises(PolicyError) as info:
+        load_policy(policy_dir)
+    text = "\n".join(info.value.problems)
+    assert "broken.toml: not valid TOML" in text
+    assert "purposes.delivery: already defined in" in text
+    assert "extra.toml" in text
+
+
+def test_missing_policy_path_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="no such file or directory"):
+        load_policy(tmp_path / "nope")
+
+
+@pytest.mark.parametrize(("field_type", "views"), sorted(VIEWS_BY_TYPE.items()))
+def test_every_view_the_policy_allows_is_implemented(
+    field_type: str, views: frozenset[str]
+) -> None:
+    for view in views - {"pseudonym"}:  # pseudonym is computed from the member id by the gate
+        result = apply_view(field_type, view, SAMPLE[field_type])
+        assert isinstance(result, str | int)
+
+
+CLIENT_ALL = frozenset(POLICY.purposes)
+
+
+@pytest.mark.parametrize(
+    ("purpose", "granted", "exists", "consent", "outcome", "reason"),
+    [
+        ("nope", CLIENT_ALL, True, None, "deny", "unknown-purpose"),
+        ("delivery", frozenset(), True, None, "deny", "purpose-not-allowed"),
+        ("delivery", CLIENT_ALL, False, None, "deny", "member-not-found"),
+        ("delivery", CLIENT_ALL, True, None, "permit", "legal-basis:contract"),
+        ("marketing_sms", CLIENT_ALL, True, None, "deny", "consent-required"),
+        (
+            "marketing_sms",
+            CLIENT_ALL,
+            True,
+            ConsentFact("withdrawn", "privacy-2026-01"),
+            "deny",
+            "consent-required",
+        ),
+        (
+            "marketing_sms",
+            CLIENT_ALL,
+            True,
+            ConsentFact("refused", "privacy-2026-01"),
+            "deny",
+            "consent-required",
+        ),
+        (
+            "marketing_sms",
+            CLIENT_ALL,
+            True,
+            ConsentFact("granted", "privacy-2026-01"),
+            "permit",
+            "legal-basis:consent",
+        ),
+        (
+            "personalization",
+            CLIENT_ALL,
+            True,
+            ConsentFact("granted", "privacy-2025-06"),
+            "deny",
+            "consent-outdated",
+        ),
+    ],
+)
+def test_decision_table(purpose, granted, exists, consent, outcome, reason) -> None:  # type: ignore[no-untyped-def]
+    decision = decide(
+        POLICY, purpose=purpose, client_purposes=granted, member_exists=exists, consent=consent
+    )
+    assert (decision.outcome, decision.reason) == (outcome, reason)
+    if outcome == "deny":
+        assert decision.views == {}
+
+
+def test_purpose_check_comes_before_member_existence() -> None:
+    # A client must not learn whether a member exists through a purpose it lacks.
+    decision = decide(
+        POLICY, purpose="delivery", client_purposes=frozenset(), member_exists=False, consent=None
+    )
+    assert decision.reason == "purpose-not-allowed"
+
+
+@given(
+    purpose=st.sampled_from(sorted(POLICY.purposes)),
+    status=st.sampled_from(["granted", "withdrawn", "refused", "expired"]),
+    notice=st.sampled_from(sorted(POLICY.notices)),
+)
+def test_a_permit_releases_only_the_purposes_fields_and_withholds_the_rest(
+    purpose: str, status: str, notice: str
+) -> None:
+    decision = decide(
+        POLICY,
+        purpose=purpose,
+        client_purposes=CLIENT_ALL,
+        member_exists=True,
+        consent=ConsentFact(status, notice),
+    )
+    spec = POLICY.purposes[purpose]
+    if decision.permitted:
+        assert decision.views == dict(spec.fields)
+        assert set(decision.views) | set(decision.withheld) == set(POLICY.fields)
+        assert not set(decision.views) & set(decision.withheld)
+        if spec.needs_consent:
+            assert status == "granted" and notice in spec.accepted_notices
+    else:
+        assert spec.needs_consent
+        assert status != "granted" or notice not in spec.accepted_notices
