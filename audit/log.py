@@ -111,7 +111,7 @@ def append_entry(session: Session, record: Record, *, clock: Clock) -> Appended:
         session.flush()
         if record.members:
             session.execute(
-                insert(AuditEntryMember),
+                insert(AuditEntryMember.__table__),
                 [{"member_id": member, "seq": seq} for member in dict.fromkeys(record.members)],
             )
     except SQLAlchemyError as exc:

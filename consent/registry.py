@@ -330,9 +330,9 @@ def import_consents(
         key = (event.member_id, event.purpose)
         if key not in latest or event.collected_at >= latest[key].collected_at:
             latest[key] = event
-    session.execute(insert(ConsentEvent), rows)
+    session.execute(insert(ConsentEvent.__table__), rows)
     session.execute(
-        insert(ConsentState),
+        insert(ConsentState.__table__),
         [
             {
                 "member_id": e.member_id,

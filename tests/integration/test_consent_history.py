@@ -1,0 +1,65 @@
+"""Consent state follows its history, on every database (Hypothesis over the real registry)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consent.models import ConsentEvent
+from consent.registry import ConsentChange, consent_fact, record_consent
+from gate.context import Services
+from vault.members import create_member
+
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
+events = st.lists(
+    st.tuples(st.sampled_from(["granted", "withdrawn", "refused"]), st.integers(0, 20)),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(history=events)
+def test_state_is_the_latest_collected_event_and_history_keeps_every_event(
+    services: Services, session: Session, history: list[tuple[str, int]]
+) -> None:
+    member = create_member(
+        session,
+        policy=services.policy,
+        keyring=services.keyring,
+        values={"name": "张三", "phone": "+8613812345678"},
+        clock=services.clock,
+    )
+    for status, day in history:
+        record_consent(
+            session,
+            policy=services.policy,
+            member_id=member,
+            change=ConsentChange(
+                purposes=["marketing_sms"],
+                status=status,  # type: ignore[arg-type]
+                channel="app",
+                collected_at=BASE + timedelta(days=day),
+            ),
+            recorded_by="test",
+            actor_role="client",
+            request_id=None,
+            clock=services.clock,
+        )
+    # Expected: the event with the latest collected_at; among equal times, the last recorded.
+    latest_day = max(day for _, day in history)
+    expected = [status for status, day in history if day == latest_day][-1]
+    fact = consent_fact(session, member, "marketing_sms")
+    assert fact is not None and fact.status == expected
+    stored = session.scalars(
+        select(ConsentEvent.status)
+        .where(ConsentEvent.member_id == member)
+        .order_by(ConsentEvent.id)
+    ).all()
+    assert stored == [status for status, _ in history]
