@@ -64,11 +64,25 @@ class Record:
     detail: dict[str, Any] | None = None
 
 
-def append_entry(session: Session, record: Record, *, clock: Clock) -> Appended:
+def lock_head(session: Session) -> AuditHead:
+    """Take the log-head lock for the rest of the transaction.
+
+    Use cases call this *before* reading the facts a decision rests on
+    (consent, membership), so that decisions are serialised in log order: an
+    entry's decision saw every change recorded by the entries before it.
+    Locking again later in the same transaction is free.
+    """
     try:
-        head = session.execute(
+        return session.execute(
             select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()
         ).scalar_one()
+    except SQLAlchemyError as exc:
+        raise AuditUnavailable("the audit log could not be locked; nothing was released") from exc
+
+
+def append_entry(session: Session, record: Record, *, clock: Clock) -> Appended:
+    head = lock_head(session)
+    try:
         seq = head.size + 1
         now = clock()
         body: dict[str, Any] = {

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from audit.log import Record, append_entry
+from audit.log import Record, append_entry, lock_head
 from consent.models import ConsentEvent, ConsentReceipt, ConsentState
 from consent.receipt import build_receipt
 from core.clock import Clock
@@ -80,12 +80,11 @@ def record_consent(
     """
     now = clock()
     notices = _validate(policy, change, now)
+    lock_head(session)  # serialise with every decision that reads this consent
     if not member_exists(session, member_id):
         raise NotFound("no such member", member_id=member_id)
 
     receipt_id = str(uuid.uuid4()) if change.status == "granted" else None
-    # The audit append comes first: it takes the log-head lock, which
-    # serialises this transaction against every other writer.
     appended = append_entry(
         session,
         Record(

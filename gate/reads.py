@@ -1,7 +1,9 @@
 """The read path: decide, record, release.
 
 1. Decide from the policy, the client's grants and the member's consent, read
-   in the same transaction as the audit append.
+   in the same transaction as the audit append and under the log-head lock,
+   so the log's order is the order decisions were made in: a read recorded
+   after a withdrawal was decided on it.
 2. Record the decision (refusals too) and commit. If the append or the commit
    fails, the caller gets 503 and nothing else.
 3. Release: decrypt only the released fields, apply their views.
@@ -15,7 +17,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import select
 
-from audit.log import Record, append_entry
+from audit.log import Record, append_entry, lock_head
 from consent.registry import UnknownPurpose as UnknownPurposeError
 from consent.registry import consent_fact, consent_facts
 from core.db import UnitOfWork
@@ -120,6 +122,7 @@ def read_member(
 ) -> MemberRelease:
     policy = services.policy
     session = uow.session
+    lock_head(session)
     decision = decide_purpose(policy, purpose=purpose, client_purposes=actor.purposes)
     sealed: SealedMember | None = None
     if decision.permitted:
@@ -191,6 +194,7 @@ def lookup_members(
     policy = services.policy
     normalised = normalise_lookup(field_name, value)  # bad input: 422 before anything is read
     session = uow.session
+    lock_head(session)
     decision = decide_purpose(policy, purpose=purpose, client_purposes=actor.purposes)
     admitted: list[str] = []
     matched = 0
@@ -271,6 +275,7 @@ def export_members(
     def batch(after: str) -> tuple[str | None, int | None, list[dict[str, Any]]]:
         with services.uow() as uow:
             session = uow.session
+            lock_head(session)
             ids = list(
                 session.scalars(
                     select(VaultMember.id)
