@@ -59,7 +59,7 @@ def run_init(settings: Settings, *, echo: bool = True) -> None:
         try:
             EnvKeyring(settings.keyring_env).load()
         except KeyringError as exc:
-            _fail(f"{exc}. Generate one with `memberguard keys generate --env`.")
+            _fail(f"{exc}. Generate one with `memberguard keys generate`.")
         say(f"keys:     ${settings.keyring_env}")
     upgrade(url=settings.resolved_database_url)
     say("database: migrated to the latest schema")
@@ -288,6 +288,112 @@ def clients_revoke(client: str) -> None:
         _fail(exc.detail)
         return
     click.echo(f"revoked {client} (audit entry {seq})")
+
+
+# -- keys ---------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Key-encryption keys: generate, rotate, re-wrap."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new keyring, base64-encoded, for MEMBERGUARD_KEY_PROVIDER=env."""
+    from vault.keys import EnvKeyring, Keyring
+
+    click.echo(EnvKeyring.encode(Keyring.generate()))
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Add a new KEK version and re-wrap every data key under it (data is not re-encrypted).
+
+    With the env provider this prints the new keyring instead: deploy it to
+    every worker, then run `memberguard keys rewrap`.
+    """
+    from vault.keys import EnvKeyring, KeyringError, LocalKeyFile
+
+    settings = _settings()
+    if settings.key_provider == "env":
+        try:
+            current = EnvKeyring(settings.keyring_env).load()
+        except KeyringError as exc:
+            _fail(str(exc))
+            return
+        click.echo(EnvKeyring.encode(current.with_new_kek()))
+        click.echo(
+            f"Deploy this as ${settings.keyring_env} on every worker, "
+            "then run `memberguard keys rewrap`.",
+            err=True,
+        )
+        return
+    key_file = LocalKeyFile(settings.resolved_key_path)
+    try:
+        rotated = key_file.load().with_new_kek()
+    except KeyringError as exc:
+        _fail(str(exc))
+        return
+    key_file.save(rotated)
+    click.echo(f"KEK version {rotated.active_version} added to {key_file.path}")
+    _rewrap(settings)
+
+
+@keys.command("rewrap")
+def keys_rewrap() -> None:
+    """Re-wrap every data key under the newest KEK version (resumable, batch by batch)."""
+    _rewrap(_settings())
+
+
+def _rewrap(settings: Settings) -> None:
+    from audit.log import Record, append_entry
+    from gate.clients import OPERATOR_ACTOR
+    from gate.context import commit_audited
+    from vault.members import count_by_kek_version, rewrap_batch
+
+    services = _services(settings)
+    with services.uow() as uow:
+        before = count_by_kek_version(uow.session)
+    total = sum(before.values())
+    done = changed = 0
+    after = ""
+    with click.progressbar(length=total, label="re-wrapping data keys", file=sys.stderr) as bar:
+        while True:
+            with services.uow() as uow:
+                n, last = rewrap_batch(
+                    uow.session, keyring=services.keyring, after=after, limit=1000
+                )
+                uow.commit()
+            if last is None:
+                break
+            changed += n
+            step = min(1000, total - done)
+            done += step
+            bar.update(step)
+            after = last
+    with services.uow() as uow:
+        after_counts = count_by_kek_version(uow.session)
+        append_entry(
+            uow.session,
+            Record(
+                action="keys.rewrap",
+                decision="permit",
+                reason="operator",
+                policy=services.policy.version,
+                actor=OPERATOR_ACTOR.id,
+                actor_role=OPERATOR_ACTOR.role,
+                detail={
+                    "to_version": services.keyring.active_version,
+                    "rewrapped": changed,
+                    "before": {str(k): v for k, v in sorted(before.items())},
+                    "after": {str(k): v for k, v in sorted(after_counts.items())},
+                },
+            ),
+            clock=services.clock,
+        )
+        commit_audited(uow)
+    click.echo(f"re-wrapped {changed} data keys; by KEK version now: {after_counts}")
 
 
 # -- policy -------------------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.clock import Clock
@@ -308,3 +308,42 @@ def _data_key(session: Session, keyring: Keyring, member_id: str) -> bytes:
     if row is None:
         raise NotFound("no such member", member_id=member_id)
     return unwrap_data_key(keyring, member_id, row.kek_version, row.data_key_ct)
+
+
+def rewrap_batch(
+    session: Session, *, keyring: Keyring, after: str, limit: int
+) -> tuple[int, str | None]:
+    """Re-wrap up to ``limit`` data keys after member id ``after`` under the active KEK.
+
+    Only the wrapped data keys change; field ciphertexts are untouched, which
+    is what makes KEK rotation cheap. Returns (re-wrapped, last member id seen).
+    """
+    rows = session.execute(
+        select(VaultDataKey.member_id, VaultDataKey.kek_version, VaultDataKey.data_key_ct)
+        .where(VaultDataKey.member_id > after)
+        .order_by(VaultDataKey.member_id)
+        .limit(limit)
+    ).all()
+    if not rows:
+        return 0, None
+    active = keyring.active_version
+    changed = 0
+    for row in rows:
+        if row.kek_version == active:
+            continue
+        data_key = unwrap_data_key(keyring, row.member_id, row.kek_version, bytes(row.data_key_ct))
+        version, wrapped = wrap_data_key(keyring, row.member_id, data_key)
+        session.execute(
+            update(VaultDataKey)
+            .where(VaultDataKey.member_id == row.member_id)
+            .values(kek_version=version, data_key_ct=wrapped)
+        )
+        changed += 1
+    return changed, rows[-1].member_id
+
+
+def count_by_kek_version(session: Session) -> dict[int, int]:
+    rows = session.execute(
+        select(VaultDataKey.kek_version, func.count()).group_by(VaultDataKey.kek_version)
+    ).all()
+    return {version: count for version, count in rows}
