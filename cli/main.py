@@ -23,8 +23,15 @@ def _settings() -> Settings:
 
 def _services(settings: Settings) -> Any:
     from api.app import build_services
+    from policies import PolicyError
+    from vault.keys import KeyringError
 
-    return build_services(settings)
+    try:
+        return build_services(settings)
+    except KeyringError as exc:
+        _fail(str(exc))
+    except PolicyError as exc:
+        _fail("\n  ".join(["the policy does not load:", *exc.problems]))
 
 
 def _fail(message: str, code: int = 1) -> None:

@@ -1,0 +1,150 @@
+"""The operator's CLI on the embedded default (SQLite and a local key file)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    target = tmp_path / "home"
+    monkeypatch.setenv("MEMBERGUARD_HOME", str(target))
+    monkeypatch.delenv("MEMBERGUARD_DATABASE_URL", raising=False)
+    monkeypatch.delenv("MEMBERGUARD_KEY_PROVIDER", raising=False)
+    return target
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["init"],
+        ["serve"],
+        ["demo"],
+        ["clients"],
+        ["clients", "add"],
+        ["clients", "list"],
+        ["clients", "revoke"],
+        ["policy", "check"],
+        ["audit", "verify"],
+        ["keys", "rotate"],
+    ],
+)
+def test_every_command_has_help(command: list[str]) -> None:
+    code, output = run(*command, "--help")
+    assert code == 0
+    assert "Usage:" in output
+
+
+def test_init_creates_a_0600_key_file_and_is_idempotent(home: Path) -> None:
+    code, output = run("init")
+    assert code == 0, output
+    key_file = home / "keys" / "keyring.json"
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    assert "created" in output
+    before = key_file.read_bytes()
+    code, output = run("init")
+    assert code == 0 and "exists" in output
+    assert key_file.read_bytes() == before
+
+
+def test_clients_add_prints_the_key_once_and_list_never_shows_it(home: Path) -> None:
+    run("init")
+    code, output = run(
+        "clients",
+        "add",
+        "crm",
+        "--role",
+        "client",
+        "--purpose",
+        "membership",
+        "--scope",
+        "members:write",
+        "--json",
+    )
+    assert code == 0, output
+    created = json.loads(output)
+    assert created["key"].startswith("mg_") and created["name"] == "crm"
+    code, listed = run("clients", "list")
+    assert code == 0 and "crm" in listed and created["key"] not in listed
+    code, output = run("clients", "add", "crm", "--role", "client")
+    assert code == 1 and "already exists" in output
+    code, output = run("clients", "add", "x", "--role", "client", "--purpose", "no_such_purpose")
+    assert code == 1 and "not in the policy" in output
+    code, output = run("clients", "revoke", "crm")
+    assert code == 0 and "revoked" in output
+    code, listed = run("clients", "list", "--json")
+    assert json.loads(listed)[0]["revoked_at"] is not None
+
+
+def test_policy_check_accepts_the_default_and_names_problems(tmp_path: Path) -> None:
+    code, output = run("policy", "check")
+    assert code == 0 and "policy OK: 12 fields, 10 purposes" in output
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[programme]\nname="x"\ncontroller="c"\ncontroller_contact="c"\njurisdiction="CN"\n'
+        'policy_url="u"\n[fields.phone]\ntype="telephone"\ncategory="contact"\n'
+    )
+    code, output = run("policy", "check", str(bad))
+    assert code == 1
+    assert f"{bad}: fields.phone.type:" in output
+
+
+def test_demo_loads_members_prints_keys_and_a_verified_log(home: Path) -> None:
+    code, output = run("demo", "--members", "120", "--no-serve")
+    assert code == 0, output
+    assert "120 loaded" in output
+    for name in ("crm", "sms_gateway", "analytics", "pos", "dpo", "admin"):
+        assert f"  {name} " in output
+    assert "curl" in output and "export A=" in output
+    code, output = run("audit", "verify")
+    assert code == 0 and output.startswith("OK:")
+    # Again on the same home: nothing reloaded, fresh keys for the same clients.
+    code, output = run("demo", "--members", "120", "--no-serve")
+    assert code == 0 and "already loaded" in output
+
+
+def test_key_rotation_rewraps_and_reads_still_work(home: Path) -> None:
+    run("demo", "--members", "30", "--no-serve")
+    code, output = run("keys", "rotate")
+    assert code == 0, output
+    assert "re-wrapped 30 data keys" in output and "{2: 30}" in output
+    code, output = run("audit", "verify")
+    assert code == 0
+
+    from api.app import build_services
+    from core.settings import Settings
+    from vault.members import load_sealed
+    from vault.models import VaultMember
+
+    services = build_services(Settings())
+    with services.uow() as uow:
+        member = uow.session.query(VaultMember.id).first()[0]  # type: ignore[index]
+        sealed = load_sealed(uow.session, [member], ["name", "phone"])[member]
+    assert set(sealed.open(services.keyring)) == {"name", "phone"}
+
+
+def test_a_world_readable_key_file_is_refused_with_a_clear_error(home: Path) -> None:
+    run("init")
+    (home / "keys" / "keyring.json").chmod(0o644)
+    code, output = run("clients", "list")
+    assert code == 1
+    assert "chmod 600" in output and "Traceback" not in output
+
+
+def test_a_missing_key_file_points_to_init(home: Path) -> None:
+    code, output = run("clients", "list")
+    assert code == 1 and "memberguard init" in output
