@@ -125,6 +125,15 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    # FastAPI wraps any failure while reading the body in a 400; the cause says
+    # what really happened.
+    cause = exc.__cause__
+    if isinstance(cause, BodyTooLarge):
+        return await domain_error(request, cause)
+    if isinstance(cause, UnicodeDecodeError | ValueError):
+        return problem(
+            422, "malformed-json", "Malformed JSON", "the request body is not UTF-8 JSON", request
+        )
     slug = {
         404: "not-found",
         405: "method-not-allowed",

@@ -20,7 +20,9 @@ class ConsentIn(_In):
     status: Literal["granted", "withdrawn", "refused"]
     channel: StrictStr = Field(min_length=1, max_length=32)
     collected_at: AwareDatetime
-    notice_version: StrictStr | None = Field(default=None, min_length=1, max_length=64)
+    notice_version: StrictStr | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> ConsentIn:

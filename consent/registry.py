@@ -8,7 +8,6 @@ after a withdrawal commits sees the withdrawal. Nothing caches consent.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from policies.model import Policy
 from vault.members import member_exists
 
 RecordableStatus = Literal["granted", "withdrawn", "refused"]
-CHANNEL_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # Touchpoints (POS tills, offline apps) may sync late, but not from the future.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 
@@ -175,12 +173,19 @@ def _validate(policy: Policy, change: ConsentChange, now: datetime) -> dict[str,
             "purposes that need separate consent must be granted alone: " + ", ".join(separate),
             separate_purposes=separate,
         )
-    if not CHANNEL_RE.match(change.channel):
-        raise InvalidInput("channel must be a short lower-case id such as 'app' or 'pos'")
+    if change.channel not in policy.programme.channels:
+        raise InvalidInput(
+            "channel is not one of the programme's touchpoints",
+            known_channels=list(policy.programme.channels),
+        )
     if change.collected_at.tzinfo is None:
         raise InvalidInput("collected_at must carry a time zone (RFC 3339)")
     if change.collected_at > now + MAX_CLOCK_SKEW:
         raise InvalidInput("collected_at is in the future")
+    if change.notice_version is not None and change.notice_version not in policy.notices:
+        raise InvalidInput(
+            "notice_version is not a notice of this policy", known_notices=sorted(policy.notices)
+        )
     notices: dict[str, str | None] = {}
     for pid in change.purposes:
         spec = policy.purposes[pid]

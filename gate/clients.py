@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from audit.log import Record, append_entry
 from core.clock import Clock
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
-from core.ids import new_id
+from core.ids import is_valid_id, new_id
 from gate.models import GateApiKey, GateClient, GateClientPurpose
 from policies.model import Policy
 
@@ -165,7 +165,7 @@ def issue_key(
     session: Session, *, policy: Policy, client_id: str, actor: Actor, clock: Clock
 ) -> str:
     """Another key for an existing, active client (key rollover, demo re-runs)."""
-    client = session.get(GateClient, client_id)
+    client = session.get(GateClient, client_id) if is_valid_id(client_id) else None
     if client is None or client.revoked_at is not None:
         raise NotFound("no such active client")
     now = clock()
@@ -204,7 +204,7 @@ def revoke_client(
     request_id: str | None,
     clock: Clock,
 ) -> int:
-    client = session.get(GateClient, client_id)
+    client = session.get(GateClient, client_id) if is_valid_id(client_id) else None
     if client is None:
         raise NotFound("no such client")
     if client.revoked_at is not None:

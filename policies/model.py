@@ -128,6 +128,16 @@ class Programme(_Strict):
     controller_contact: str = Field(min_length=1)
     jurisdiction: str = Field(min_length=2)
     policy_url: str = Field(min_length=1)
+    # Touchpoints where consent is collected; a consent event names one of them.
+    channels: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("channels")
+    @classmethod
+    def _slug_channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for channel in value:
+            if not SLUG_RE.match(channel):
+                raise ValueError(f"{channel!r} is not a valid channel id")
+        return value
 
 
 class Notice(_Strict):

@@ -5,7 +5,8 @@ and MariaDB/MySQL (at the URLs below, overridable). A server that is not
 reachable skips its tests with the reason, except under ``CI=true``, where it
 fails the run: CI must not go green by testing less.
 
-Each test runs inside one outer transaction that is rolled back afterwards;
+Each run works in databases it creates and drops (``mg_test_<random>``), so
+runs never collide. Each test runs inside one outer transaction that is rolled back afterwards;
 the code under test commits to savepoints inside it (the pypi/warehouse
 pattern), so tests are isolated and fast. Tests that need real commits from
 several connections (concurrency, crash) use ``fresh_database`` instead.
@@ -16,7 +17,9 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, Engine, text
@@ -48,18 +51,27 @@ def _unreachable(backend: str, exc: Exception) -> None:
     pytest.skip(message)
 
 
-def _reset(engine: Engine) -> None:
-    """Drop everything a previous run left, so the migrations start from empty."""
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
-            conn.exec_driver_sql("CREATE SCHEMA public")
-        elif engine.dialect.name == "mysql":
-            tables = conn.exec_driver_sql("SHOW TABLES").scalars().all()
-            conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
-            for table in tables:
-                conn.exec_driver_sql(f"DROP TABLE `{table}`")
-            conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
+@contextmanager
+def scratch_database(backend: str) -> Iterator[str]:
+    """A database of its own on the server (created and dropped here), so that
+    concurrent test runs against the same server never see each other."""
+    base = BACKENDS[backend]
+    assert base is not None
+    name = f"mg_test_{secrets.token_hex(4)}"
+    admin = build_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    except OperationalError as exc:
+        admin.dispose()
+        _unreachable(backend, exc)
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            force = " WITH (FORCE)" if backend == "postgresql" else ""
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name}{force}"))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session", params=list(BACKENDS))
@@ -69,20 +81,15 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def migrated_engine(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
-    else:
-        url = BACKENDS[backend]
-        assert url is not None
-    engine = build_engine(url)
-    try:
-        _reset(engine)
-    except OperationalError as exc:
+    with ExitStack() as stack:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        else:
+            url = stack.enter_context(scratch_database(backend))
+        upgrade(url=url)
+        engine = build_engine(url)
+        yield engine
         engine.dispose()
-        _unreachable(backend, exc)
-    upgrade(url=url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
@@ -191,31 +198,12 @@ class FreshDatabase:
 
 
 @pytest.fixture
-def fresh_database(backend: str, tmp_path: pytest.TempPathFactory) -> Iterator[FreshDatabase]:
+def fresh_database(backend: str, tmp_path: Path) -> Iterator[FreshDatabase]:
     """An empty, migrated database of its own, for tests that really commit."""
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'fresh.db'}"  # type: ignore[operator]
+    with ExitStack() as stack:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path / 'fresh.db'}"
+        else:
+            url = stack.enter_context(scratch_database(backend))
         upgrade(url=url)
         yield FreshDatabase(url=url, backend=backend)
-        return
-    base = BACKENDS[backend]
-    assert base is not None
-    name = f"mg_test_{secrets.token_hex(4)}"
-    admin = build_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE {name}"))
-    except OperationalError as exc:
-        admin.dispose()
-        _unreachable(backend, exc)
-    url = make_url(base).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url=url)
-        yield FreshDatabase(url=url, backend=backend)
-    finally:
-        with admin.connect() as conn:
-            if backend == "postgresql":
-                conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-            else:
-                conn.execute(text(f"DROP DATABASE {name}"))
-        admin.dispose()

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from core.clock import Clock
 from core.errors import InvalidInput, NotFound
 from core.ids import new_id
-from policies.model import SLUG_RE, Policy
+from policies.model import Policy
 from vault.crypto import (
     blind_index,
     decrypt_value,
@@ -39,18 +39,17 @@ def validate_values(
 
     ``partial`` (updates): only the given fields, and ``null`` clears an optional
     field. Problems name fields and rules, never the values; an unknown key is
-    named only when it looks like a field id, since a key can be personal data
-    that was sent in the wrong place.
+    never named, since a key can be personal data sent in the wrong place.
     """
     problems: list[dict[str, str]] = []
     clean: dict[str, Value | None] = {}
     for key, value in raw.items():
         spec = policy.fields.get(key)
         if spec is None:
-            shown = (
-                key if SLUG_RE.match(key) and len(key) <= 64 else "(a key that is not a field id)"
-            )
-            problems.append({"field": shown, "problem": "unknown field"})
+            # The key is not echoed: a client that put a value where a key
+            # belongs (or a pinyin name as a key) must not see it in a log or
+            # an error body. allowed_fields below says what is accepted.
+            problems.append({"field": "(unknown field)", "problem": "not a field of this policy"})
             continue
         if value is None:
             if not partial:

@@ -1,0 +1,104 @@
+"""The database itself refuses to change or remove rows of the append-only tables.
+
+Each rejected statement runs in a savepoint (``connection.begin_nested()``),
+so the test's outer transaction survives and can check the rows are intact.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from consent.registry import ConsentChange, record_consent
+from core.clock import utc_now
+from gate.context import Services
+from vault.members import create_member
+
+# A column each table may not have changed, and the value an edit would set.
+APPEND_ONLY = {
+    "audit_entry": ("reason", "'edited'"),
+    "audit_entry_member": ("member_id", "'edited'"),
+    "consent_event": ("status", "'withdrawn'"),
+    "consent_receipt": ("body", "'{}'"),
+}
+
+
+@pytest.fixture
+def logged_grant(session: Session, services: Services) -> str:
+    """One granted consent: an audit entry, its member row, a consent event, a receipt."""
+    member = create_member(
+        session,
+        policy=services.policy,
+        keyring=services.keyring,
+        values={"name": "王芳", "phone": "13912345678"},
+        clock=utc_now,
+    )
+    record_consent(
+        session,
+        policy=services.policy,
+        member_id=member,
+        change=ConsentChange(
+            purposes=["marketing_sms"],
+            status="granted",
+            channel="app",
+            collected_at=datetime(2026, 11, 1, 2, 0, tzinfo=UTC),
+        ),
+        recorded_by="crm",
+        actor_role="client",
+        request_id=None,
+        clock=utc_now,
+    )
+    session.commit()
+    return member
+
+
+def snapshot(connection: Connection, table: str) -> list[tuple[object, ...]]:
+    column = APPEND_ONLY[table][0]
+    rows = connection.execute(text(f"SELECT {column} FROM {table} ORDER BY {column}")).all()
+    return [tuple(r) for r in rows]
+
+
+def assert_rejected(connection: Connection, statement: str) -> None:
+    with pytest.raises(DBAPIError) as caught, connection.begin_nested():
+        connection.exec_driver_sql(statement)
+    assert "append-only" in str(caught.value.orig)
+
+
+@pytest.mark.parametrize("table", list(APPEND_ONLY))
+def test_update_of_an_append_only_table_is_rejected(
+    connection: Connection, logged_grant: str, table: str
+) -> None:
+    before = snapshot(connection, table)
+    assert before, f"{table} has no row for the trigger to guard"
+    column, value = APPEND_ONLY[table]
+    assert_rejected(connection, f"UPDATE {table} SET {column} = {value}")
+    assert snapshot(connection, table) == before
+
+
+@pytest.mark.parametrize("table", list(APPEND_ONLY))
+def test_delete_from_an_append_only_table_is_rejected(
+    connection: Connection, logged_grant: str, table: str
+) -> None:
+    before = snapshot(connection, table)
+    assert before, f"{table} has no row for the trigger to guard"
+    assert_rejected(connection, f"DELETE FROM {table}")
+    assert snapshot(connection, table) == before
+
+
+@pytest.mark.parametrize("table", list(APPEND_ONLY))
+def test_truncate_of_an_append_only_table_is_rejected_on_postgresql(
+    backend: str, connection: Connection, logged_grant: str, table: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip(
+            f"{backend} has no TRUNCATE trigger (SQLite has no TRUNCATE; on MySQL/MariaDB "
+            "TRUNCATE needs the DROP privilege the service account must not have)"
+        )
+    before = snapshot(connection, table)
+    assert before, f"{table} has no row for the trigger to guard"
+    assert_rejected(connection, f"TRUNCATE {table}")
+    assert snapshot(connection, table) == before
