@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, ForeignKeyConstraint, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, LongBlob, UTCDateTime
@@ -59,3 +59,26 @@ class AuditEntryMember(Base):
 
     member_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+
+
+class AuditTruncateGuard(Base):
+    """Always empty. Its foreign keys make TRUNCATE of the log tables fail.
+
+    MySQL and MariaDB have no TRUNCATE trigger, but refuse to truncate a table
+    that another table's foreign key references; PostgreSQL refuses too
+    (besides its trigger). A guardrail like the triggers: the hashes are the proof.
+    """
+
+    __tablename__ = "audit_truncate_guard"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["member_id", "member_seq"],
+            ["audit_entry_member.member_id", "audit_entry_member.seq"],
+            name="fk_audit_truncate_guard_member_id_audit_entry_member",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    entry_seq: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("audit_entry.seq"))
+    member_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    member_seq: Mapped[int | None] = mapped_column(BigInteger)

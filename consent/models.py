@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, BigId, UTCDateTime
@@ -52,3 +52,13 @@ class ConsentReceipt(Base):
     member_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
     body: Mapped[str] = mapped_column(Text)
+
+
+class ConsentTruncateGuard(Base):
+    """Always empty; its foreign keys make TRUNCATE of the history fail (see AuditTruncateGuard)."""
+
+    __tablename__ = "consent_truncate_guard"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    event_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("consent_event.id"))
+    receipt_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("consent_receipt.id"))

@@ -201,6 +201,48 @@ def upgrade() -> None:
 
     for table in APPEND_ONLY:
         create_append_only_triggers(table)
+    create_truncate_guards()
+
+
+def create_truncate_guards() -> None:
+    """Empty tables whose foreign keys make TRUNCATE of the log tables fail.
+
+    MySQL/MariaDB have no TRUNCATE trigger but refuse to truncate a table that
+    a foreign key references; created on every dialect so the schema is one.
+    """
+    op.create_table(
+        "audit_truncate_guard",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("entry_seq", sa.BigInteger(), nullable=True),
+        sa.Column("member_id", sa.String(ID), nullable=True),
+        sa.Column("member_seq", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["entry_seq"], ["audit_entry.seq"], name="fk_audit_truncate_guard_entry_seq_audit_entry"
+        ),
+        sa.ForeignKeyConstraint(
+            ["member_id", "member_seq"],
+            ["audit_entry_member.member_id", "audit_entry_member.seq"],
+            name="fk_audit_truncate_guard_member_id_audit_entry_member",
+        ),
+        sa.PrimaryKeyConstraint("id", name="pk_audit_truncate_guard"),
+    )
+    op.create_table(
+        "consent_truncate_guard",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("event_id", BigId, nullable=True),
+        sa.Column("receipt_id", sa.String(36), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["event_id"],
+            ["consent_event.id"],
+            name="fk_consent_truncate_guard_event_id_consent_event",
+        ),
+        sa.ForeignKeyConstraint(
+            ["receipt_id"],
+            ["consent_receipt.id"],
+            name="fk_consent_truncate_guard_receipt_id_consent_receipt",
+        ),
+        sa.PrimaryKeyConstraint("id", name="pk_consent_truncate_guard"),
+    )
 
 
 def create_append_only_triggers(table: str) -> None:
@@ -232,8 +274,8 @@ def create_append_only_triggers(table: str) -> None:
             "FOR EACH STATEMENT EXECUTE FUNCTION memberguard_reject_change()"
         )
     elif dialect == "mysql":
-        # MySQL has no TRUNCATE trigger: TRUNCATE needs the DROP privilege,
-        # which the service account should not have (see README, security model).
+        # MySQL has no TRUNCATE trigger; the truncate-guard tables' foreign
+        # keys refuse TRUNCATE instead (see create_truncate_guards).
         for event in ("UPDATE", "DELETE"):
             op.execute(
                 f"CREATE TRIGGER {table}_no_{event.lower()} BEFORE {event} ON {table} "

@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session
 
 from consent.registry import ConsentChange, record_consent
 from core.clock import utc_now
+from core.db import build_engine
 from gate.context import Services
+from tests.conftest import FreshDatabase
 from vault.members import create_member
 
 # A column each table may not have changed, and the value an edit would set.
@@ -94,11 +96,29 @@ def test_truncate_of_an_append_only_table_is_rejected_on_postgresql(
     backend: str, connection: Connection, logged_grant: str, table: str
 ) -> None:
     if backend != "postgresql":
-        pytest.skip(
-            f"{backend} has no TRUNCATE trigger (SQLite has no TRUNCATE; on MySQL/MariaDB "
-            "TRUNCATE needs the DROP privilege the service account must not have)"
-        )
+        pytest.skip(f"{backend}: TRUNCATE ends the test transaction; see the fresh-database test")
     before = snapshot(connection, table)
     assert before, f"{table} has no row for the trigger to guard"
-    assert_rejected(connection, f"TRUNCATE {table}")
+    # CASCADE gets past the truncate-guard foreign key, so the trigger itself answers.
+    assert_rejected(connection, f"TRUNCATE {table} CASCADE")
+    with pytest.raises(DBAPIError, match="foreign key"), connection.begin_nested():
+        connection.exec_driver_sql(f"TRUNCATE {table}")
     assert snapshot(connection, table) == before
+
+
+def test_truncate_of_every_append_only_table_is_rejected_on_mariadb(
+    backend: str, fresh_database: FreshDatabase
+) -> None:
+    """MySQL/MariaDB have no TRUNCATE trigger; the truncate-guard foreign keys refuse it.
+
+    TRUNCATE commits implicitly there, hence a database of its own.
+    """
+    if backend != "mariadb":
+        pytest.skip(f"{backend}: SQLite has no TRUNCATE; PostgreSQL is covered above")
+    engine = build_engine(fresh_database.url)
+    try:
+        for table in APPEND_ONLY:
+            with engine.connect() as conn, pytest.raises(DBAPIError, match="foreign key"):
+                conn.exec_driver_sql(f"TRUNCATE TABLE {table}")
+    finally:
+        engine.dispose()
