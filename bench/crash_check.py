@@ -26,7 +26,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from sqlalchemy import select
 from audit.entry import parse_entry
 from audit.log import read_head, verify_log
 from audit.models import AuditEntry
+from bench.server import running_server
 from core.db import build_engine, session_factory
 from vault.models import VaultMember
 
@@ -62,12 +62,6 @@ class Load:
     killed: threading.Event = field(default_factory=threading.Event)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def demo_keys(env: dict[str, str], members: int, cwd: Path) -> dict[str, str]:
     done = subprocess.run(  # noqa: S603  (our own CLI, fixed arguments)
         [*MEMBERGUARD, "demo", "--members", str(members), "--no-serve"],
@@ -84,20 +78,6 @@ def demo_keys(env: dict[str, str], members: int, cwd: Path) -> dict[str, str]:
     if "crm" not in keys:
         raise RuntimeError("no crm key in the output of memberguard demo")
     return keys
-
-
-def wait_ready(proc: subprocess.Popen[bytes], base: str, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}):\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("server did not become ready")
 
 
 def reader(base: str, key: str, members: list[str], load: Load, seed: int) -> None:
@@ -197,7 +177,6 @@ def run(
     if db_url is not None:
         env["MEMBERGUARD_DATABASE_URL"] = db_url
     url = db_url or f"sqlite:///{(home / 'memberguard.db').as_posix()}"
-    server: subprocess.Popen[bytes] | None = None
     try:
         keys = demo_keys(env, members, home)
         engine = build_engine(url)
@@ -210,34 +189,23 @@ def run(
         if not ids:
             raise RuntimeError("no members to read")
 
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        log = home / "server.log"
-        with log.open("wb") as out:
-            server = subprocess.Popen(  # noqa: S603  (our own CLI, fixed arguments)
-                [*MEMBERGUARD, "serve", "--port", str(port)],
-                env=env,
-                cwd=home,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        wait_ready(server, base, log)
-
-        load = Load()
-        workers = [
-            threading.Thread(target=reader, args=(base, keys["crm"], ids, load, n), daemon=True)
-            for n in range(threads)
-        ]
-        started = time.monotonic()
-        for worker in workers:
-            worker.start()
-        time.sleep(seconds)
-        load.killed.set()
-        os.kill(server.pid, signal.SIGKILL)
-        server.wait(timeout=10)
-        for worker in workers:
-            worker.join(timeout=60)
-        elapsed = time.monotonic() - started
+        extra = {"MEMBERGUARD_LOG_FORMAT": "json"}
+        with running_server(home, database_url=db_url, extra_env=extra) as (base, server):
+            load = Load()
+            workers = [
+                threading.Thread(target=reader, args=(base, keys["crm"], ids, load, n), daemon=True)
+                for n in range(threads)
+            ]
+            started = time.monotonic()
+            for worker in workers:
+                worker.start()
+            time.sleep(seconds)
+            load.killed.set()
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+            for worker in workers:
+                worker.join(timeout=60)
+            elapsed = time.monotonic() - started
 
         result = check_log(url, load, start_size, threads)
         result["load_seconds"] = round(elapsed, 2)
@@ -247,9 +215,6 @@ def run(
             result["ok"] = False
         return result
     finally:
-        if server is not None and server.poll() is None:
-            server.kill()
-            server.wait(timeout=10)
         if owned:
             shutil.rmtree(home, ignore_errors=True)
 

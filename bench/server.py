@@ -30,7 +30,9 @@ def running_server(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Start ``memberguard serve`` on a free port; yield (base URL, process) once it is ready."""
     port = free_port()
-    env = {**os.environ, "MEMBERGUARD_HOME": str(home), **(extra_env or {})}
+    # Hermetic: nothing of the caller's MEMBERGUARD_* settings leaks into the server.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MEMBERGUARD_")}
+    env = {**inherited, "MEMBERGUARD_HOME": str(home), **(extra_env or {})}
     if database_url:
         env["MEMBERGUARD_DATABASE_URL"] = database_url
     log = open(home / "server.log", "ab")  # noqa: SIM115 (closed below)
