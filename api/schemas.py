@@ -72,6 +72,9 @@ class LookupOut(BaseModel):
 class ConsentRecordedOut(BaseModel):
     events: list[dict[str, Any]]
     receipt: dict[str, Any] | None
+    state: dict[str, dict[str, Any]] = Field(
+        description="Each purpose's state after this change (an older event does not change it)."
+    )
 
 
 class ConsentStateOut(BaseModel):

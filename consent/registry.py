@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import insert, select
@@ -29,6 +29,22 @@ from vault.members import member_exists
 RecordableStatus = Literal["granted", "withdrawn", "refused"]
 # Touchpoints (POS tills, offline apps) may sync late, but not from the future.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+EARLIEST_COLLECTION = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def effective_at(collected_at: datetime, recorded_at: datetime) -> datetime:
+    """When a change takes effect: when it was collected, but never later than when
+    memberguard recorded it, so a clock running ahead at a touchpoint cannot make a
+    grant outrank a withdrawal recorded after it."""
+    return min(collected_at, recorded_at)
+
+
+def supersedes(status: str, at: datetime, current_status: str, current_at: datetime) -> bool:
+    """Does a change (status, at) replace the current state? Later wins; on a tie,
+    a withdrawal or refusal wins over a grant."""
+    if at != current_at:
+        return at > current_at
+    return status != "granted" or current_status == "granted"
 
 
 class BundledConsent(Conflict):
@@ -57,6 +73,9 @@ class RecordedConsent:
     audit_seq: int
     events: list[dict[str, Any]]
     receipt: dict[str, Any] | None
+    # The state each purpose is in after this change: an event collected
+    # earlier than the current state's does not change it.
+    state: dict[str, dict[str, Any]]
 
 
 def record_consent(
@@ -107,6 +126,7 @@ def record_consent(
     )
 
     events: list[dict[str, Any]] = []
+    states: dict[str, dict[str, Any]] = {}
     for pid in change.purposes:
         notice = policy.notices.get(notices[pid]) if notices[pid] else None
         event = ConsentEvent(
@@ -124,8 +144,9 @@ def record_consent(
         )
         session.add(event)
         session.flush()
-        _apply_to_state(session, event)
+        state = _apply_to_state(session, event)
         events.append(event_view(event))
+        states[pid] = state_view(state)
 
     receipt = None
     if receipt_id is not None:
@@ -147,7 +168,7 @@ def record_consent(
             )
         )
     session.flush()
-    return RecordedConsent(audit_seq=appended.seq, events=events, receipt=receipt)
+    return RecordedConsent(audit_seq=appended.seq, events=events, receipt=receipt, state=states)
 
 
 def _validate(policy: Policy, change: ConsentChange, now: datetime) -> dict[str, str | None]:
@@ -182,6 +203,8 @@ def _validate(policy: Policy, change: ConsentChange, now: datetime) -> dict[str,
         raise InvalidInput("collected_at must carry a time zone (RFC 3339)")
     if change.collected_at > now + MAX_CLOCK_SKEW:
         raise InvalidInput("collected_at is in the future")
+    if change.collected_at < EARLIEST_COLLECTION:
+        raise InvalidInput("collected_at is before 2000-01-01")
     if change.notice_version is not None and change.notice_version not in policy.notices:
         raise InvalidInput(
             "notice_version is not a notice of this policy", known_notices=sorted(policy.notices)
@@ -203,25 +226,26 @@ def _validate(policy: Policy, change: ConsentChange, now: datetime) -> dict[str,
     return notices
 
 
-def _apply_to_state(session: Session, event: ConsentEvent) -> None:
+def _apply_to_state(session: Session, event: ConsentEvent) -> ConsentState:
+    at = effective_at(event.collected_at, event.recorded_at)
     state = session.get(ConsentState, (event.member_id, event.purpose))
     if state is None:
-        session.add(
-            ConsentState(
-                member_id=event.member_id,
-                purpose=event.purpose,
-                status=event.status,
-                notice_version=event.notice_version,
-                updated_at=event.collected_at,
-            )
+        state = ConsentState(
+            member_id=event.member_id,
+            purpose=event.purpose,
+            status=event.status,
+            notice_version=event.notice_version,
+            updated_at=at,
         )
-        return
+        session.add(state)
+        return state
     # The state follows collection time, not arrival order: an offline till
     # that syncs an old grant after a newer withdrawal must not revive it.
-    if event.collected_at >= state.updated_at:
+    if supersedes(event.status, at, state.status, state.updated_at):
         state.status = event.status
         state.notice_version = event.notice_version
-        state.updated_at = event.collected_at
+        state.updated_at = at
+    return state
 
 
 def event_view(event: ConsentEvent) -> dict[str, Any]:
@@ -272,13 +296,14 @@ def consent_states(session: Session, member_id: str) -> dict[str, dict[str, Any]
         .where(ConsentState.member_id == member_id)
         .order_by(ConsentState.purpose)
     )
+    return {row.purpose: state_view(row) for row in rows}
+
+
+def state_view(state: ConsentState) -> dict[str, Any]:
     return {
-        row.purpose: {
-            "status": row.status,
-            "notice_version": row.notice_version,
-            "updated_at": row.updated_at.isoformat(),
-        }
-        for row in rows
+        "status": state.status,
+        "notice_version": state.notice_version,
+        "updated_at": state.updated_at.isoformat(),
     }
 
 
@@ -332,7 +357,10 @@ def import_consents(
             }
         )
         key = (event.member_id, event.purpose)
-        if key not in latest or event.collected_at >= latest[key].collected_at:
+        current = latest.get(key)
+        if current is None or supersedes(
+            event.status, event.collected_at, current.status, current.collected_at
+        ):
             latest[key] = event
     session.execute(insert(ConsentEvent.__table__), rows)
     session.execute(
@@ -343,7 +371,7 @@ def import_consents(
                 "purpose": e.purpose,
                 "status": e.status,
                 "notice_version": policy.purposes[e.purpose].notice,
-                "updated_at": e.collected_at,
+                "updated_at": effective_at(e.collected_at, now),
             }
             for e in latest.values()
         ],

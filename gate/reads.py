@@ -23,9 +23,9 @@ from consent.registry import consent_fact, consent_facts
 from core.db import UnitOfWork
 from core.errors import Forbidden, NotFound
 from core.ids import is_valid_id
-from gate.clients import Actor
+from gate.clients import Actor, ensure_active
 from gate.context import Services, commit_audited
-from policies.decide import Decision, decide_member, decide_purpose, deny
+from policies.decide import Decision, decide_lookup, decide_member, decide_purpose, deny
 from vault.masking import apply_view, pseudonym
 from vault.members import SealedMember, load_sealed, lookup, member_exists, normalise_lookup
 from vault.models import VaultMember
@@ -38,6 +38,7 @@ class ReadRefused(Forbidden):
         "purpose-not-allowed": "Purpose not allowed",
         "consent-required": "Consent required",
         "consent-outdated": "Consent outdated",
+        "lookup-not-allowed": "Lookup not allowed",
     }
 
     def __init__(self, detail: str, *, slug: str, audit_seq: int) -> None:
@@ -62,6 +63,7 @@ _REFUSAL_TEXT = {
     "purpose-not-allowed": "this client is not granted the purpose",
     "consent-required": "the member has not given consent for this purpose",
     "consent-outdated": "the member consented under a notice this policy no longer accepts",
+    "lookup-not-allowed": "this purpose may not find members by that field",
 }
 
 
@@ -123,6 +125,7 @@ def read_member(
     policy = services.policy
     session = uow.session
     lock_head(session)
+    ensure_active(session, actor)
     decision = decide_purpose(policy, purpose=purpose, client_purposes=actor.purposes)
     sealed: SealedMember | None = None
     if decision.permitted:
@@ -195,7 +198,9 @@ def lookup_members(
     normalised = normalise_lookup(field_name, value)  # bad input: 422 before anything is read
     session = uow.session
     lock_head(session)
+    ensure_active(session, actor)
     decision = decide_purpose(policy, purpose=purpose, client_purposes=actor.purposes)
+    decision = decide_lookup(policy, decision, field_name)
     admitted: list[str] = []
     matched = 0
     if decision.permitted:
@@ -227,9 +232,8 @@ def lookup_members(
     )
     if not decision.permitted:
         raise refusal(services, decision, seq)
-    return LookupResult(
-        ids=[_member_label(services, actor, purpose, m) for m in admitted], audit_seq=seq
-    )
+    # decide_lookup refuses pseudonymous purposes, so these are plain member ids.
+    return LookupResult(ids=admitted, audit_seq=seq)
 
 
 @dataclass
@@ -276,6 +280,7 @@ def export_members(
         with services.uow() as uow:
             session = uow.session
             lock_head(session)
+            ensure_active(session, actor)  # a revoked client's export stops here
             ids = list(
                 session.scalars(
                     select(VaultMember.id)

@@ -84,6 +84,22 @@ def decide_member(
     return purpose_decision
 
 
+def decide_lookup(policy: Policy, purpose_decision: Decision, field_name: str) -> Decision:
+    """May this purpose find members by ``field_name``?
+
+    Only by a field the purpose itself may see, and never for a purpose that
+    releases pseudonyms: a lookup by phone that returned a pseudonym would
+    re-identify the pseudonymous data set.
+    """
+    if not purpose_decision.permitted or purpose_decision.purpose is None:
+        return purpose_decision
+    spec = policy.purposes[purpose_decision.purpose]
+    view = spec.fields.get(field_name)
+    if spec.member_id == "pseudonym" or view is None or view == "pseudonym":
+        return deny("lookup-not-allowed", purpose_decision.purpose)
+    return purpose_decision
+
+
 def decide(
     policy: Policy,
     *,

@@ -183,7 +183,7 @@ def record_consent(
         request_id=request_id,
     )
     _audit_seq(response, recorded.audit_seq)
-    return {"events": recorded.events, "receipt": recorded.receipt}
+    return {"events": recorded.events, "receipt": recorded.receipt, "state": recorded.state}
 
 
 @router.get("/{member_id}/consents", response_model=ConsentStateOut)

@@ -6,12 +6,15 @@ import csv
 import io
 import json
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audit.log import read_head, verify_log
 from consent.models import ConsentEvent
+from core.errors import Unauthenticated
+from gate.context import Services
 from tests.api.conftest import MEMBER, auth, grant
 from tests.conftest import Keys
 from vault.models import VaultField
@@ -368,3 +371,63 @@ def test_every_consent_change_is_audited_in_the_same_transaction(
         )
         == 1
     )
+
+
+def test_a_grant_stamped_in_the_future_cannot_outrank_a_later_withdrawal(
+    app_client: TestClient, keys: Keys, member_id: str
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    ahead = (datetime.now(UTC) + timedelta(minutes=4)).isoformat()
+    grant(app_client, keys.crm, member_id, "marketing_sms", at=ahead)
+    # Collected after the grant was recorded, but stamped before the grant's clock.
+    now = datetime.now(UTC).isoformat()
+    withdrawn = grant(app_client, keys.crm, member_id, "marketing_sms", status="withdrawn", at=now)
+    assert withdrawn["state"]["marketing_sms"]["status"] == "withdrawn"
+    read = app_client.get(f"/v1/members/{member_id}?purpose=marketing_sms", headers=auth(keys.sms))
+    assert read.status_code == 403
+
+
+def test_lookup_is_refused_for_a_field_the_purpose_cannot_see_or_a_pseudonymous_purpose(
+    app_client: TestClient, keys: Keys, member_id: str
+) -> None:
+    grant(app_client, keys.crm, member_id, "analytics")
+    grant(app_client, keys.crm, member_id, "marketing_sms")
+    for key, body in (
+        (keys.analytics, {"phone": "13812345678", "purpose": "analytics"}),
+        (keys.sms, {"email": "zhang.san@example.com", "purpose": "marketing_sms"}),
+    ):
+        response = app_client.post("/v1/members/lookup", json=body, headers=auth(key))
+        assert response.status_code == 403
+        assert response.json()["type"] == "lookup-not-allowed"
+        assert member_id not in response.text
+        assert "Audit-Seq" in response.headers
+
+
+def test_a_running_export_stops_when_its_client_is_revoked(
+    app_client: TestClient, keys: Keys, services: Services
+) -> None:
+    from gate.clients import authenticate
+    from gate.reads import export_members
+
+    for n in range(20):
+        created = app_client.post(
+            "/v1/members",
+            json={**MEMBER, "phone": f"139{n:08d}", "email": f"m{n}@example.com"},
+            headers=auth(keys.crm),
+        )
+        grant(app_client, keys.crm, created.json()["id"], "analytics")
+    with services.uow() as uow:
+        actor = authenticate(uow.session, keys.analytics)
+    export = export_members(services, actor=actor, purpose="analytics", request_id=None)
+    first = next(export.lines)
+    assert "pseudonym" in first
+    assert (
+        app_client.delete(
+            f"/v1/clients/{keys.ids['analytics']}", headers=auth(keys.admin)
+        ).status_code
+        == 204
+    )
+    with pytest.raises(Unauthenticated):
+        list(export.lines)
+    assert export.stats["released"] <= services.export_batch_size

@@ -26,7 +26,7 @@ events = st.lists(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(history=events)
-def test_state_is_the_latest_collected_event_and_history_keeps_every_event(
+def test_state_is_the_latest_collected_change_and_history_keeps_every_event(
     services: Services, session: Session, history: list[tuple[str, int]]
 ) -> None:
     member = create_member(
@@ -52,9 +52,12 @@ def test_state_is_the_latest_collected_event_and_history_keeps_every_event(
             request_id=None,
             clock=services.clock,
         )
-    # Expected: the event with the latest collected_at; among equal times, the last recorded.
+    # Expected: the latest collected change wins; among changes collected at the same
+    # moment, a withdrawal or refusal wins over a grant (the last one recorded).
     latest_day = max(day for _, day in history)
-    expected = [status for status, day in history if day == latest_day][-1]
+    at_latest = [status for status, day in history if day == latest_day]
+    refusals = [status for status in at_latest if status != "granted"]
+    expected = refusals[-1] if refusals else "granted"
     fact = consent_fact(session, member, "marketing_sms")
     assert fact is not None and fact.status == expected
     stored = session.scalars(
