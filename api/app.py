@@ -28,6 +28,7 @@ def build_services(settings: Settings) -> Services:
         policy=load_policy(settings.policy_path),
         keyring=load_keyring(settings),
         session_factory=session_factory(engine),
+        read_session_factory=session_factory(engine, read_only=True),
         export_batch_size=settings.export_batch_size,
     )
 

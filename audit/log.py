@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -164,15 +164,19 @@ def verify_log(
     Checks, per entry: contiguous sequence numbers from 1, canonical bytes that
     name their own seq, the leaf and chain hashes, the query columns and the
     member rows against the bytes. Then that the head matches the last entry.
+
+    The walk is bounded by the head read first, so appends that commit while
+    it runs on a live database are neither reported nor waited for; entries
+    past the head are looked for separately at the end.
     """
     head = read_head(session)
     previous = ZERO_HASH
     expected = 1
     last_seq = 0
-    members = _member_rows(session, batch)
+    members = _member_rows(session, batch, upto=head.size)
     pending_member: tuple[int, str] | None = next(members, None)
 
-    for row in _entries(session, batch):
+    for row in _entries(session, batch, upto=head.size):
         seq = row.seq
         if seq != expected:
             return _bad(head, expected, f"entry {expected} is missing (found {seq} next)")
@@ -197,10 +201,16 @@ def verify_log(
 
     if pending_member is not None:
         return _bad(head, pending_member[0], "member index row for an entry that does not exist")
-    if last_seq != head.size:
-        if last_seq < head.size:
-            return _bad(head, last_seq + 1, f"log ends at {last_seq} but the head says {head.size}")
-        return _bad(head, head.size + 1, f"entries beyond the head size {head.size}")
+    if last_seq < head.size:
+        return _bad(head, last_seq + 1, f"log ends at {last_seq} but the head says {head.size}")
+    # An entry past the head that no head covers was not appended by memberguard.
+    # Highest seq first, head second: a genuine append that commits in between
+    # moves the head too, so it can never look forged.
+    highest = session.scalar(select(func.max(AuditEntry.seq))) or 0
+    highest_member = session.scalar(select(func.max(AuditEntryMember.seq))) or 0
+    now_size = read_head(session).size
+    if max(highest, highest_member) > now_size:
+        return _bad(head, now_size + 1, f"entries beyond the head size {now_size}")
     if previous.hex() != head.head_hash:
         return _bad(head, last_seq, "head hash does not match the last chain hash")
     if progress is not None:
@@ -238,7 +248,7 @@ def _check_entry(row: Any, previous: bytes) -> str | None:
     return None
 
 
-def _entries(session: Session, batch: int) -> Iterable[Any]:
+def _entries(session: Session, batch: int, *, upto: int) -> Iterable[Any]:
     last = 0
     columns = (
         AuditEntry.seq,
@@ -254,7 +264,10 @@ def _entries(session: Session, batch: int) -> Iterable[Any]:
     )
     while True:
         rows = session.execute(
-            select(*columns).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(batch)
+            select(*columns)
+            .where(AuditEntry.seq > last, AuditEntry.seq <= upto)
+            .order_by(AuditEntry.seq)
+            .limit(batch)
         ).all()
         if not rows:
             return
@@ -262,14 +275,15 @@ def _entries(session: Session, batch: int) -> Iterable[Any]:
         last = rows[-1].seq
 
 
-def _member_rows(session: Session, batch: int) -> Any:
+def _member_rows(session: Session, batch: int, *, upto: int) -> Any:
     last: tuple[int, str] = (0, "")
     while True:
         rows = session.execute(
             select(AuditEntryMember.seq, AuditEntryMember.member_id)
             .where(
                 (AuditEntryMember.seq > last[0])
-                | ((AuditEntryMember.seq == last[0]) & (AuditEntryMember.member_id > last[1]))
+                | ((AuditEntryMember.seq == last[0]) & (AuditEntryMember.member_id > last[1])),
+                AuditEntryMember.seq <= upto,
             )
             .order_by(AuditEntryMember.seq, AuditEntryMember.member_id)
             .limit(batch)

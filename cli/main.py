@@ -450,7 +450,7 @@ def audit_verify() -> None:
 
     settings = _settings()
     engine = build_engine(settings.resolved_database_url)
-    session = session_factory(engine)()
+    session = session_factory(engine, read_only=True)()
     try:
 
         def progress(done: int, total: int) -> None:

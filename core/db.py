@@ -128,17 +128,25 @@ def _configure_sqlite(engine: Engine, *, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # Every memberguard transaction that matters writes an audit entry.
+        # Every memberguard transaction that decides writes an audit entry.
         # Taking the write lock at BEGIN serialises appends on the log head and
         # avoids the deadlock-prone upgrade from a read to a write lock.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Long read-only work (verification, audit exports) begins deferred so
+        # that it never holds the writers up (WAL readers see a snapshot).
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 SessionFactory = Callable[[], Session]
+READ_ONLY_OPTION = "memberguard_read_only"
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+def session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions for the use cases; ``read_only`` ones never take SQLite's write lock."""
+    bind = engine.execution_options(**{READ_ONLY_OPTION: True}) if read_only else engine
+    return sessionmaker(bind=bind, expire_on_commit=False, autoflush=False)
 
 
 class UnitOfWork:

@@ -18,11 +18,16 @@ class Services:
     policy: Policy
     keyring: Keyring
     session_factory: SessionFactory
+    # Sessions that never take SQLite's write lock: audit exports and reports.
+    read_session_factory: SessionFactory | None = None
     clock: Clock = utc_now
     export_batch_size: int = 500
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory)
+
+    def read_uow(self) -> UnitOfWork:
+        return UnitOfWork(self.read_session_factory or self.session_factory)
 
 
 def commit_audited(uow: UnitOfWork) -> None:

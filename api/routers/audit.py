@@ -79,7 +79,7 @@ def entries(
     accept = request.headers.get("accept", "")
     if "application/x-ndjson" in accept or "text/csv" in accept:
         uow.rollback()  # the export reads in its own short transactions
-        rows = stream_entries(services.session_factory, filters)
+        rows = stream_entries(services.read_session_factory or services.session_factory, filters)
         if "application/x-ndjson" in accept:
             return StreamingResponse(_ndjson(rows), media_type="application/x-ndjson")
         return StreamingResponse(
