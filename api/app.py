@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from api import problems
+from api.deps import get_actor
 from api.middleware import BodyLimit, RequestContext
 from api.routers import audit, clients, health, members
 from core.db import build_engine, session_factory
@@ -33,12 +36,29 @@ def build_services(settings: Settings) -> Services:
     )
 
 
+def _add_docs(app: FastAPI, *, public: bool) -> None:
+    """OpenAPI and Swagger UI: any valid key (any role) may read them."""
+    dependencies = [] if public else [Depends(get_actor)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=dependencies)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=dependencies)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="memberguard API")
+
+
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
     settings = settings or Settings()
     services = services or build_services(settings)
     app = FastAPI(
         title="memberguard",
         version="1",
+        # Served below, behind authentication unless settings.docs_public.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
         description=(
             "Privacy gate for loyalty-programme member data. Every read is decided by policy "
             "and consent, recorded in a tamper-evident audit log, then released."
@@ -49,6 +69,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     problems.install(app)
     for router in (health.router, members.router, audit.router, clients.router):
         app.include_router(router)
+    _add_docs(app, public=settings.docs_public)
     # Outermost first: the request id exists before the body limit can reject.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)

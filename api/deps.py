@@ -2,6 +2,8 @@
 
 One unit of work per request: the key is resolved and the use case runs in the
 same transaction (rolled back at the end unless the use case committed).
+Streaming endpoints end it after authentication and run one short
+transaction per batch instead.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import (
@@ -150,7 +151,8 @@ async def decryption_failed(request: Request, exc: Exception) -> JSONResponse:
         500,
         "vault-integrity",
         "Stored data failed its integrity check",
-        "a stored ciphertext did not authenticate; nothing was released",
+        "a stored ciphertext did not authenticate; no data was returned "
+        "(the audit entry records the attempted release)",
         request,
     )
 
@@ -159,6 +161,30 @@ async def keyring_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("keys.unavailable", error=str(exc))
     return problem(
         503, "keys-unavailable", "Keys unavailable", "the key provider is not available", request
+    )
+
+
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.error("database.unavailable", error_type=type(exc).__name__)
+    return problem(
+        503,
+        "database-unavailable",
+        "Database unavailable",
+        "the database could not be reached; nothing was released",
+        request,
+    )
+
+
+async def integrity_conflict(request: Request, exc: Exception) -> JSONResponse:
+    # A unique constraint lost a race (e.g. two registrations of one client
+    # name); the transaction was rolled back whole.
+    log.warning("database.conflict", error_type=type(exc).__name__)
+    return problem(
+        409,
+        "conflict",
+        "Conflict",
+        "the request conflicts with a concurrent change; retry",
+        request,
     )
 
 
@@ -175,4 +201,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(DecryptionFailed, decryption_failed)
     app.add_exception_handler(KeyringError, keyring_error)
+    app.add_exception_handler(OperationalError, database_unavailable)
+    app.add_exception_handler(IntegrityError, integrity_conflict)
     app.add_exception_handler(Exception, unexpected)

@@ -6,7 +6,7 @@ import base64
 import binascii
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -38,13 +38,28 @@ def decode_cursor(cursor: str | None) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind != "seq" or not value.isdigit():
+        if kind != "seq" or not value.isdigit() or len(value) > 18:
             raise ValueError
         return int(value)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput(
             "cursor is not valid; use the next_cursor of a previous page", slug="invalid-cursor"
         ) from None
+
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2999, 12, 31, tzinfo=UTC)
+
+
+def time_bound(value: datetime | None, name: str) -> datetime | None:
+    """A filter time: timezone-aware and within the years the log can hold."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise InvalidInput(f"{name} needs a time zone (RFC 3339, e.g. 2026-11-22T10:00:00Z)")
+    if not EARLIEST <= value <= LATEST:
+        raise InvalidInput(f"{name} must be between 2000 and 2999")
+    return value
 
 
 def _statement(filters: EntryFilter, after: int) -> Select[Any]:

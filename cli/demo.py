@@ -133,7 +133,7 @@ def _load_batch(
 
 
 def ensure_clients(services: Services) -> dict[str, str]:
-    """Create the demo clients, or give existing ones a fresh key. Returns name → key."""
+    """Create the demo clients, or replace existing ones' keys. Returns name → key."""
     keys: dict[str, str] = {}
     for spec in DEMO_CLIENTS:
         with services.uow() as uow:
@@ -145,6 +145,7 @@ def ensure_clients(services: Services) -> dict[str, str]:
                     client_id=existing.id,
                     actor=OPERATOR_ACTOR,
                     clock=services.clock,
+                    replace=True,  # the keys printed last time stop working
                 )
             elif existing is None:
                 keys[spec.name] = add_client(

@@ -89,12 +89,17 @@ def init() -> None:
 
 def app_factory() -> Any:
     """Entry point for uvicorn (``factory=True``): one app per worker process."""
-    from api.app import create_app
+    from api.app import build_services, create_app
     from core.logging import configure_logging
 
     settings = _settings()
-    configure_logging(log_format=settings.log_format, level=settings.log_level)
-    return create_app(settings)
+    services = build_services(settings)
+    configure_logging(
+        log_format=settings.log_format,
+        level=settings.log_level,
+        personal_keys=services.policy.personal_field_names,
+    )
+    return create_app(settings, services=services)
 
 
 def _serve(host: str, port: int, workers: int) -> None:
@@ -158,6 +163,8 @@ def demo(n_members: int, seed: int, host: str, port: int, no_serve: bool) -> Non
     granted, without = sample_members(services)
     click.echo(_tour(keys, granted, without, f"http://{host}:{port}"))
     if not no_serve:
+        # The demo is local: its API docs are readable without a key.
+        os.environ.setdefault("MEMBERGUARD_DOCS_PUBLIC", "true")
         _serve(host, port, 1)
 
 
@@ -274,13 +281,18 @@ def clients_list(as_json: bool) -> None:
 def clients_revoke(client: str) -> None:
     """Revoke a client (by id or name); its keys stop working at once."""
     from core.errors import DomainError
+    from core.ids import is_valid_id
     from gate.clients import OPERATOR_ACTOR, find_client, revoke_client
     from gate.context import commit_audited
 
     services = _services(_settings())
     try:
         with services.uow() as uow:
-            found = find_client(uow.session, client)
+            # An id is unambiguous; a name is looked up only when no client has that id.
+            from gate.models import GateClient
+
+            by_id = uow.session.get(GateClient, client) if is_valid_id(client) else None
+            found = by_id or find_client(uow.session, client)
             client_id = found.id if found is not None else client
             seq = revoke_client(
                 uow.session,
@@ -315,10 +327,12 @@ def keys_generate() -> None:
 
 @keys.command("rotate")
 def keys_rotate() -> None:
-    """Add a new KEK version and re-wrap every data key under it (data is not re-encrypted).
+    """Add a new KEK version; then restart every worker and run `memberguard keys rewrap`.
 
-    With the env provider this prints the new keyring instead: deploy it to
-    every worker, then run `memberguard keys rewrap`.
+    Two steps, because running workers hold the keyring they started with: a
+    data key re-wrapped under a version they don't have would be unreadable to
+    them. With the env provider this prints the new keyring to deploy instead.
+    Data is never re-encrypted; only the data keys are re-wrapped.
     """
     from vault.keys import EnvKeyring, KeyringError, LocalKeyFile
 
@@ -343,8 +357,8 @@ def keys_rotate() -> None:
         _fail(str(exc))
         return
     key_file.save(rotated)
-    click.echo(f"KEK version {rotated.active_version} added to {key_file.path}")
-    _rewrap(settings)
+    click.echo(f"KEK version {rotated.active_version} added to {key_file.path}.")
+    click.echo("Restart every worker, then run `memberguard keys rewrap`.")
 
 
 @keys.command("rewrap")

@@ -3,7 +3,7 @@
 Every error carries a stable ``slug`` (the problem+json ``type``) and a
 ``detail`` written for the caller. Neither may contain personal data: details
 name fields, purposes and rules, never the values that were sent or stored.
-``api/errors.py`` maps the classes to HTTP statuses in one place.
+``api/problems.py`` maps the classes to HTTP statuses in one place.
 """
 
 from __future__ import annotations

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    docs_public: bool = Field(
+        default=False,
+        description="Serve /docs and /openapi.json without a key (the demo turns this on).",
+    )
     export_batch_size: int = Field(default=500, ge=1, le=5000)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",

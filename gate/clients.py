@@ -178,13 +178,25 @@ def add_client(
 
 
 def issue_key(
-    session: Session, *, policy: Policy, client_id: str, actor: Actor, clock: Clock
+    session: Session,
+    *,
+    policy: Policy,
+    client_id: str,
+    actor: Actor,
+    clock: Clock,
+    replace: bool = False,
 ) -> str:
-    """Another key for an existing, active client (key rollover, demo re-runs)."""
+    """Another key for an existing, active client; ``replace`` revokes its other keys."""
     client = session.get(GateClient, client_id) if is_valid_id(client_id) else None
     if client is None or client.revoked_at is not None:
         raise NotFound("no such active client")
     now = clock()
+    if replace:
+        session.execute(
+            update(GateApiKey)
+            .where(GateApiKey.client_id == client_id, GateApiKey.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
     key = _issue_key(session, client_id, now)
     append_entry(
         session,
@@ -195,7 +207,7 @@ def issue_key(
             policy=policy.version,
             actor=actor.id,
             actor_role=actor.role,
-            detail={"client": client_id},
+            detail={"client": client_id, "replaced_other_keys": replace},
         ),
         clock=clock,
     )

@@ -97,8 +97,9 @@ class PurposeSpec(_Strict):
     notice: str | None = Field(default=None, description="Current notice version.")
     accepted_notices: tuple[str, ...] = ()
     retention_days: int | None = Field(default=None, ge=1)
-    # "pseudonym": releases carry the per-client pseudonym instead of the
-    # member id, so that data sets of different clients cannot be joined.
+    # "pseudonym": exports carry the per-client pseudonym instead of the member
+    # id, so that data sets of different clients cannot be joined, and lookups
+    # (which would re-identify them) are refused.
     member_id: Literal["clear", "pseudonym"] = "clear"
     fields: dict[str, View] = Field(default_factory=dict)
 
@@ -150,6 +151,32 @@ class Policy(_Strict):
     notices: dict[str, Notice] = Field(default_factory=dict)
     fields: dict[str, FieldSpec]
     purposes: dict[str, PurposeSpec]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_default_views(cls, data: object) -> object:
+        """A purpose may list a field as "default": it gets the field's default_view."""
+        if not isinstance(data, dict):
+            return data
+        fields = data.get("fields")
+        purposes = data.get("purposes")
+        if not isinstance(fields, dict) or not isinstance(purposes, dict):
+            return data
+        resolved = {}
+        for pid, purpose in purposes.items():
+            views = purpose.get("fields") if isinstance(purpose, dict) else None
+            if isinstance(views, dict) and "default" in views.values():
+                views = {
+                    name: (
+                        fields.get(name, {}).get("default_view", "masked")
+                        if view == "default"
+                        else view
+                    )
+                    for name, view in views.items()
+                }
+                purpose = {**purpose, "fields": views}
+            resolved[pid] = purpose
+        return {**data, "purposes": resolved}
 
     @field_validator("fields", "purposes")
     @classmethod

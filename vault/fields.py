@@ -113,7 +113,8 @@ def normalise_value(
         return _normalise_address(raw, field=field, max_length=limit)
     if field_type == "text":
         value = _clean_string(raw, field=field, max_length=limit)
-        if pattern is not None and re.fullmatch(pattern, value) is None:
+        # ASCII: a policy's \d means 0-9, not every script's digits.
+        if pattern is not None and re.fullmatch(pattern, value, flags=re.ASCII) is None:
             raise InvalidFieldValue(field, "does not match the required format")
         return value
     if field_type == "enum":

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import secrets
 import stat
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -144,14 +146,29 @@ class LocalKeyFile:
         return keyring
 
     def save(self, keyring: Keyring) -> None:
-        """Replace the file atomically, keeping mode 0600."""
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(keyring.to_document())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        """Replace the file atomically: new 0600 file, fsync, rename, fsync the directory.
+
+        ``mkstemp`` creates the temporary file exclusively with mode 0600, so a
+        leftover or planted file (or symlink) at a predictable name is never
+        written through.
+        """
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".keyring-", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(keyring.to_document())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     def load(self) -> Keyring:
         try:

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from api.deps import RequestUoW, ServicesDep, require_role
 from api.schemas import AuditEntriesOut, AuditHeadOut
 from audit.log import read_head
-from audit.queries import EntryFilter, page_entries, stream_entries
+from audit.queries import EntryFilter, page_entries, stream_entries, time_bound
 
 router = APIRouter(
     prefix="/v1/audit", tags=["audit"], dependencies=[Depends(require_role("auditor"))]
@@ -49,6 +49,7 @@ def _filters(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> EntryFilter:
+    since, until = time_bound(since, "since"), time_bound(until, "until")
     return EntryFilter(
         member=member,
         actor=actor,

@@ -337,8 +337,12 @@ def test_health_endpoints_need_no_key_and_everything_else_does(app_client: TestC
         assert response.json()["type"] == "unauthenticated"
 
 
-def test_openapi_documents_every_v1_path(app_client: TestClient) -> None:
-    paths = app_client.get("/openapi.json").json()["paths"]
+def test_openapi_documents_every_v1_path_for_any_valid_key(
+    app_client: TestClient, keys: Keys
+) -> None:
+    assert app_client.get("/openapi.json").status_code == 401
+    assert app_client.get("/docs").status_code == 401
+    paths = app_client.get("/openapi.json", headers=auth(keys.sms)).json()["paths"]
     for path in (
         "/v1/members",
         "/v1/members/{member_id}",
@@ -352,7 +356,7 @@ def test_openapi_documents_every_v1_path(app_client: TestClient) -> None:
         "/readyz",
     ):
         assert path in paths
-    assert app_client.get("/docs").status_code == 200
+    assert app_client.get("/docs", headers=auth(keys.auditor)).status_code == 200
 
 
 def test_every_consent_change_is_audited_in_the_same_transaction(

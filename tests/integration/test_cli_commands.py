@@ -121,6 +121,9 @@ def test_key_rotation_rewraps_and_reads_still_work(home: Path) -> None:
     run("demo", "--members", "30", "--no-serve")
     code, output = run("keys", "rotate")
     assert code == 0, output
+    assert "KEK version 2 added" in output and "keys rewrap" in output
+    code, output = run("keys", "rewrap")
+    assert code == 0, output
     assert "re-wrapped 30 data keys" in output and "{2: 30}" in output
     code, output = run("audit", "verify")
     assert code == 0

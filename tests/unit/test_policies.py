@@ -257,3 +257,15 @@ def test_a_permit_releases_only_the_purposes_fields_and_withholds_the_rest(
     else:
         assert spec.needs_consent
         assert status != "granted" or notice not in spec.accepted_notices
+
+
+def test_a_purpose_can_take_a_fields_default_view(policy_dir: Path) -> None:
+    target = policy_dir / "purposes.toml"
+    text = target.read_text()
+    target.write_text(
+        text.replace(
+            'fields = { name = "clear", phone = "clear", address = "clear" }',
+            'fields = { name = "clear", phone = "default", address = "clear" }',
+        )
+    )
+    assert load_policy(policy_dir).purposes["delivery"].fields["phone"] == "masked"
