@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Body, Depends, Query, Response, status
 from fastapi.responses import StreamingResponse
 
@@ -20,6 +21,7 @@ from api.schemas import (
     MemberOut,
 )
 from consent.registry import ConsentChange
+from core.errors import DomainError
 from gate.reads import export_members, lookup_members, read_member
 from gate.writes import (
     create_member_record,
@@ -27,6 +29,8 @@ from gate.writes import (
     record_member_consent,
     update_member_record,
 )
+
+log = structlog.get_logger("memberguard.export")
 
 router = APIRouter(
     prefix="/v1/members", tags=["members"], dependencies=[Depends(require_role("client"))]
@@ -120,8 +124,16 @@ def export(
     started = export_members(services, actor=actor, purpose=purpose, request_id=request_id)
 
     def lines() -> Iterator[bytes]:
-        for item in started.lines:
-            yield json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        try:
+            for item in started.lines:
+                yield json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        except DomainError as exc:
+            # The status line is long gone: the only honest signal left is to
+            # cut the stream off before its final chunk, which every HTTP
+            # client reports as an incomplete body. Nothing past the last
+            # recorded batch was sent.
+            log.warning("export.aborted", problem=exc.slug, **started.stats)
+            raise
 
     return StreamingResponse(
         lines(), media_type="application/x-ndjson", headers={"Audit-Seq": str(started.first_seq)}
