@@ -9,19 +9,19 @@ Then it registers the demo clients and prints their keys and curl commands.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 
-from audit.log import Record, append_entry
 from cli.demo_data import generate_members, plan_consents
 from consent.models import ConsentState
-from consent.registry import ImportedConsent, import_consents
+from consent.registry import ImportedConsent
 from gate.clients import OPERATOR_ACTOR, add_client, find_client, issue_key
 from gate.context import Services, commit_audited
-from vault.members import create_members_bulk, validate_values
+from gate.imports import import_members
 from vault.models import VaultMember
 
 BATCH = 1000
@@ -85,51 +85,21 @@ def load_members(services: Services, n: int, *, seed: int, progress: Callable[[i
 def _load_batch(
     services: Services, batch: list[dict[str, object]], rng: random.Random, now: datetime
 ) -> None:
-    policy = services.policy
-    clean = [
-        {k: v for k, v in validate_values(policy, member, partial=False).items() if v is not None}
-        for member in batch
-    ]
-    with services.uow() as uow:
-        ids = create_members_bulk(
-            uow.session, policy=policy, keyring=services.keyring, batch=clean, clock=services.clock
-        )
+    def history(member_id: str, member: Mapping[str, Any]) -> list[ImportedConsent]:
+        registered = datetime.fromisoformat(str(member["registered_at"])).replace(tzinfo=UTC)
         events: list[ImportedConsent] = []
-        for member_id, member in zip(ids, batch, strict=True):
-            registered = datetime.fromisoformat(str(member["registered_at"])).replace(tzinfo=UTC)
-            for plan in plan_consents(member, rng):
-                given = registered + timedelta(days=rng.randint(0, 30))
-                if plan.status == "withdrawn":
-                    events.append(
-                        ImportedConsent(member_id, plan.purpose, "granted", plan.channel, given)
-                    )
-                    given = min(now, given + timedelta(days=rng.randint(30, 900)))
+        for plan in plan_consents(member, rng):
+            given = registered + timedelta(days=rng.randint(0, 30))
+            if plan.status == "withdrawn":
                 events.append(
-                    ImportedConsent(member_id, plan.purpose, plan.status, plan.channel, given)
-                )  # type: ignore[arg-type]
-        appended = append_entry(
-            uow.session,
-            Record(
-                action="member.import",
-                decision="permit",
-                reason="operator",
-                policy=policy.version,
-                actor=OPERATOR_ACTOR.id,
-                actor_role=OPERATOR_ACTOR.role,
-                members=ids,
-                detail={"source": "demo", "members": len(ids), "consent_events": len(events)},
-            ),
-            clock=services.clock,
-        )
-        import_consents(
-            uow.session,
-            policy=policy,
-            events=events,
-            recorded_by=OPERATOR_ACTOR.id,
-            audit_seq=appended.seq,
-            now=now,
-        )
-        commit_audited(uow)
+                    ImportedConsent(member_id, plan.purpose, "granted", plan.channel, given)
+                )
+                given = min(now, given + timedelta(days=rng.randint(30, 900)))
+            status: Any = plan.status
+            events.append(ImportedConsent(member_id, plan.purpose, status, plan.channel, given))
+        return events
+
+    import_members(services, batch, source="demo", history=history)
 
 
 def ensure_clients(services: Services) -> dict[str, str]:

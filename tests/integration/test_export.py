@@ -13,17 +13,16 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from audit.log import Record, append_entry
 from audit.queries import EntryFilter, page_entries
 from cli.demo_data import generate_members
-from consent.registry import ImportedConsent, import_consents
-from gate.clients import OPERATOR_ACTOR, Actor
-from gate.context import Services, commit_audited
+from consent.registry import ImportedConsent
+from gate.clients import Actor
+from gate.context import Services
+from gate.imports import import_members
 from gate.reads import export_members
 from tests.api.conftest import auth, grant
 from tests.conftest import Keys
 from vault.masking import pseudonym
-from vault.members import create_members_bulk, validate_values
 
 # Consent histories, cycled over the members: only "granted" admits to analytics.
 HISTORIES = ("granted", "granted", "withdrawn", "refused", "none")
@@ -120,45 +119,18 @@ SLACK = 256 * 1024  # bytes: allocator noise, statement caches
 
 
 def load_consenting_members(services: Services, count: int, *, seed: int) -> None:
-    """Members with analytics consent, loaded the way `memberguard demo` does it."""
-    policy = services.policy
+    """Members with analytics consent, imported the way `memberguard demo` does it."""
     collected = datetime(2026, 1, 5, tzinfo=UTC)
     generated = list(generate_members(count, seed=seed))
     for start in range(0, count, 500):
-        clean = [
-            {k: v for k, v in validate_values(policy, m, partial=False).items() if v is not None}
-            for m in generated[start : start + 500]
-        ]
-        with services.uow() as uow:
-            ids = create_members_bulk(
-                uow.session,
-                policy=policy,
-                keyring=services.keyring,
-                batch=clean,
-                clock=services.clock,
-            )
-            appended = append_entry(
-                uow.session,
-                Record(
-                    action="member.import",
-                    decision="permit",
-                    reason="operator",
-                    policy=policy.version,
-                    actor=OPERATOR_ACTOR.id,
-                    actor_role=OPERATOR_ACTOR.role,
-                    members=ids,
-                ),
-                clock=services.clock,
-            )
-            import_consents(
-                uow.session,
-                policy=policy,
-                events=[ImportedConsent(m, "analytics", "granted", "app", collected) for m in ids],
-                recorded_by=OPERATOR_ACTOR.id,
-                audit_seq=appended.seq,
-                now=services.clock(),
-            )
-            commit_audited(uow)
+        import_members(
+            services,
+            generated[start : start + 500],
+            source="test",
+            history=lambda m, _member: [
+                ImportedConsent(m, "analytics", "granted", "app", collected)
+            ],
+        )
 
 
 def export_peak(services: Services, actor: Actor) -> tuple[int, int]:
