@@ -10,6 +10,8 @@ from api import problems
 from api.deps import get_actor
 from api.middleware import BodyLimit, RequestContext
 from api.routers import audit, clients, health, members
+from audit.notary import Notary
+from audit.signer import load_signer_env, load_signer_file
 from core.db import build_engine, session_factory
 from core.settings import Settings
 from gate.context import Services
@@ -23,11 +25,26 @@ def load_keyring(settings: Settings) -> Keyring:
     return LocalKeyFile(settings.resolved_key_path).load()
 
 
+def load_notary(settings: Settings) -> Notary:
+    if settings.key_provider == "env":
+        private_key = load_signer_env(settings.audit_signer_env, name=settings.audit_origin)
+    else:
+        private_key = load_signer_file(settings.resolved_signer_path, name=settings.audit_origin)
+    return Notary(
+        origin=settings.audit_origin,
+        private_key=private_key,
+        every_entries=settings.checkpoint_every_entries,
+        every_seconds=settings.checkpoint_every_seconds,
+        sink=settings.resolved_checkpoint_dir,
+    )
+
+
 def build_services(settings: Settings) -> Services:
     engine = build_engine(
         settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
     )
     return Services(
+        notary=load_notary(settings),
         policy=load_policy(settings.policy_path),
         keyring=load_keyring(settings),
         session_factory=session_factory(engine),

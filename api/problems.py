@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from audit.signer import SignerError
 from core.errors import (
     Conflict,
     DomainError,
@@ -201,6 +202,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(DecryptionFailed, decryption_failed)
     app.add_exception_handler(KeyringError, keyring_error)
+    app.add_exception_handler(SignerError, keyring_error)
     app.add_exception_handler(OperationalError, database_unavailable)
     app.add_exception_handler(IntegrityError, integrity_conflict)
     app.add_exception_handler(Exception, unexpected)

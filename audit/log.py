@@ -27,6 +27,7 @@ from audit.entry import (
     parse_entry,
 )
 from audit.models import AuditEntry, AuditEntryMember, AuditHead
+from audit.tree import add_leaf
 from core.clock import Clock, from_micros, to_micros
 from core.errors import Unavailable
 
@@ -123,6 +124,7 @@ def append_entry(session: Session, record: Record, *, clock: Clock) -> Appended:
         head.head_hash = chain.hex()
         head.updated_at = now
         session.flush()
+        add_leaf(session, seq - 1, leaf)
         if record.members:
             session.execute(
                 insert(AuditEntryMember.__table__),

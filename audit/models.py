@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, ForeignKeyConstraint, Index, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, ForeignKeyConstraint, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, LongBlob, UTCDateTime
@@ -82,3 +82,50 @@ class AuditTruncateGuard(Base):
     entry_seq: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("audit_entry.seq"))
     member_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     member_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AuditMerkleNode(Base):
+    """A complete subtree of the RFC 9162 Merkle tree over the entries' leaf hashes.
+
+    Level 0 holds the leaves; node (level, idx) covers leaves
+    [idx * 2**level, (idx + 1) * 2**level). Only complete subtrees are stored,
+    and they never change once complete, so the table is append-only and any
+    root or proof for any tree size reads O(log n) rows.
+    """
+
+    __tablename__ = "audit_merkle_node"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A signed checkpoint (C2SP tlog-checkpoint in a signed note), as published."""
+
+    __tablename__ = "audit_checkpoint"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_hash: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text)
+    cut_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditTreeTruncateGuard(Base):
+    """Always empty; refuses TRUNCATE of the tree and checkpoint tables (see AuditTruncateGuard)."""
+
+    __tablename__ = "audit_tree_truncate_guard"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["node_level", "node_idx"],
+            ["audit_merkle_node.level", "audit_merkle_node.idx"],
+            name="fk_audit_tree_truncate_guard_node_level_audit_merkle_node",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    node_level: Mapped[int | None] = mapped_column(Integer)
+    node_idx: Mapped[int | None] = mapped_column(BigInteger)
+    checkpoint_size: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("audit_checkpoint.size")
+    )

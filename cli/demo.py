@@ -20,7 +20,7 @@ from cli.demo_data import generate_members, plan_consents
 from consent.models import ConsentState
 from consent.registry import ImportedConsent
 from gate.clients import OPERATOR_ACTOR, add_client, find_client, issue_key
-from gate.context import Services, commit_audited
+from gate.context import Services
 from gate.imports import import_members
 from vault.models import VaultMember
 
@@ -129,7 +129,7 @@ def ensure_clients(services: Services) -> dict[str, str]:
                     request_id=None,
                     clock=services.clock,
                 ).key
-            commit_audited(uow)
+            services.commit(uow)
     return keys
 
 

@@ -23,12 +23,13 @@ def _settings() -> Settings:
 
 def _services(settings: Settings) -> Any:
     from api.app import build_services
+    from audit.signer import SignerError
     from policies import PolicyError
     from vault.keys import KeyringError
 
     try:
         return build_services(settings)
-    except KeyringError as exc:
+    except (KeyringError, SignerError) as exc:
         _fail(str(exc))
     except PolicyError as exc:
         _fail("\n  ".join(["the policy does not load:", *exc.problems]))
@@ -48,6 +49,7 @@ def main() -> None:
 
 
 def run_init(settings: Settings, *, echo: bool = True) -> None:
+    from audit.signer import create_signer_file, load_signer_env, load_signer_file
     from migrations import upgrade
     from vault.keys import EnvKeyring, KeyringError, LocalKeyFile
 
@@ -68,19 +70,31 @@ def run_init(settings: Settings, *, echo: bool = True) -> None:
         except KeyringError as exc:
             _fail(f"{exc}. Generate one with `memberguard keys generate`.")
         say(f"keys:     ${settings.keyring_env}")
+    if settings.key_provider == "local":
+        signer = settings.resolved_signer_path
+        if signer.exists():
+            load_signer_file(signer, name=settings.audit_origin)
+            say(f"signer:   {signer} (exists)")
+        else:
+            create_signer_file(signer, name=settings.audit_origin)
+            say(f"signer:   {signer} (created, mode 0600)")
+    else:
+        load_signer_env(settings.audit_signer_env, name=settings.audit_origin)
+        say(f"signer:   ${settings.audit_signer_env}")
     upgrade(url=settings.resolved_database_url)
     say("database: migrated to the latest schema")
 
 
 @main.command()
 def init() -> None:
-    """Create the key file and the database schema (idempotent; honours MEMBERGUARD_HOME)."""
+    """Create the key files and the database schema (idempotent; honours MEMBERGUARD_HOME)."""
+    from audit.signer import SignerError
     from vault.keys import KeyringError
 
     settings = _settings()
     try:
         run_init(settings)
-    except KeyringError as exc:
+    except (KeyringError, SignerError) as exc:
         _fail(str(exc))
 
 
@@ -229,7 +243,6 @@ def clients_add(
     """Register a client and print its API key (shown once)."""
     from core.errors import DomainError
     from gate.clients import OPERATOR_ACTOR, add_client
-    from gate.context import commit_audited
 
     services = _services(_settings())
     try:
@@ -245,7 +258,7 @@ def clients_add(
                 request_id=None,
                 clock=services.clock,
             )
-            commit_audited(uow)
+            services.commit(uow)
     except DomainError as exc:
         _fail(exc.detail)
         return
@@ -283,7 +296,6 @@ def clients_revoke(client: str) -> None:
     from core.errors import DomainError
     from core.ids import is_valid_id
     from gate.clients import OPERATOR_ACTOR, find_client, revoke_client
-    from gate.context import commit_audited
 
     services = _services(_settings())
     try:
@@ -302,7 +314,7 @@ def clients_revoke(client: str) -> None:
                 request_id=None,
                 clock=services.clock,
             )
-            commit_audited(uow)
+            services.commit(uow)
     except DomainError as exc:
         _fail(exc.detail)
         return
@@ -370,7 +382,6 @@ def keys_rewrap() -> None:
 def _rewrap(settings: Settings) -> None:
     from audit.log import Record, append_entry
     from gate.clients import OPERATOR_ACTOR
-    from gate.context import commit_audited
     from vault.members import count_by_kek_version, rewrap_batch
 
     services = _services(settings)
@@ -413,7 +424,7 @@ def _rewrap(settings: Settings) -> None:
             ),
             clock=services.clock,
         )
-        commit_audited(uow)
+        services.commit(uow)
     click.echo(f"re-wrapped {changed} data keys; by KEK version now: {after_counts}")
 
 

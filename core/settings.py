@@ -32,6 +32,25 @@ class Settings(BaseSettings):
     )
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
+    audit_origin: str = Field(
+        default="memberguard/audit-log",
+        pattern=r"^[^\s+]+$",
+        description="The log's name: the checkpoint origin line and the signing key's name.",
+    )
+    audit_signer_path: Path | None = Field(
+        default=None,
+        description="Ed25519 checkpoint signing key. Default: <home>/keys/audit-signer.key",
+    )
+    audit_signer_env: str = Field(
+        default="MEMBERGUARD_AUDIT_SIGNER",
+        description="For key_provider=env: the variable holding the signer key text.",
+    )
+    checkpoint_every_entries: int = Field(default=1000, ge=1)
+    checkpoint_every_seconds: int = Field(default=300, ge=1)
+    checkpoint_dir: Path | None = Field(
+        default=None,
+        description="Where signed checkpoints are published. Default: <home>/checkpoints",
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     docs_public: bool = Field(
         default=False,
@@ -48,6 +67,14 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite:///{(self.home / 'memberguard.db').as_posix()}"
+
+    @property
+    def resolved_signer_path(self) -> Path:
+        return self.audit_signer_path or self.home / "keys" / "audit-signer.key"
+
+    @property
+    def resolved_checkpoint_dir(self) -> Path:
+        return self.checkpoint_dir or self.home / "checkpoints"
 
     @property
     def resolved_key_path(self) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 from audit.log import Record, append_entry
 from consent.registry import ImportedConsent, import_consents
 from gate.clients import OPERATOR_ACTOR
-from gate.context import Services, commit_audited
+from gate.context import Services
 from vault.members import create_members_bulk, validate_values
 
 # Given the new member id and the submitted record, the consent history to import.
@@ -63,5 +63,5 @@ def import_members(
             audit_seq=appended.seq,
             now=services.clock(),
         )
-        commit_audited(uow)
+        services.commit(uow)
     return ids

@@ -24,7 +24,7 @@ from core.db import UnitOfWork
 from core.errors import Forbidden, NotFound
 from core.ids import is_valid_id
 from gate.clients import Actor, ensure_active
-from gate.context import Services, commit_audited
+from gate.context import Services
 from policies.decide import Decision, decide_lookup, decide_member, decide_purpose, deny
 from vault.masking import apply_view, pseudonym
 from vault.members import SealedMember, load_sealed, lookup, member_exists, normalise_lookup
@@ -109,7 +109,7 @@ def _release_fields(
 
 def _record(uow: UnitOfWork, services: Services, record: Record) -> int:
     seq = append_entry(uow.session, record, clock=services.clock).seq
-    commit_audited(uow)
+    services.commit(uow)
     return seq
 
 

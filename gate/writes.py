@@ -12,7 +12,7 @@ from core.db import UnitOfWork
 from core.errors import NotFound
 from core.ids import is_valid_id
 from gate.clients import Actor
-from gate.context import Services, commit_audited
+from gate.context import Services
 from vault.members import create_member, member_exists, update_member, validate_values
 
 
@@ -55,7 +55,7 @@ def create_member_record(
         ),
         clock=services.clock,
     )
-    commit_audited(uow)
+    services.commit(uow)
     return Written(id=member_id, audit_seq=appended.seq)
 
 
@@ -98,7 +98,7 @@ def update_member_record(
         ),
         clock=services.clock,
     )
-    commit_audited(uow)
+    services.commit(uow)
     return Written(id=member_id, audit_seq=appended.seq)
 
 
@@ -124,7 +124,7 @@ def record_member_consent(
         request_id=request_id,
         clock=services.clock,
     )
-    commit_audited(uow)
+    services.commit(uow)
     return recorded
 
 
@@ -155,5 +155,5 @@ def read_member_consents(
         ),
         clock=services.clock,
     )
-    commit_audited(uow)
+    services.commit(uow)
     return ConsentStates(purposes=states, audit_seq=appended.seq)

@@ -22,11 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from audit.checkpoint import generate_signer
+from audit.notary import Notary
 from core.db import build_engine
 from gate.clients import OPERATOR_ACTOR, add_client
 from gate.context import Services, commit_audited
@@ -124,10 +127,29 @@ def session_factory(connection: Connection) -> sessionmaker[Session]:
     )
 
 
+ORIGIN = "memberguard.test/audit"
+
+
+@pytest.fixture(scope="session")
+def signer() -> Ed25519PrivateKey:
+    return generate_signer(ORIGIN)[0]
+
+
 @pytest.fixture
-def services(policy: Policy, keyring: Keyring, session_factory: sessionmaker[Session]) -> Services:
+def services(
+    policy: Policy,
+    keyring: Keyring,
+    session_factory: sessionmaker[Session],
+    signer: Ed25519PrivateKey,
+) -> Services:
+    # Checkpoints every 50 entries, so that suites exercise the automatic cut.
+    notary = Notary(origin=ORIGIN, private_key=signer, every_entries=50, every_seconds=3600)
     return Services(
-        policy=policy, keyring=keyring, session_factory=session_factory, export_batch_size=7
+        policy=policy,
+        keyring=keyring,
+        session_factory=session_factory,
+        export_batch_size=7,
+        notary=notary,
     )
 
 

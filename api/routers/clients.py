@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Response, status
 from api.deps import CurrentActor, RequestId, RequestUoW, ServicesDep, require_role
 from api.schemas import ClientCreatedOut, ClientIn, ClientOut
 from gate.clients import add_client, list_clients, revoke_client
-from gate.context import commit_audited
 
 router = APIRouter(
     prefix="/v1/clients", tags=["clients"], dependencies=[Depends(require_role("admin"))]
@@ -36,7 +35,7 @@ def create(
         request_id=request_id,
         clock=services.clock,
     )
-    commit_audited(uow)
+    services.commit(uow)
     response.headers["Audit-Seq"] = str(issued.audit_seq)
     response.headers["Cache-Control"] = "no-store"
     return {**issued.client, "key": issued.key}
@@ -63,5 +62,5 @@ def revoke(
         request_id=request_id,
         clock=services.clock,
     )
-    commit_audited(uow)
+    services.commit(uow)
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers={"Audit-Seq": str(seq)})

@@ -1,0 +1,132 @@
+"""Signed checkpoints: cut, record, publish.
+
+A checkpoint commits to the whole log at one size: the RFC 9162 root of the
+first ``size`` leaves, in the C2SP tlog-checkpoint format, in a signed note
+(Ed25519). It is cut every ``every_entries`` entries or ``every_seconds``
+seconds (at the first commit after that), or on demand; it is stored, recorded
+as a log entry of its own, and published to a directory, so that copies live
+outside the database. An operator who rewrites the log cannot make it match
+checkpoints that auditors already hold.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from audit.checkpoint import Checkpoint, format_checkpoint, sign_note, verifier_key
+from audit.log import Record, append_entry, read_head
+from audit.models import AuditCheckpoint
+from audit.tree import tree_root
+from core.clock import Clock
+
+log = structlog.get_logger("memberguard.audit")
+
+
+@dataclass(frozen=True, slots=True)
+class CutCheckpoint:
+    size: int
+    root: bytes
+    note: str
+
+
+@dataclass(frozen=True)
+class Notary:
+    origin: str
+    private_key: Ed25519PrivateKey
+    every_entries: int = 1000
+    every_seconds: int = 300
+    sink: Path | None = None
+
+    @property
+    def verifier_key(self) -> str:
+        return verifier_key(self.origin, self.private_key.public_key())
+
+    def due(self, session: Session, now: datetime) -> bool:
+        """Has the log grown by every_entries, or grown at all for every_seconds?"""
+        size = read_head(session).size
+        last = latest_checkpoint(session)
+        if last is None:
+            return size > 0
+        grown = size - last.size
+        return grown >= self.every_entries or (
+            grown > 0 and now - last.cut_at >= timedelta(seconds=self.every_seconds)
+        )
+
+    def cut(self, session: Session, *, clock: Clock, policy_version: str) -> CutCheckpoint | None:
+        """Sign the log at its current size and record that as the next entry. Flushes only.
+
+        Runs under the log-head lock (the caller appended, or appends here), so
+        the size and root are those of a log no one else is extending.
+        """
+        size = read_head(session).size
+        if size == 0:
+            return None
+        last = latest_checkpoint(session)
+        if last is not None and last.size == size:
+            return None
+        root = tree_root(session, size)
+        body = format_checkpoint(Checkpoint(origin=self.origin, size=size, root=root))
+        note = sign_note(body, name=self.origin, private_key=self.private_key)
+        now = clock()
+        session.add(AuditCheckpoint(size=size, root_hash=root.hex(), note=note, cut_at=now))
+        session.flush()
+        append_entry(
+            session,
+            Record(
+                action="audit.checkpoint",
+                decision="permit",
+                reason="checkpoint",
+                policy=policy_version,
+                detail={"size": size, "root": root.hex(), "origin": self.origin},
+            ),
+            clock=lambda: now,
+        )
+        return CutCheckpoint(size=size, root=root, note=note)
+
+    def publish(self, checkpoint: CutCheckpoint) -> None:
+        """Write the note to the sink directory, atomically. Best effort: the
+        database holds the same note, and the next publish rewrites ``latest``."""
+        if self.sink is None:
+            return
+        try:
+            self.sink.mkdir(parents=True, exist_ok=True)
+            for name in (f"{checkpoint.size:020d}.checkpoint", "latest.checkpoint"):
+                _write_atomically(self.sink / name, checkpoint.note)
+        except OSError as exc:
+            log.error("checkpoint.publish_failed", size=checkpoint.size, error=type(exc).__name__)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint-")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def latest_checkpoint(session: Session) -> AuditCheckpoint | None:
+    return session.scalar(select(AuditCheckpoint).order_by(AuditCheckpoint.size.desc()).limit(1))
+
+
+def checkpoint_at(session: Session, size: int) -> AuditCheckpoint | None:
+    return session.get(AuditCheckpoint, size)
+
+
+def checkpoints_upto(session: Session, size: int) -> list[AuditCheckpoint]:
+    return list(
+        session.scalars(
+            select(AuditCheckpoint)
+            .where(AuditCheckpoint.size <= size)
+            .order_by(AuditCheckpoint.size)
+        )
+    )
