@@ -19,15 +19,13 @@ from sqlalchemy.orm import Session
 
 from audit.entry import (
     ENTRY_VERSION,
-    ZERO_HASH,
-    NonCanonicalEntry,
     canonical_bytes,
     chain_hash,
     leaf_hash,
-    parse_entry,
 )
-from audit.models import AuditEntry, AuditEntryMember, AuditHead
-from audit.tree import add_leaf
+from audit.models import AuditCheckpoint, AuditEntry, AuditEntryMember, AuditHead
+from audit.tree import add_leaf, tree_root
+from audit.verify import LogVerifier
 from core.clock import Clock, from_micros, to_micros
 from core.errors import Unavailable
 
@@ -103,6 +101,11 @@ def append_entry(session: Session, record: Record, *, clock: Clock) -> Appended:
         }
         if record.detail:
             body["detail"] = record.detail
+        members = list(dict.fromkeys(record.members))
+        if members:
+            # Each member's previous entry: a back-link inside the hashed bytes,
+            # so a member's history cannot be shown with an entry left out.
+            body["member_prev"] = _previous_entries(session, members)
         raw = canonical_bytes(body)
         leaf = leaf_hash(raw)
         chain = chain_hash(bytes.fromhex(head.head_hash), leaf)
@@ -125,14 +128,28 @@ def append_entry(session: Session, record: Record, *, clock: Clock) -> Appended:
         head.updated_at = now
         session.flush()
         add_leaf(session, seq - 1, leaf)
-        if record.members:
+        if members:
             session.execute(
                 insert(AuditEntryMember.__table__),
-                [{"member_id": member, "seq": seq} for member in dict.fromkeys(record.members)],
+                [{"member_id": member, "seq": seq} for member in members],
             )
     except SQLAlchemyError as exc:
         raise AuditUnavailable("the audit log could not be written; nothing was released") from exc
     return Appended(seq=seq, leaf_hash=leaf, chain_hash=chain)
+
+
+def _previous_entries(session: Session, members: list[str]) -> dict[str, int]:
+    """The latest seq naming each member (0 for none), read under the head lock."""
+    found: dict[str, int] = {}
+    for start in range(0, len(members), 500):
+        chunk = members[start : start + 500]
+        rows = session.execute(
+            select(AuditEntryMember.member_id, func.max(AuditEntryMember.seq))
+            .where(AuditEntryMember.member_id.in_(chunk))
+            .group_by(AuditEntryMember.member_id)
+        )
+        found.update({member: last for member, last in rows})
+    return {member: found.get(member, 0) for member in members}
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,48 +176,69 @@ Progress = Callable[[int, int], None]
 
 
 def verify_log(
-    session: Session, *, batch: int = 5000, progress: Progress | None = None
+    session: Session,
+    *,
+    batch: int = 5000,
+    progress: Progress | None = None,
+    verifier_key: str | None = None,
 ) -> VerifyReport:
     """Recompute the whole log from the stored bytes; name the first bad entry.
 
-    Checks, per entry: contiguous sequence numbers from 1, canonical bytes that
-    name their own seq, the leaf and chain hashes, the query columns and the
-    member rows against the bytes. Then that the head matches the last entry.
+    Per entry (``audit.verify.LogVerifier``): contiguous sequence numbers from
+    1, canonical bytes naming their own seq, member back-links, leaf and chain
+    hashes; here also the stored hashes, the query columns and the member
+    index rows against the bytes. Per checkpoint: its root against the root
+    recomputed at its size, and its signature when ``verifier_key`` is given.
+    At the end: the head, and the stored Merkle tree's root.
 
     The walk is bounded by the head read first, so appends that commit while
     it runs on a live database are neither reported nor waited for; entries
     past the head are looked for separately at the end.
     """
     head = read_head(session)
-    previous = ZERO_HASH
-    expected = 1
-    last_seq = 0
+    verifier = LogVerifier(verifier_key)
+    checkpoints = iter(
+        session.execute(
+            select(AuditCheckpoint.size, AuditCheckpoint.root_hash, AuditCheckpoint.note)
+            .where(AuditCheckpoint.size <= head.size)
+            .order_by(AuditCheckpoint.size)
+        ).all()
+    )
+    pending_checkpoint = next(checkpoints, None)
     members = _member_rows(session, batch, upto=head.size)
     pending_member: tuple[int, str] | None = next(members, None)
 
     for row in _entries(session, batch, upto=head.size):
         seq = row.seq
+        expected = verifier.size + 1
         if seq != expected:
             return _bad(head, expected, f"entry {expected} is missing (found {seq} next)")
-        failure = _check_entry(row, previous)
+        entry, failure = verifier.add(bytes(row.entry))
+        if failure or entry is None:
+            return _bad(head, seq, failure or "entry is invalid")
+        failure = _check_columns(row, entry, verifier)
         if failure:
             return _bad(head, seq, failure)
-        entry = parse_entry(row.entry)
-        expected_members = sorted(set(entry["members"]))
         found_members: list[str] = []
         while pending_member is not None and pending_member[0] <= seq:
             if pending_member[0] < seq:
                 return _bad(head, pending_member[0], "member index row for an unknown entry")
             found_members.append(pending_member[1])
             pending_member = next(members, None)
-        if sorted(found_members) != expected_members:
+        if sorted(found_members) != sorted(set(entry["members"])):
             return _bad(head, seq, "member index rows do not match the entry's members")
-        previous = bytes.fromhex(row.chain_hash)
-        last_seq = seq
-        expected += 1
+        while pending_checkpoint is not None and pending_checkpoint.size == seq:
+            if pending_checkpoint.root_hash != verifier.frontier.root().hex():
+                return _bad(head, seq, f"checkpoint at size {seq} does not match the entries")
+            if verifier_key is not None:
+                failure = verifier.check_checkpoint(pending_checkpoint.note)
+                if failure:
+                    return _bad(head, seq, failure)
+            pending_checkpoint = next(checkpoints, None)
         if progress is not None and seq % batch == 0:
             progress(seq, head.size)
 
+    last_seq = verifier.size
     if pending_member is not None:
         return _bad(head, pending_member[0], "member index row for an entry that does not exist")
     if last_seq < head.size:
@@ -213,26 +251,25 @@ def verify_log(
     now_size = read_head(session).size
     if max(highest, highest_member) > now_size:
         return _bad(head, now_size + 1, f"entries beyond the head size {now_size}")
-    if previous.hex() != head.head_hash:
+    if verifier.chain.hex() != head.head_hash:
         return _bad(head, last_seq, "head hash does not match the last chain hash")
+    if head.size:
+        try:
+            stored_root = tree_root(session, head.size)
+        except LookupError as exc:
+            return _bad(head, head.size, f"stored Merkle tree is incomplete: {exc}")
+        if stored_root != verifier.frontier.root():
+            return _bad(head, head.size, "stored Merkle tree does not match the entries")
     if progress is not None:
         progress(last_seq, head.size)
     return VerifyReport(ok=True, size=head.size, head_hash=head.head_hash)
 
 
-def _check_entry(row: Any, previous: bytes) -> str | None:
-    raw = bytes(row.entry)
-    try:
-        entry = parse_entry(raw)
-    except NonCanonicalEntry as exc:
-        return f"entry bytes are invalid: {exc}"
-    leaf = leaf_hash(raw)
-    if leaf.hex() != row.leaf_hash:
+def _check_columns(row: Any, entry: dict[str, Any], verifier: LogVerifier) -> str | None:
+    if verifier.leaf.hex() != row.leaf_hash:
         return "leaf hash does not match the entry bytes"
-    if chain_hash(previous, leaf).hex() != row.chain_hash:
+    if verifier.chain.hex() != row.chain_hash:
         return "chain hash does not follow from the previous entry"
-    if entry.get("seq") != row.seq:
-        return "entry bytes name a different sequence number"
     projections = {
         "action": row.action,
         "actor": row.actor,
@@ -245,8 +282,6 @@ def _check_entry(row: Any, previous: bytes) -> str | None:
             return f"column {key!r} does not match the entry bytes"
     if not isinstance(entry.get("at"), int) or from_micros(entry["at"]) != row.recorded_at:
         return "column 'recorded_at' does not match the entry bytes"
-    if not isinstance(entry.get("members"), list):
-        return "entry has no member list"
     return None
 
 

@@ -326,3 +326,33 @@ def root_from_leaves(leaves: Sequence[bytes]) -> bytes:
         return leaves[0]
     k = _split(len(leaves))
     return node_hash(root_from_leaves(leaves[:k]), root_from_leaves(leaves[k:]))
+
+
+class Frontier:
+    """The right edge of a growing tree: O(log n) perfect subtrees, enough for every root.
+
+    Verifiers that stream millions of leaves use this instead of a MemoryTree:
+    it holds about log2(n) hashes, and ``root()`` at any moment is the RFC 9162
+    MTH of the leaves appended so far (folding the subtrees from the right).
+    """
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, bytes]] = []  # (height, hash); heights strictly decrease
+        self.size = 0
+
+    def append(self, leaf: bytes) -> None:
+        height, digest = 0, leaf
+        while self._stack and self._stack[-1][0] == height:
+            _, left = self._stack.pop()
+            digest = node_hash(left, digest)
+            height += 1
+        self._stack.append((height, digest))
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return EMPTY_ROOT
+        digest = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            digest = node_hash(left, digest)
+        return digest

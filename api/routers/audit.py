@@ -9,13 +9,16 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import RequestUoW, ServicesDep, require_role
 from api.schemas import AuditEntriesOut, AuditHeadOut
 from audit.log import read_head
+from audit.notary import latest_checkpoint
+from audit.proofs import consistency, get_checkpoint, inclusion
 from audit.queries import EntryFilter, page_entries, stream_entries, time_bound
+from core.errors import NotFound
 
 router = APIRouter(
     prefix="/v1/audit", tags=["audit"], dependencies=[Depends(require_role("auditor"))]
@@ -122,5 +125,44 @@ def _csv(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
 @router.get("/head", response_model=AuditHeadOut)
 def head(uow: RequestUoW) -> dict[str, Any]:
     current = read_head(uow.session)
-    # Signed checkpoints arrive with the verifiable-log work (RFC 9162).
-    return {"size": current.size, "head_hash": current.head_hash, "checkpoint": None}
+    latest = latest_checkpoint(uow.session)
+    return {
+        "size": current.size,
+        "head_hash": current.head_hash,
+        "checkpoint": latest.note if latest is not None else None,
+    }
+
+
+Size = Annotated[int | None, Query(ge=1, le=2**62, description="A checkpointed tree size")]
+
+
+@router.get("/checkpoint")
+def checkpoint(uow: RequestUoW, size: Size = None) -> dict[str, Any]:
+    """The latest signed checkpoint, or the one cut at ``size``."""
+    return get_checkpoint(uow.session, size)
+
+
+@router.get("/entries/{seq}/proof")
+def entry_proof(
+    uow: RequestUoW, seq: Annotated[int, Path(ge=1, le=2**62)], size: Size = None
+) -> dict[str, Any]:
+    """Inclusion proof of entry ``seq`` in the checkpointed tree of ``size`` (default: latest)."""
+    return inclusion(uow.session, seq=seq, size=size)
+
+
+@router.get("/consistency")
+def consistency_proof(
+    uow: RequestUoW,
+    from_size: Annotated[int, Query(alias="from", ge=1, le=2**62)],
+    to_size: Annotated[int, Query(alias="to", ge=1, le=2**62)],
+) -> dict[str, Any]:
+    """Proof that the checkpointed tree of ``to`` extends the one of ``from``."""
+    return consistency(uow.session, old=from_size, new=to_size)
+
+
+@router.get("/public-key")
+def public_key(services: ServicesDep) -> dict[str, str]:
+    """The checkpoint verifier key, as a C2SP note verifier key."""
+    if services.notary is None:
+        raise NotFound("this deployment has no checkpoint signing key")
+    return {"verifier_key": services.notary.verifier_key}

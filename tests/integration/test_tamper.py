@@ -135,11 +135,9 @@ def test_a_tail_entry_deleted_without_its_member_rows_is_named(
 @pytest.mark.parametrize(
     ("columns", "reason"),
     [
-        (("entry",), "leaf hash does not match the entry bytes"),
-        (
-            ("entry", "leaf_hash", "chain_hash"),
-            "chain hash does not follow from the previous entry",
-        ),
+        # The bytes name their own seq, so a swap is caught before any hash.
+        (("entry",), "entry bytes name seq"),
+        (("entry", "leaf_hash", "chain_hash"), "entry bytes name seq"),
     ],
     ids=["bytes", "bytes-and-hashes"],
 )
@@ -158,7 +156,7 @@ def test_two_swapped_entries_are_named_at_the_earlier_one(
     set_entry(unguarded, second, **dict(zip(columns, a, strict=True)))
     report = verify(unguarded_sessions)
     assert (report.ok, report.first_bad_seq) == (False, first)
-    assert report.reason == reason
+    assert report.reason is not None and report.reason.startswith(reason)
 
 
 def test_an_entry_with_a_member_index_row_deleted_is_named(

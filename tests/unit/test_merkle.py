@@ -539,3 +539,14 @@ def test_a_stored_node_of_the_wrong_length_is_refused() -> None:
 
     with pytest.raises(ValueError, match=r"stored node \(2, 0\) is not a 32-byte hash"):
         root(5, Corrupt(5))
+
+
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=200))
+def test_frontier_root_equals_the_reference_at_every_size(leaves: list[bytes]) -> None:
+    from audit.merkle import Frontier
+
+    frontier = Frontier()
+    assert frontier.root() == root_from_leaves([])
+    for n, leaf in enumerate(leaves, start=1):
+        frontier.append(leaf)
+        assert frontier.root() == root_from_leaves(leaves[:n])
