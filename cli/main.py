@@ -467,21 +467,78 @@ def audit() -> None:
     """The tamper-evident audit log."""
 
 
+def _progress(label: str) -> Any:
+    """A progress callback drawing on a terminal, silent in logs and pipes."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        click.echo(f"\r{label} {done:,}/{total:,}", nl=False, err=True)
+
+    return show
+
+
+def _deployment_verifier_key(settings: Settings) -> str | None:
+    from api.app import load_notary
+    from audit.signer import SignerError
+
+    try:
+        return load_notary(settings).verifier_key
+    except SignerError:
+        return None
+
+
 @audit.command("verify")
-def audit_verify() -> None:
-    """Recompute the hash chain from the stored bytes; name the first bad entry."""
+@click.option(
+    "--export",
+    "export_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Verify an export directory offline (no database, no private key).",
+)
+@click.option(
+    "--pubkey",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="File with the log's verifier key (required with --export).",
+)
+def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
+    """Recompute the log from the stored bytes; name the first bad entry and why.
+
+    Online (default): the chain, the Merkle tree, every checkpoint's root and
+    signature, the query columns and member rows, against the database.
+    With --export DIR --pubkey FILE: the same from an export, offline.
+    """
     from audit.log import verify_log
+    from audit.offline import verify_export
     from core.db import build_engine, session_factory
 
     settings = _settings()
+    key = pubkey.read_text(encoding="ascii").strip() if pubkey is not None else None
+    if export_dir is not None:
+        if key is None:
+            _fail("--export needs --pubkey: the verifier key you obtained independently")
+            return
+        offline = verify_export(export_dir, verifier_key=key, progress=_progress("verified"))
+        if sys.stderr.isatty():
+            click.echo("", err=True)
+        if offline.ok:
+            click.echo(
+                f"OK: {offline.size} entries, {offline.checkpoints} signed checkpoints, "
+                f"head {offline.head_hash}"
+            )
+            return
+        click.secho(f"FAILED: {offline.failure}", fg="red", err=True)
+        sys.exit(1)
+
+    if key is None:
+        key = _deployment_verifier_key(settings)
+        if key is None:
+            click.echo(
+                "note: no signing key here; checkpoint signatures not checked (--pubkey)", err=True
+            )
     engine = build_engine(settings.resolved_database_url)
     session = session_factory(engine, read_only=True)()
     try:
-
-        def progress(done: int, total: int) -> None:
-            click.echo(f"\rverified {done:,}/{total:,}", nl=False, err=True)
-
-        report = verify_log(session, progress=progress if sys.stderr.isatty() else None)
+        report = verify_log(session, progress=_progress("verified"), verifier_key=key)
     finally:
         session.close()
         engine.dispose()
@@ -492,6 +549,102 @@ def audit_verify() -> None:
         return
     click.secho(f"FAILED at entry {report.first_bad_seq}: {report.reason}", fg="red", err=True)
     sys.exit(1)
+
+
+@audit.command("public-key")
+def audit_public_key() -> None:
+    """Print the checkpoint verifier key (C2SP note format) for auditors to keep."""
+    from api.app import load_notary
+    from audit.signer import SignerError
+
+    try:
+        click.echo(load_notary(_settings()).verifier_key)
+    except SignerError as exc:
+        _fail(str(exc))
+
+
+@audit.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Cut a signed checkpoint now (if the log grew since the last one) and print it."""
+    from audit.log import lock_head
+    from audit.notary import latest_checkpoint
+
+    services = _services(_settings())
+    with services.uow() as uow:
+        lock_head(uow.session)
+        cut = services.notary.cut(
+            uow.session, clock=services.clock, policy_version=services.policy.version
+        )
+        services.commit(uow)
+    if cut is not None:
+        services.notary.publish(cut)
+        click.echo(cut.note, nl=False)
+        return
+    with services.read_uow() as uow:
+        latest = latest_checkpoint(uow.session)
+        if latest is None:
+            _fail("the log is empty: nothing to checkpoint")
+            return
+        click.echo(latest.note, nl=False)
+
+
+@audit.command("prove")
+@click.argument("seq", type=click.IntRange(min=1))
+@click.option(
+    "--size", type=click.IntRange(min=1), help="A checkpointed tree size (default: latest)."
+)
+def audit_prove(seq: int, size: int | None) -> None:
+    """Print the inclusion proof of entry SEQ as JSON (with the entry and the signed checkpoint)."""
+    from audit.proofs import inclusion
+    from core.errors import DomainError
+
+    services = _services(_settings())
+    try:
+        with services.read_uow() as uow:
+            click.echo(json.dumps(inclusion(uow.session, seq=seq, size=size), indent=2))
+    except DomainError as exc:
+        _fail(exc.detail)
+
+
+@audit.command("consistency")
+@click.argument("old", type=click.IntRange(min=1))
+@click.argument("new", type=click.IntRange(min=1))
+def audit_consistency(old: int, new: int) -> None:
+    """Print the consistency proof between checkpointed sizes OLD and NEW as JSON."""
+    from audit.proofs import consistency
+    from core.errors import DomainError
+
+    services = _services(_settings())
+    try:
+        with services.read_uow() as uow:
+            click.echo(json.dumps(consistency(uow.session, old=old, new=new), indent=2))
+    except DomainError as exc:
+        _fail(exc.detail)
+
+
+@audit.command("export")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+def audit_export(directory: Path) -> None:
+    """Write the log (entries, signed checkpoints, public key) to DIRECTORY for offline checks."""
+    from audit.offline import export_log
+
+    services = _services(_settings())
+    if directory.exists() and any(directory.iterdir()):
+        _fail(f"{directory} is not empty")
+        return
+    with services.read_uow() as uow:
+        report = export_log(
+            uow.session,
+            directory,
+            verifier_key=services.notary.verifier_key,
+            progress=_progress("exported"),
+        )
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+    click.echo(
+        f"exported {report.size} entries and {report.checkpoints} checkpoints to {directory}"
+    )
+    click.echo(f"verify with: memberguard audit verify --export {directory} --pubkey KEYFILE")
 
 
 if __name__ == "__main__":
