@@ -84,7 +84,13 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.state.services = services
     app.state.settings = settings
     problems.install(app)
-    for router in (health.router, members.router, audit.router, clients.router):
+    for router in (
+        health.router,
+        members.router,
+        audit.router,
+        audit.members_router,
+        clients.router,
+    ):
         app.include_router(router)
     _add_docs(app, public=settings.docs_public)
     # Outermost first: the request id exists before the body limit can reject.

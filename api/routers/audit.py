@@ -19,6 +19,7 @@ from audit.notary import latest_checkpoint
 from audit.proofs import consistency, get_checkpoint, inclusion
 from audit.queries import EntryFilter, page_entries, stream_entries, time_bound
 from core.errors import NotFound
+from core.ids import is_valid_id
 
 router = APIRouter(
     prefix="/v1/audit", tags=["audit"], dependencies=[Depends(require_role("auditor"))]
@@ -166,3 +167,36 @@ def public_key(services: ServicesDep) -> dict[str, str]:
     if services.notary is None:
         raise NotFound("this deployment has no checkpoint signing key")
     return {"verifier_key": services.notary.verifier_key}
+
+
+members_router = APIRouter(
+    prefix="/v1/members", tags=["audit"], dependencies=[Depends(require_role("auditor"))]
+)
+
+
+@members_router.get("/{member_id}/access-log")
+def access_log(
+    member_id: str,
+    uow: RequestUoW,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Every entry touching the member (reads, lookups, exports, consent changes, imports).
+
+    Each item carries its ``seq`` (ask for its inclusion proof) and ``prev``,
+    the member's previous entry as named inside the entry's hashed bytes: the
+    history is complete when each item's ``prev`` is the ``seq`` of the item
+    before it (0 for the first), so an entry left out breaks the links.
+    """
+    if not is_valid_id(member_id):
+        raise NotFound("no such member")
+    items, next_cursor = page_entries(
+        uow.session, EntryFilter(member=member_id), cursor=cursor, limit=limit
+    )
+    latest = latest_checkpoint(uow.session)
+    return {
+        "member": member_id,
+        "entries": [{**item, "prev": item.get("member_prev", {}).get(member_id)} for item in items],
+        "next_cursor": next_cursor,
+        "checkpoint": latest.note if latest is not None else None,
+    }

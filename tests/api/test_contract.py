@@ -439,3 +439,27 @@ def test_a_running_export_stops_when_its_client_is_revoked(
     with pytest.raises(Unauthenticated):
         list(export.lines)
     assert export.stats["released"] <= services.export_batch_size
+
+
+def test_access_log_lists_every_touch_with_unbroken_back_links(
+    app_client: TestClient, keys: Keys, member_id: str
+) -> None:
+    grant(app_client, keys.crm, member_id, "analytics")
+    app_client.get(f"/v1/members/{member_id}?purpose=customer_service", headers=auth(keys.crm))
+    app_client.get(f"/v1/members/{member_id}?purpose=marketing_sms", headers=auth(keys.sms))  # refused
+    app_client.get("/v1/members?purpose=analytics", headers=auth(keys.analytics))  # export
+    body = app_client.get(f"/v1/members/{member_id}/access-log", headers=auth(keys.auditor)).json()
+    actions = [(e["action"], e["decision"]) for e in body["entries"]]
+    assert actions == [
+        ("member.create", "permit"),
+        ("consent.change", "permit"),
+        ("member.read", "permit"),
+        ("member.read", "deny"),
+        ("member.export", "permit"),
+    ]
+    previous = 0
+    for item in body["entries"]:
+        assert item["prev"] == previous
+        previous = item["seq"]
+    assert body["checkpoint"] is not None
+    assert app_client.get(f"/v1/members/{member_id}/access-log", headers=auth(keys.crm)).status_code == 403
