@@ -24,7 +24,7 @@ from audit.entry import (
     leaf_hash,
 )
 from audit.models import AuditCheckpoint, AuditEntry, AuditEntryMember, AuditHead
-from audit.tree import add_leaf, tree_root
+from audit.tree import PendingNodes, tree_root
 from audit.verify import LogVerifier
 from core.clock import Clock, from_micros, to_micros
 from core.errors import Unavailable
@@ -80,62 +80,87 @@ def lock_head(session: Session) -> AuditHead:
 
 
 def append_entry(session: Session, record: Record, *, clock: Clock) -> Appended:
+    return append_entries(session, [record], clock=clock)[0]
+
+
+def append_entries(session: Session, records: Sequence[Record], *, clock: Clock) -> list[Appended]:
+    """Append records in order under one head lock, with one statement per table.
+
+    Flushes only: the caller's transaction commits them with whatever they
+    record. A batch costs about as many round trips as a single entry, which
+    is what makes bulk paths (imports, group commit) cheap.
+    """
     head = lock_head(session)
     try:
-        seq = head.size + 1
+        all_members = list(dict.fromkeys(m for record in records for m in record.members))
+        # Each member's previous entry: a back-link inside the hashed bytes,
+        # so a member's history cannot be shown with an entry left out.
+        last_seen = _previous_entries(session, all_members) if all_members else {}
+        nodes = PendingNodes(session)
+        previous = bytes.fromhex(head.head_hash)
+        seq = head.size
         now = clock()
-        body: dict[str, Any] = {
-            "v": ENTRY_VERSION,
-            "seq": seq,
-            "at": to_micros(now),
-            "action": record.action,
-            "actor": record.actor,
-            "actor_role": record.actor_role,
-            "purpose": record.purpose,
-            "members": list(record.members),
-            "fields": record.fields or {},
-            "decision": record.decision,
-            "reason": record.reason,
-            "policy": record.policy,
-            "request_id": record.request_id,
-        }
-        if record.detail:
-            body["detail"] = record.detail
-        members = list(dict.fromkeys(record.members))
-        if members:
-            # Each member's previous entry: a back-link inside the hashed bytes,
-            # so a member's history cannot be shown with an entry left out.
-            body["member_prev"] = _previous_entries(session, members)
-        raw = canonical_bytes(body)
-        leaf = leaf_hash(raw)
-        chain = chain_hash(bytes.fromhex(head.head_hash), leaf)
-        session.add(
-            AuditEntry(
-                seq=seq,
-                recorded_at=from_micros(body["at"]),
-                action=record.action,
-                actor=record.actor,
-                purpose=record.purpose,
-                decision=record.decision,
-                reason=record.reason,
-                entry=raw,
-                leaf_hash=leaf.hex(),
-                chain_hash=chain.hex(),
+        at = to_micros(now)
+        appended: list[Appended] = []
+        entry_rows: list[dict[str, Any]] = []
+        member_rows: list[dict[str, Any]] = []
+        for record in records:
+            seq += 1
+            members = list(dict.fromkeys(record.members))
+            body: dict[str, Any] = {
+                "v": ENTRY_VERSION,
+                "seq": seq,
+                "at": at,
+                "action": record.action,
+                "actor": record.actor,
+                "actor_role": record.actor_role,
+                "purpose": record.purpose,
+                "members": list(record.members),
+                "fields": record.fields or {},
+                "decision": record.decision,
+                "reason": record.reason,
+                "policy": record.policy,
+                "request_id": record.request_id,
+            }
+            if record.detail:
+                body["detail"] = record.detail
+            if members:
+                body["member_prev"] = {m: last_seen[m] for m in members}
+                for member in members:
+                    last_seen[member] = seq
+                    member_rows.append({"member_id": member, "seq": seq})
+            raw = canonical_bytes(body)
+            leaf = leaf_hash(raw)
+            previous = chain_hash(previous, leaf)
+            nodes.add_leaf(seq - 1, leaf)
+            entry_rows.append(
+                {
+                    "seq": seq,
+                    "recorded_at": now,
+                    "action": record.action,
+                    "actor": record.actor,
+                    "purpose": record.purpose,
+                    "decision": record.decision,
+                    "reason": record.reason,
+                    "entry": raw,
+                    "leaf_hash": leaf.hex(),
+                    "chain_hash": previous.hex(),
+                }
             )
-        )
+            appended.append(Appended(seq=seq, leaf_hash=leaf, chain_hash=previous))
+        if not entry_rows:
+            return []
+        session.execute(insert(AuditEntry.__table__), entry_rows)
+        if member_rows:
+            session.execute(insert(AuditEntryMember.__table__), member_rows)
+        nodes.flush()
         head.size = seq
-        head.head_hash = chain.hex()
+        head.head_hash = previous.hex()
         head.updated_at = now
         session.flush()
-        add_leaf(session, seq - 1, leaf)
-        if members:
-            session.execute(
-                insert(AuditEntryMember.__table__),
-                [{"member_id": member, "seq": seq} for member in members],
-            )
     except SQLAlchemyError as exc:
         raise AuditUnavailable("the audit log could not be written; nothing was released") from exc
-    return Appended(seq=seq, leaf_hash=leaf, chain_hash=chain)
+    return appended
 
 
 def _previous_entries(session: Session, members: list[str]) -> dict[str, int]:

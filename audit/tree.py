@@ -51,13 +51,29 @@ class DbNodes:
         return {k: self.node(*k) for k in keys}
 
 
-def add_leaf(session: Session, index: int, leaf: bytes) -> None:
-    """Store every subtree that leaf ``index`` completes (the leaf itself included)."""
-    nodes = completed_nodes(index, leaf, DbNodes(session))
-    session.execute(
-        insert(AuditMerkleNode.__table__),
-        [{"level": level, "idx": idx, "hash": digest.hex()} for level, idx, digest in nodes],
-    )
+class PendingNodes(DbNodes):
+    """Subtrees completed by a batch of appends, read back before they are stored."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self.pending: list[tuple[int, int, bytes]] = []
+
+    def add_leaf(self, index: int, leaf: bytes) -> None:
+        """Compute every subtree that leaf ``index`` completes (the leaf included)."""
+        for level, idx, digest in completed_nodes(index, leaf, self):
+            self.cache[(level, idx)] = digest
+            self.pending.append((level, idx, digest))
+
+    def flush(self) -> None:
+        if self.pending:
+            self.session.execute(
+                insert(AuditMerkleNode.__table__),
+                [
+                    {"level": lv, "idx": idx, "hash": digest.hex()}
+                    for lv, idx, digest in self.pending
+                ],
+            )
+            self.pending = []
 
 
 def tree_root(session: Session, size: int) -> bytes:
