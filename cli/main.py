@@ -49,7 +49,7 @@ def main() -> None:
 
 
 def run_init(settings: Settings, *, echo: bool = True) -> None:
-    from audit.signer import create_signer_file, load_signer_env, load_signer_file
+    from audit.signer import SignerError, create_signer_file, load_signer_env, load_signer_file
     from migrations import upgrade
     from vault.keys import EnvKeyring, KeyringError, LocalKeyFile
 
@@ -79,7 +79,10 @@ def run_init(settings: Settings, *, echo: bool = True) -> None:
             create_signer_file(signer, name=settings.audit_origin)
             say(f"signer:   {signer} (created, mode 0600)")
     else:
-        load_signer_env(settings.audit_signer_env, name=settings.audit_origin)
+        try:
+            load_signer_env(settings.audit_signer_env, name=settings.audit_origin)
+        except SignerError as exc:
+            _fail(f"{exc}. Generate one with `memberguard keys generate-signer`.")
         say(f"signer:   ${settings.audit_signer_env}")
     upgrade(url=settings.resolved_database_url)
     say("database: migrated to the latest schema")
@@ -335,6 +338,16 @@ def keys_generate() -> None:
     from vault.keys import EnvKeyring, Keyring
 
     click.echo(EnvKeyring.encode(Keyring.generate()))
+
+
+@keys.command("generate-signer")
+def keys_generate_signer() -> None:
+    """Print a new checkpoint signing key (for MEMBERGUARD_AUDIT_SIGNER) and its verifier key."""
+    from audit.checkpoint import generate_signer
+
+    _private, signer, verifier = generate_signer(_settings().audit_origin)
+    click.echo(signer)
+    click.echo(f"verifier key (give this to auditors): {verifier}", err=True)
 
 
 @keys.command("rotate")

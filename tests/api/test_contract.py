@@ -446,7 +446,9 @@ def test_access_log_lists_every_touch_with_unbroken_back_links(
 ) -> None:
     grant(app_client, keys.crm, member_id, "analytics")
     app_client.get(f"/v1/members/{member_id}?purpose=customer_service", headers=auth(keys.crm))
-    app_client.get(f"/v1/members/{member_id}?purpose=marketing_sms", headers=auth(keys.sms))  # refused
+    app_client.get(
+        f"/v1/members/{member_id}?purpose=marketing_sms", headers=auth(keys.sms)
+    )  # refused
     app_client.get("/v1/members?purpose=analytics", headers=auth(keys.analytics))  # export
     body = app_client.get(f"/v1/members/{member_id}/access-log", headers=auth(keys.auditor)).json()
     actions = [(e["action"], e["decision"]) for e in body["entries"]]
@@ -462,4 +464,7 @@ def test_access_log_lists_every_touch_with_unbroken_back_links(
         assert item["prev"] == previous
         previous = item["seq"]
     assert body["checkpoint"] is not None
-    assert app_client.get(f"/v1/members/{member_id}/access-log", headers=auth(keys.crm)).status_code == 403
+    assert (
+        app_client.get(f"/v1/members/{member_id}/access-log", headers=auth(keys.crm)).status_code
+        == 403
+    )

@@ -151,3 +151,31 @@ def test_a_world_readable_key_file_is_refused_with_a_clear_error(home: Path) -> 
 def test_a_missing_key_file_points_to_init(home: Path) -> None:
     code, output = run("clients", "list")
     assert code == 1 and "memberguard init" in output
+
+
+def test_env_providers_init_with_generated_keys(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, keyring = run("keys", "generate")
+    assert code == 0
+    code, signer_output = run("keys", "generate-signer")
+    assert code == 0
+    signer = signer_output.splitlines()[0]
+    assert signer.startswith("PRIVATE+KEY+memberguard/audit-log+")
+    monkeypatch.setenv("MEMBERGUARD_KEY_PROVIDER", "env")
+    monkeypatch.setenv("MEMBERGUARD_KEYRING", keyring.strip())
+    monkeypatch.setenv("MEMBERGUARD_AUDIT_SIGNER", signer)
+    code, output = run("init")
+    assert code == 0, output
+    assert not (home / "keys").exists()
+    code, output = run("audit", "public-key")
+    assert code == 0 and output.startswith("memberguard/audit-log+")
+
+
+def test_init_with_env_provider_and_no_signer_says_how_to_make_one(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, keyring = run("keys", "generate")
+    monkeypatch.setenv("MEMBERGUARD_KEY_PROVIDER", "env")
+    monkeypatch.setenv("MEMBERGUARD_KEYRING", keyring.strip())
+    monkeypatch.delenv("MEMBERGUARD_AUDIT_SIGNER", raising=False)
+    code, output = run("init")
+    assert code == 1 and "keys generate-signer" in output
