@@ -55,7 +55,7 @@ def parse_entry(raw: bytes) -> dict[str, Any]:
     """Decode stored entry bytes, insisting that they are canonical."""
     try:
         entry = json.loads(raw.decode("utf-8"), parse_float=_reject_float)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise NonCanonicalEntry(f"not UTF-8 JSON ({exc.__class__.__name__})") from None
     if not isinstance(entry, dict):
         raise NonCanonicalEntry("not a JSON object")

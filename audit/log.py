@@ -24,7 +24,7 @@ from audit.entry import (
     leaf_hash,
 )
 from audit.models import AuditCheckpoint, AuditEntry, AuditEntryMember, AuditHead
-from audit.tree import PendingNodes, tree_root
+from audit.tree import DbNodes, PendingNodes, tree_root
 from audit.verify import LogVerifier
 from core.clock import Clock, from_micros, to_micros
 from core.errors import Unavailable
@@ -232,6 +232,9 @@ def verify_log(
     pending_checkpoint = next(checkpoints, None)
     members = _member_rows(session, batch, upto=head.size)
     pending_member: tuple[int, str] | None = next(members, None)
+    # Subtrees the entries complete, checked against audit_merkle_node in
+    # chunks: proofs are served from those rows.
+    expected_nodes: list[tuple[int, int, bytes, int]] = []
 
     for row in _entries(session, batch, upto=head.size):
         seq = row.seq
@@ -252,6 +255,12 @@ def verify_log(
             pending_member = next(members, None)
         if sorted(found_members) != sorted(set(entry["members"])):
             return _bad(head, seq, "member index rows do not match the entry's members")
+        expected_nodes.extend((lv, idx, digest, seq) for lv, idx, digest in verifier.completed)
+        if len(expected_nodes) >= 2000:
+            failure_at = _check_nodes(session, expected_nodes)
+            if failure_at:
+                return _bad(head, failure_at[0], failure_at[1])
+            expected_nodes = []
         while pending_checkpoint is not None and pending_checkpoint.size == seq:
             if pending_checkpoint.root_hash != verifier.frontier.root().hex():
                 return _bad(head, seq, f"checkpoint at size {seq} does not match the entries")
@@ -263,6 +272,9 @@ def verify_log(
         if progress is not None and seq % batch == 0:
             progress(seq, head.size)
 
+    failure_at = _check_nodes(session, expected_nodes)
+    if failure_at:
+        return _bad(head, failure_at[0], failure_at[1])
     last_seq = verifier.size
     if pending_member is not None:
         return _bad(head, pending_member[0], "member index row for an entry that does not exist")
@@ -288,6 +300,22 @@ def verify_log(
     if progress is not None:
         progress(last_seq, head.size)
     return VerifyReport(ok=True, size=head.size, head_hash=head.head_hash)
+
+
+def _check_nodes(
+    session: Session, expected: list[tuple[int, int, bytes, int]]
+) -> tuple[int, str] | None:
+    """Compare stored subtrees with recomputed ones; (seq that completed it, why) on mismatch."""
+    if not expected:
+        return None
+    stored = DbNodes(session).stored([(lv, idx) for lv, idx, _digest, _seq in expected])
+    for level, idx, digest, seq in expected:
+        found = stored.get((level, idx))
+        if found is None:
+            return seq, f"stored Merkle node ({level}, {idx}) is missing"
+        if found != digest:
+            return seq, f"stored Merkle node ({level}, {idx}) does not match the entries"
+    return None
 
 
 def _check_columns(row: Any, entry: dict[str, Any], verifier: LogVerifier) -> str | None:

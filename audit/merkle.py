@@ -340,14 +340,19 @@ class Frontier:
         self._stack: list[tuple[int, bytes]] = []  # (height, hash); heights strictly decrease
         self.size = 0
 
-    def append(self, leaf: bytes) -> None:
+    def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        """Add the next leaf; returns the (level, index, hash) subtrees it completed."""
+        index = self.size
         height, digest = 0, leaf
+        completed = [(0, index, leaf)]
         while self._stack and self._stack[-1][0] == height:
             _, left = self._stack.pop()
             digest = node_hash(left, digest)
             height += 1
+            completed.append((height, index >> height, digest))
         self._stack.append((height, digest))
         self.size += 1
+        return completed
 
     def root(self) -> bytes:
         if not self._stack:

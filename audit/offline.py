@@ -168,7 +168,9 @@ def _load_checkpoints(directory: Path) -> list[tuple[int, str]]:
         if not stem.isdigit():
             raise ValueError(f"{path}: not named <size>.checkpoint")
         try:
-            found.append((int(stem), path.read_text(encoding="utf-8")))
+            # Bytes, not text mode: universal newlines would turn a tampered
+            # "\r" back into "\n" and let the signature verify.
+            found.append((int(stem), path.read_bytes().decode("utf-8")))
         except UnicodeDecodeError:
             raise ValueError(f"{path}: not UTF-8 text") from None
     return sorted(found)
@@ -183,5 +185,5 @@ def _load_head(path: Path) -> tuple[int, str] | None:
         if not isinstance(size, int) or not isinstance(head_hash, str):
             raise TypeError
         return size, head_hash
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
         raise ValueError(f"{path}: not a valid head file") from None

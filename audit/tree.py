@@ -38,6 +38,20 @@ class DbNodes:
             self.cache[key] = bytes.fromhex(found)
         return self.cache[key]
 
+    def stored(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """Whatever of ``keys`` is stored (no error for missing ones), in chunks."""
+        found: dict[tuple[int, int], bytes] = {}
+        for start in range(0, len(keys), 1000):
+            rows = self.session.execute(
+                select(AuditMerkleNode.level, AuditMerkleNode.idx, AuditMerkleNode.hash).where(
+                    tuple_(AuditMerkleNode.level, AuditMerkleNode.idx).in_(
+                        keys[start : start + 1000]
+                    )
+                )
+            )
+            found.update({(row.level, row.idx): bytes.fromhex(row.hash) for row in rows})
+        return found
+
     def nodes(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         wanted = [k for k in keys if k not in self.cache]
         if wanted:

@@ -32,6 +32,8 @@ class LogVerifier:
         self.chain = ZERO_HASH
         self.leaf = b""
         self.frontier = Frontier()
+        # The Merkle subtrees the last entry completed, for checking a stored tree.
+        self.completed: list[tuple[int, int, bytes]] = []
         # Each member's latest entry so far: what the next entry's back-link must name.
         self.last_seen: dict[str, int] = {}
 
@@ -55,7 +57,7 @@ class LogVerifier:
             return None, "member back-links in an entry that names no member"
         self.leaf = leaf_hash(raw)
         self.chain = chain_hash(self.chain, self.leaf)
-        self.frontier.append(self.leaf)
+        self.completed = self.frontier.append(self.leaf)
         for member in unique:
             self.last_seen[member] = seq
         self.size = seq

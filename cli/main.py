@@ -525,7 +525,13 @@ def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
     from core.db import build_engine, session_factory
 
     settings = _settings()
-    key = pubkey.read_text(encoding="ascii").strip() if pubkey is not None else None
+    try:
+        key = pubkey.read_text(encoding="ascii").strip() if pubkey is not None else None
+    except UnicodeDecodeError:
+        click.secho(
+            "FAILED: the public key is not a verifier key: not ASCII text", fg="red", err=True
+        )
+        sys.exit(1)
     if export_dir is not None:
         if key is None:
             _fail("--export needs --pubkey: the verifier key you obtained independently")

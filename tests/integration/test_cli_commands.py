@@ -153,7 +153,9 @@ def test_a_missing_key_file_points_to_init(home: Path) -> None:
     assert code == 1 and "memberguard init" in output
 
 
-def test_env_providers_init_with_generated_keys(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_providers_init_with_generated_keys(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, keyring = run("keys", "generate")
     assert code == 0
     code, signer_output = run("keys", "generate-signer")
