@@ -1,15 +1,20 @@
 """FastAPI dependencies, as ``Annotated`` aliases.
 
-One unit of work per request: the key is resolved and the use case runs in the
-same transaction (rolled back at the end unless the use case committed).
-Streaming endpoints end it after authentication and run one short
-transaction per batch instead.
+Transactions never span two threadpool hops. FastAPI runs each sync
+dependency and the endpoint in separate threadpool calls; a transaction left
+open between them holds SQLite's write lock (or a pooled connection) while
+waiting for a free thread, and under load every thread ends up waiting for the
+one that holds it. So the key is checked in its own short read-only
+transaction, the use case's transaction begins inside the endpoint, and
+``in_transaction`` rolls it back there if the endpoint fails before committing.
+Read-only endpoints use ``services.read_uow()`` inside the endpoint.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
-from typing import Annotated
+from typing import Annotated, ParamSpec, TypeVar
 
 import structlog
 from fastapi import Depends, Request
@@ -27,6 +32,7 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def get_uow(request: Request, services: ServicesDep) -> Iterator[UnitOfWork]:
+    # The session begins lazily, at the endpoint's first statement.
     with services.uow() as uow:
         yield uow
 
@@ -41,10 +47,11 @@ def get_request_id(request: Request) -> str:
 RequestId = Annotated[str, Depends(get_request_id)]
 
 
-def get_actor(request: Request, uow: RequestUoW) -> Actor:
+def get_actor(request: Request, services: ServicesDep) -> Actor:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    actor = authenticate(uow.session, token.strip() if scheme.lower() == "bearer" else None)
+    with services.read_uow() as uow:
+        actor = authenticate(uow.session, token.strip() if scheme.lower() == "bearer" else None)
     request.state.actor_id = actor.id
     structlog.contextvars.bind_contextvars(actor=actor.id)
     return actor
@@ -59,3 +66,23 @@ def require_role(*roles: str) -> Callable[[Actor], Actor]:
         return actor
 
     return check
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def in_transaction(endpoint: Callable[P, R]) -> Callable[P, R]:
+    """Roll the request's unit of work back in the endpoint's own thread if it fails."""
+
+    @functools.wraps(endpoint)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return endpoint(*args, **kwargs)
+        except BaseException:
+            uow = kwargs.get("uow")
+            if isinstance(uow, UnitOfWork):
+                uow.rollback()
+            raise
+
+    return run

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from api.deps import RequestUoW, ServicesDep, require_role
+from api.deps import ServicesDep, require_role
 from api.schemas import AuditEntriesOut, AuditHeadOut
 from audit.log import read_head
 from audit.notary import latest_checkpoint
@@ -76,14 +76,12 @@ Filters = Annotated[EntryFilter, Depends(_filters)]
 def entries(
     request: Request,
     filters: Filters,
-    uow: RequestUoW,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Any:
     accept = request.headers.get("accept", "")
     if "application/x-ndjson" in accept or "text/csv" in accept:
-        uow.rollback()  # the export reads in its own short transactions
         rows = stream_entries(services.read_session_factory or services.session_factory, filters)
         if "application/x-ndjson" in accept:
             return StreamingResponse(_ndjson(rows), media_type="application/x-ndjson")
@@ -92,7 +90,8 @@ def entries(
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="audit-entries.csv"'},
         )
-    items, next_cursor = page_entries(uow.session, filters, cursor=cursor, limit=limit)
+    with services.read_uow() as uow:
+        items, next_cursor = page_entries(uow.session, filters, cursor=cursor, limit=limit)
     return {"entries": items, "next_cursor": next_cursor}
 
 
@@ -124,41 +123,45 @@ def _csv(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
 
 
 @router.get("/head", response_model=AuditHeadOut)
-def head(uow: RequestUoW) -> dict[str, Any]:
-    current = read_head(uow.session)
-    latest = latest_checkpoint(uow.session)
-    return {
-        "size": current.size,
-        "head_hash": current.head_hash,
-        "checkpoint": latest.note if latest is not None else None,
-    }
+def head(services: ServicesDep) -> dict[str, Any]:
+    with services.read_uow() as uow:
+        current = read_head(uow.session)
+        latest = latest_checkpoint(uow.session)
+        return {
+            "size": current.size,
+            "head_hash": current.head_hash,
+            "checkpoint": latest.note if latest is not None else None,
+        }
 
 
 Size = Annotated[int | None, Query(ge=1, le=2**62, description="A checkpointed tree size")]
 
 
 @router.get("/checkpoint")
-def checkpoint(uow: RequestUoW, size: Size = None) -> dict[str, Any]:
+def checkpoint(services: ServicesDep, size: Size = None) -> dict[str, Any]:
     """The latest signed checkpoint, or the one cut at ``size``."""
-    return get_checkpoint(uow.session, size)
+    with services.read_uow() as uow:
+        return get_checkpoint(uow.session, size)
 
 
 @router.get("/entries/{seq}/proof")
 def entry_proof(
-    uow: RequestUoW, seq: Annotated[int, Path(ge=1, le=2**62)], size: Size = None
+    services: ServicesDep, seq: Annotated[int, Path(ge=1, le=2**62)], size: Size = None
 ) -> dict[str, Any]:
     """Inclusion proof of entry ``seq`` in the checkpointed tree of ``size`` (default: latest)."""
-    return inclusion(uow.session, seq=seq, size=size)
+    with services.read_uow() as uow:
+        return inclusion(uow.session, seq=seq, size=size)
 
 
 @router.get("/consistency")
 def consistency_proof(
-    uow: RequestUoW,
+    services: ServicesDep,
     from_size: Annotated[int, Query(alias="from", ge=1, le=2**62)],
     to_size: Annotated[int, Query(alias="to", ge=1, le=2**62)],
 ) -> dict[str, Any]:
     """Proof that the checkpointed tree of ``to`` extends the one of ``from``."""
-    return consistency(uow.session, old=from_size, new=to_size)
+    with services.read_uow() as uow:
+        return consistency(uow.session, old=from_size, new=to_size)
 
 
 @router.get("/public-key")
@@ -177,7 +180,7 @@ members_router = APIRouter(
 @members_router.get("/{member_id}/access-log")
 def access_log(
     member_id: str,
-    uow: RequestUoW,
+    services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
@@ -190,13 +193,15 @@ def access_log(
     """
     if not is_valid_id(member_id):
         raise NotFound("no such member")
-    items, next_cursor = page_entries(
-        uow.session, EntryFilter(member=member_id), cursor=cursor, limit=limit
-    )
-    latest = latest_checkpoint(uow.session)
+    with services.read_uow() as uow:
+        items, next_cursor = page_entries(
+            uow.session, EntryFilter(member=member_id), cursor=cursor, limit=limit
+        )
+        latest = latest_checkpoint(uow.session)
+        note = latest.note if latest is not None else None
     return {
         "member": member_id,
         "entries": [{**item, "prev": item.get("member_prev", {}).get(member_id)} for item in items],
         "next_cursor": next_cursor,
-        "checkpoint": latest.note if latest is not None else None,
+        "checkpoint": note,
     }

@@ -6,7 +6,14 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Response, status
 
-from api.deps import CurrentActor, RequestId, RequestUoW, ServicesDep, require_role
+from api.deps import (
+    CurrentActor,
+    RequestId,
+    RequestUoW,
+    ServicesDep,
+    in_transaction,
+    require_role,
+)
 from api.schemas import ClientCreatedOut, ClientIn, ClientOut
 from gate.clients import add_client, list_clients, revoke_client
 
@@ -16,6 +23,7 @@ router = APIRouter(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ClientCreatedOut)
+@in_transaction
 def create(
     body: ClientIn,
     uow: RequestUoW,
@@ -42,11 +50,13 @@ def create(
 
 
 @router.get("", response_model=list[ClientOut])
-def list_all(uow: RequestUoW) -> list[dict[str, Any]]:
-    return list_clients(uow.session)
+def list_all(services: ServicesDep) -> list[dict[str, Any]]:
+    with services.read_uow() as uow:
+        return list_clients(uow.session)
 
 
 @router.delete("/{client_id}", status_code=status.HTTP_204_NO_CONTENT)
+@in_transaction
 def revoke(
     client_id: str,
     uow: RequestUoW,

@@ -10,7 +10,14 @@ import structlog
 from fastapi import APIRouter, Body, Depends, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from api.deps import CurrentActor, RequestId, RequestUoW, ServicesDep, require_role
+from api.deps import (
+    CurrentActor,
+    RequestId,
+    RequestUoW,
+    ServicesDep,
+    in_transaction,
+    require_role,
+)
 from api.schemas import (
     ConsentIn,
     ConsentRecordedOut,
@@ -49,6 +56,7 @@ def _audit_seq(response: Response, seq: int) -> None:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CreatedOut)
+@in_transaction
 def create_member(
     body: MemberFields,
     uow: RequestUoW,
@@ -65,6 +73,7 @@ def create_member(
 
 
 @router.patch("/{member_id}", response_model=CreatedOut)
+@in_transaction
 def update_member(
     member_id: str,
     body: MemberFields,
@@ -82,6 +91,7 @@ def update_member(
 
 
 @router.post("/lookup", response_model=LookupOut)
+@in_transaction
 def lookup(
     body: LookupIn,
     uow: RequestUoW,
@@ -113,14 +123,10 @@ def lookup(
 )
 def export(
     purpose: PurposeQuery,
-    uow: RequestUoW,
     services: ServicesDep,
     actor: CurrentActor,
     request_id: RequestId,
 ) -> StreamingResponse:
-    # Authentication is done; end its transaction before the export's own
-    # per-batch transactions start (SQLite allows one writer at a time).
-    uow.rollback()
     started = export_members(services, actor=actor, purpose=purpose, request_id=request_id)
 
     def lines() -> Iterator[bytes]:
@@ -141,6 +147,7 @@ def export(
 
 
 @router.get("/{member_id}", response_model=MemberOut)
+@in_transaction
 def read(
     member_id: str,
     purpose: PurposeQuery,
@@ -170,6 +177,7 @@ def read(
 @router.post(
     "/{member_id}/consents", status_code=status.HTTP_201_CREATED, response_model=ConsentRecordedOut
 )
+@in_transaction
 def record_consent(
     member_id: str,
     body: ConsentIn,
@@ -199,6 +207,7 @@ def record_consent(
 
 
 @router.get("/{member_id}/consents", response_model=ConsentStateOut)
+@in_transaction
 def consents(
     member_id: str,
     uow: RequestUoW,
