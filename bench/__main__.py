@@ -29,8 +29,6 @@ from typing import Any
 
 # Run order: verify last, over the log every other suite appended to.
 SUITES = ("export", "append", "http", "churn", "verify")
-# Written by another change; a run without them says so and goes on.
-OPTIONAL = frozenset({"http", "churn"})
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -122,20 +120,10 @@ def machine_info(ctx: Any | None) -> dict[str, Any]:
     return info
 
 
-def _load_suite(name: str) -> Any | None:
-    """The suite's module, or None (said on stderr) for an optional one not written yet."""
-    try:
-        module = importlib.import_module(f"bench.{name}")
-    except ImportError as exc:
-        if name not in OPTIONAL:
-            raise
-        print(f"skipped {name}: bench.{name} is not available ({exc})", file=sys.stderr)
-        return None
+def _load_suite(name: str) -> Any:
+    module = importlib.import_module(f"bench.{name}")
     if not callable(getattr(module, "run", None)):
-        if name not in OPTIONAL:
-            raise ImportError(f"bench.{name} has no run(ctx)")
-        print(f"skipped {name}: bench.{name} has no run(ctx) yet", file=sys.stderr)
-        return None
+        raise ImportError(f"bench.{name} has no run(ctx)")
     return module
 
 
@@ -169,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [s for s in SUITES if not args.only or s in args.only]
     rows: list[dict[str, Any]] = []
     failures: dict[str, str] = {}
-    skipped: list[str] = []
     print(
         f"preparing: {'quick' if args.quick else 'full'} run, "
         f"{'--db server' if args.db else 'SQLite'}",
@@ -187,9 +174,6 @@ def main(argv: list[str] | None = None) -> int:
             suite_started = time.perf_counter()
             try:
                 module = _load_suite(name)
-                if module is None:
-                    skipped.append(name)
-                    continue
                 print(f"running {name} …", file=sys.stderr, flush=True)
                 suite_rows = list(module.run(ctx))
             except Exception as exc:
@@ -216,7 +200,6 @@ def main(argv: list[str] | None = None) -> int:
         "total_seconds": total,
         "machine": machine,
         "suites": wanted,
-        "skipped": skipped,
         "failures": failures,
         "rows": rows,
     }
@@ -230,8 +213,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{machine.get('database')} {machine.get('database_version') or ''}, "
         f"{machine.get('members', 0):,} members"
     )
-    if skipped:
-        print(f"skipped (not available yet): {', '.join(skipped)}")
     for name, why in failures.items():
         print(f"FAILED {name}: {why}")
     for row in violations:
