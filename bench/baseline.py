@@ -22,13 +22,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 from sqlalchemy import (
@@ -44,7 +42,7 @@ from sqlalchemy import (
     select,
 )
 
-from bench.server import free_port
+from bench.server import serving
 from core.db import READ_ONLY_OPTION, build_engine
 from core.ids import ID_LENGTH
 from gate.context import Services
@@ -168,11 +166,10 @@ def running_baseline(
     db_url: str, *, log_path: Path
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Serve the baseline in a uvicorn subprocess; yield (base URL, process) once ready."""
-    port = free_port()
     env = {**os.environ, URL_ENV: db_url}
-    log = open(log_path, "ab")  # noqa: SIM115 (closed below)
-    process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
-        [
+
+    def command(port: int) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "uvicorn",
@@ -188,33 +185,9 @@ def running_baseline(
             "--no-proxy-headers",
             "--log-level",
             "warning",
-        ],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=log,
-        stderr=log,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"baseline exited with {process.returncode}; see {log_path}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("baseline did not become ready in 30 s")
-            time.sleep(0.1)
-        yield base, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
+        ]
+
+    with serving(
+        command, env=env, log_path=log_path, ready_path="/healthz", cwd=REPO_ROOT
+    ) as running:
+        yield running

@@ -72,14 +72,14 @@ def append_entries(session: Session, count: int, *, clock: Clock | None = None) 
     return appended
 
 
-def lift_guards(conn: Connection, dialect: str) -> None:
+def lift_guards(conn: Connection, dialect: str, tables: tuple[str, ...] = AUDIT_TABLES) -> None:
     """Take the append-only triggers off the audit tables, as a hostile DBA could.
 
     SQLite and PostgreSQL do this transactionally (rolled back with the test);
     on MariaDB DROP TRIGGER commits implicitly, so callers use a database of
     their own there.
     """
-    for table in AUDIT_TABLES:
+    for table in tables:
         if dialect == "postgresql":
             conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         else:

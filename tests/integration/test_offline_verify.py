@@ -50,7 +50,7 @@ from core.clock import utc_now
 from core.db import UnitOfWork, build_engine, session_factory
 from gate.context import Services
 from tests.conftest import ORIGIN
-from tests.integration.conftest import append_entries, ticking_clock
+from tests.integration.conftest import append_entries, lift_guards, ticking_clock
 
 CLI_ORIGIN = "memberguard/audit-log"  # the default origin of a deployment
 MEMBERS = ("mmmmmmmmmmmmmmmmmmmmmma1", "mmmmmmmmmmmmmmmmmmmmmmb2", "mmmmmmmmmmmmmmmmmmmmmmc3")
@@ -618,29 +618,19 @@ def test_a_deeply_nested_entry_line_is_a_failure_not_a_crash(built: Built, expor
 TREE_TABLES = ("audit_merkle_node", "audit_checkpoint")
 
 
-def lift_tree_guards(conn: Connection, dialect: str) -> None:
-    """Take the append-only triggers off the tree tables, as a hostile DBA could."""
-    for table in TREE_TABLES:
-        if dialect == "postgresql":
-            conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER USER")
-        else:
-            for event in ("update", "delete"):
-                conn.exec_driver_sql(f"DROP TRIGGER {table}_no_{event}")
-
-
 @pytest.fixture
 def tree_unguarded(request: pytest.FixtureRequest, backend: str) -> Iterator[Connection]:
     """A connection, inside a transaction, on which the tree tables can be edited."""
     if backend != "mariadb":
         conn: Connection = request.getfixturevalue("connection")
-        lift_tree_guards(conn, backend)
+        lift_guards(conn, backend, TREE_TABLES)
         yield conn
         return
     # DROP TRIGGER commits implicitly on MariaDB: use a database of its own.
     engine = build_engine(request.getfixturevalue("fresh_database").url)
     try:
         with engine.connect() as conn:
-            lift_tree_guards(conn, "mysql")
+            lift_guards(conn, "mysql", TREE_TABLES)
             conn.commit()
             outer = conn.begin()
             try:
