@@ -13,7 +13,7 @@ Read-only endpoints use ``services.read_uow()`` inside the endpoint.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, ParamSpec, TypeVar
 
 import structlog
@@ -23,8 +23,11 @@ from core.db import UnitOfWork
 from gate.clients import Actor, authenticate
 from gate.context import Services
 
+# Dependencies that do no I/O are ``async``: FastAPI runs every sync
+# dependency in a threadpool call of its own, and each hop costs latency.
 
-def get_services(request: Request) -> Services:
+
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
@@ -40,7 +43,7 @@ def get_uow(request: Request, services: ServicesDep) -> Iterator[UnitOfWork]:
 RequestUoW = Annotated[UnitOfWork, Depends(get_uow)]
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     return request.state.request_id
 
 
@@ -60,8 +63,8 @@ def get_actor(request: Request, services: ServicesDep) -> Actor:
 CurrentActor = Annotated[Actor, Depends(get_actor)]
 
 
-def require_role(*roles: str) -> Callable[[Actor], Actor]:
-    def check(actor: CurrentActor) -> Actor:
+def require_role(*roles: str) -> Callable[[Actor], Awaitable[Actor]]:
+    async def check(actor: CurrentActor) -> Actor:
         actor.require_role(*roles)
         return actor
 
