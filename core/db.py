@@ -8,6 +8,7 @@ embedded default), PostgreSQL 15+ (psycopg 3) and MySQL 8 / MariaDB 10.11+
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
@@ -25,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -126,6 +128,12 @@ def _configure_sqlite(engine: Engine, *, synchronous: str) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
+    # One writer at a time is SQLite's rule. Queue this process's writers on a
+    # lock, which wakes the next one when the previous transaction ends;
+    # left to SQLite's busy handler, waiting writers poll with sleeps of up to
+    # 100 ms, which is what made the tail latency seconds long under load.
+    writers = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         # Every memberguard transaction that decides writes an audit entry.
@@ -135,8 +143,26 @@ def _configure_sqlite(engine: Engine, *, synchronous: str) -> None:
         # that it never holds the writers up (WAL readers see a snapshot).
         if connection.get_execution_options().get(READ_ONLY_OPTION):
             connection.exec_driver_sql("BEGIN")
-        else:
+            return
+        if not writers.acquire(timeout=SQLITE_WRITER_WAIT_SECONDS):
+            raise OperationalError("BEGIN IMMEDIATE", None, TimeoutError("writer queue timed out"))
+        connection.info[_HOLDS_WRITER] = True
+        try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(connection)
+            raise
+
+    def _release(connection: Any) -> None:
+        if connection.info.pop(_HOLDS_WRITER, False):
+            writers.release()
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
+
+
+SQLITE_WRITER_WAIT_SECONDS = 30
+_HOLDS_WRITER = "memberguard_holds_sqlite_writer"
 
 
 SessionFactory = Callable[[], Session]
