@@ -393,14 +393,14 @@ def keys_rewrap() -> None:
 
 
 def _rewrap(settings: Settings) -> None:
+    """Re-wrap batch by batch; each batch commits with the audit entry that records it."""
     from audit.log import Record, append_entry
     from gate.clients import OPERATOR_ACTOR
     from vault.members import count_by_kek_version, rewrap_batch
 
     services = _services(settings)
     with services.uow() as uow:
-        before = count_by_kek_version(uow.session)
-    total = sum(before.values())
+        total = sum(count_by_kek_version(uow.session).values())
     done = changed = 0
     after = ""
     with click.progressbar(length=total, label="re-wrapping data keys", file=sys.stderr) as bar:
@@ -409,36 +409,36 @@ def _rewrap(settings: Settings) -> None:
                 n, last = rewrap_batch(
                     uow.session, keyring=services.keyring, after=after, limit=1000
                 )
-                uow.commit()
-            if last is None:
-                break
+                if last is None:
+                    break
+                if n:
+                    append_entry(
+                        uow.session,
+                        Record(
+                            action="keys.rewrap",
+                            decision="permit",
+                            reason="operator",
+                            policy=services.policy.version,
+                            actor=OPERATOR_ACTOR.id,
+                            actor_role=OPERATOR_ACTOR.role,
+                            detail={
+                                "to_version": services.keyring.active_version,
+                                "rewrapped": n,
+                                "members_after": after,
+                                "members_through": last,
+                            },
+                        ),
+                        clock=services.clock,
+                    )
+                services.commit(uow)
             changed += n
             step = min(1000, total - done)
             done += step
             bar.update(step)
             after = last
-    with services.uow() as uow:
-        after_counts = count_by_kek_version(uow.session)
-        append_entry(
-            uow.session,
-            Record(
-                action="keys.rewrap",
-                decision="permit",
-                reason="operator",
-                policy=services.policy.version,
-                actor=OPERATOR_ACTOR.id,
-                actor_role=OPERATOR_ACTOR.role,
-                detail={
-                    "to_version": services.keyring.active_version,
-                    "rewrapped": changed,
-                    "before": {str(k): v for k, v in sorted(before.items())},
-                    "after": {str(k): v for k, v in sorted(after_counts.items())},
-                },
-            ),
-            clock=services.clock,
-        )
-        services.commit(uow)
-    click.echo(f"re-wrapped {changed} data keys; by KEK version now: {after_counts}")
+    with services.read_uow() as uow:
+        by_version = count_by_kek_version(uow.session)
+    click.echo(f"re-wrapped {changed} data keys; by KEK version now: {by_version}")
 
 
 # -- policy -------------------------------------------------------------------

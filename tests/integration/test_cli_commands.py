@@ -133,11 +133,22 @@ def test_key_rotation_rewraps_and_reads_still_work(home: Path) -> None:
     from vault.members import load_sealed
     from vault.models import VaultMember
 
+    from sqlalchemy import select
+
+    from audit.models import AuditEntry
+
     services = build_services(Settings())
     with services.uow() as uow:
         member = uow.session.query(VaultMember.id).first()[0]  # type: ignore[index]
         sealed = load_sealed(uow.session, [member], ["name", "phone"])[member]
+        rewraps = uow.session.scalars(
+            select(AuditEntry.entry).where(AuditEntry.action == "keys.rewrap")
+        ).all()
     assert set(sealed.open(services.keyring)) == {"name", "phone"}
+    # The re-wrap is a write: it committed with an audit entry naming what it did.
+    assert len(rewraps) == 1 and b'"rewrapped":30' in rewraps[0]
+    code, output = run("keys", "rewrap")  # nothing left to re-wrap: no entry
+    assert "re-wrapped 0 data keys" in output
 
 
 def test_a_world_readable_key_file_is_refused_with_a_clear_error(home: Path) -> None:
