@@ -6,18 +6,21 @@ open between them holds SQLite's write lock (or a pooled connection) while
 waiting for a free thread, and under load every thread ends up waiting for the
 one that holds it. So the key is checked in its own short read-only
 transaction, the use case's transaction begins inside the endpoint, and
-``in_transaction`` rolls it back there if the endpoint fails before committing.
+``in_transaction`` (applied to every route by ``TransactionalRoute``) rolls it
+back there if the endpoint fails before committing.
 Read-only endpoints use ``services.read_uow()`` inside the endpoint.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import structlog
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 
 from core.db import UnitOfWork
 from gate.clients import Actor, authenticate
@@ -89,3 +92,12 @@ def in_transaction(endpoint: Callable[P, R]) -> Callable[P, R]:
             raise
 
     return run
+
+
+class TransactionalRoute(APIRoute):
+    """Every sync endpoint of a router runs ``in_transaction``, so none can forget it."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if not inspect.iscoroutinefunction(endpoint):
+            endpoint = in_transaction(endpoint)
+        super().__init__(path, endpoint, **kwargs)

@@ -11,19 +11,21 @@ from api.deps import (
     RequestId,
     RequestUoW,
     ServicesDep,
-    in_transaction,
+    TransactionalRoute,
     require_role,
 )
 from api.schemas import ClientCreatedOut, ClientIn, ClientOut
 from gate.clients import add_client, list_clients, revoke_client
 
 router = APIRouter(
-    prefix="/v1/clients", tags=["clients"], dependencies=[Depends(require_role("admin"))]
+    route_class=TransactionalRoute,
+    prefix="/v1/clients",
+    tags=["clients"],
+    dependencies=[Depends(require_role("admin"))],
 )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ClientCreatedOut)
-@in_transaction
 def create(
     body: ClientIn,
     uow: RequestUoW,
@@ -56,7 +58,6 @@ def list_all(services: ServicesDep) -> list[dict[str, Any]]:
 
 
 @router.delete("/{client_id}", status_code=status.HTTP_204_NO_CONTENT)
-@in_transaction
 def revoke(
     client_id: str,
     uow: RequestUoW,

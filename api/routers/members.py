@@ -15,7 +15,7 @@ from api.deps import (
     RequestId,
     RequestUoW,
     ServicesDep,
-    in_transaction,
+    TransactionalRoute,
     require_role,
 )
 from api.schemas import (
@@ -40,7 +40,10 @@ from gate.writes import (
 log = structlog.get_logger("memberguard.export")
 
 router = APIRouter(
-    prefix="/v1/members", tags=["members"], dependencies=[Depends(require_role("client"))]
+    route_class=TransactionalRoute,
+    prefix="/v1/members",
+    tags=["members"],
+    dependencies=[Depends(require_role("client"))],
 )
 
 PurposeQuery = Annotated[
@@ -56,7 +59,6 @@ def _audit_seq(response: Response, seq: int) -> None:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CreatedOut)
-@in_transaction
 def create_member(
     body: MemberFields,
     uow: RequestUoW,
@@ -73,7 +75,6 @@ def create_member(
 
 
 @router.patch("/{member_id}", response_model=CreatedOut)
-@in_transaction
 def update_member(
     member_id: str,
     body: MemberFields,
@@ -91,7 +92,6 @@ def update_member(
 
 
 @router.post("/lookup", response_model=LookupOut)
-@in_transaction
 def lookup(
     body: LookupIn,
     uow: RequestUoW,
@@ -147,7 +147,6 @@ def export(
 
 
 @router.get("/{member_id}", response_model=MemberOut)
-@in_transaction
 def read(
     member_id: str,
     purpose: PurposeQuery,
@@ -177,7 +176,6 @@ def read(
 @router.post(
     "/{member_id}/consents", status_code=status.HTTP_201_CREATED, response_model=ConsentRecordedOut
 )
-@in_transaction
 def record_consent(
     member_id: str,
     body: ConsentIn,
@@ -207,7 +205,6 @@ def record_consent(
 
 
 @router.get("/{member_id}/consents", response_model=ConsentStateOut)
-@in_transaction
 def consents(
     member_id: str,
     uow: RequestUoW,
