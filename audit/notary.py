@@ -23,8 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.checkpoint import Checkpoint, format_checkpoint, sign_note, verifier_key
-from audit.log import Record, append_entry, read_head
-from audit.models import AuditCheckpoint
+from audit.log import HEAD_ID, Record, append_entry, read_head
+from audit.models import AuditCheckpoint, AuditHead
 from audit.tree import tree_root
 from core.clock import Clock
 
@@ -51,8 +51,14 @@ class Notary:
         return verifier_key(self.origin, self.private_key.public_key())
 
     def due(self, session: Session, now: datetime) -> bool:
-        """Has the log grown by every_entries, or grown at all for every_seconds?"""
-        size = read_head(session).size
+        """Has the log grown by every_entries, or grown at all for every_seconds?
+
+        Called on every audited commit: the head the transaction already locked
+        and changed is taken from the session (no query); only the latest
+        checkpoint is read.
+        """
+        head = session.get(AuditHead, HEAD_ID)
+        size = head.size if head is not None else read_head(session).size
         last = latest_checkpoint(session)
         if last is None:
             return size > 0
