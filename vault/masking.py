@@ -319,7 +319,12 @@ def address_region(address: str) -> str:
 
 
 def _date_view(view: str, value: str) -> str:
-    day = date.fromisoformat(value)  # a malformed value is a programming error
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        # A programming error (stored dates are normalised); the message must
+        # not carry the value, as date.fromisoformat's would.
+        raise ValueError("stored date is not YYYY-MM-DD") from None
     if view == "year":
         return f"{day.year:04d}"
     if view == "month_day":

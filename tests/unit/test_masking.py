@@ -312,3 +312,9 @@ def test_pseudonym_differs_across_keys(member_id: str) -> None:
 @given(st.lists(st.text(min_size=1, max_size=20), min_size=2, max_size=20, unique=True))
 def test_pseudonyms_of_different_members_differ_for_one_key(member_ids: list[str]) -> None:
     assert len({pseudonym(KEY_A, m) for m in member_ids}) == len(member_ids)
+
+
+def test_a_malformed_stored_date_raises_without_the_value() -> None:
+    with pytest.raises(ValueError) as info:
+        apply_view("date", "year", "1990-13-45")
+    assert "1990" not in str(info.value)
