@@ -128,14 +128,13 @@ def test_key_rotation_rewraps_and_reads_still_work(home: Path) -> None:
     code, output = run("audit", "verify")
     assert code == 0
 
+    from sqlalchemy import select
+
     from api.app import build_services
+    from audit.models import AuditEntry
     from core.settings import Settings
     from vault.members import load_sealed
     from vault.models import VaultMember
-
-    from sqlalchemy import select
-
-    from audit.models import AuditEntry
 
     services = build_services(Settings())
     with services.uow() as uow:
