@@ -5,7 +5,7 @@ can prove: canonical form, contiguous sequence numbers, the per-member
 back-links, and it recomputes the leaf hashes, the hash chain and the RFC 9162
 root (with O(log n) memory). Checkpoints are checked against the recomputed
 root at their size, and their signatures against the verifier key. The online
-verifier (``audit.log.verify_log``) adds the database's own columns; the
+verifier (``audit.online.verify_log``) adds the database's own columns; the
 offline verifier (``audit.offline``) reads an export.
 """
 

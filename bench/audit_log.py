@@ -24,8 +24,9 @@ from pathlib import Path
 from sqlalchemy import text
 
 from api.app import build_services
-from audit.log import Record, append_entries, verify_log
+from audit.log import Record, append_entries
 from audit.offline import export_log, verify_export
+from audit.online import verify_log
 from audit.proofs import consistency, inclusion
 from audit.queries import EntryFilter, page_entries
 from cli.main import run_init

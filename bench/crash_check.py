@@ -40,8 +40,9 @@ import httpx
 from sqlalchemy import select
 
 from audit.entry import parse_entry
-from audit.log import read_head, verify_log
+from audit.log import read_head
 from audit.models import AuditEntry
+from audit.online import verify_log
 from bench.server import running_server
 from core.db import build_engine, session_factory
 from vault.models import VaultMember

@@ -1,6 +1,6 @@
 """Bulk export: the gated NDJSON export vs a plaintext SELECT serialised the same way.
 
-A (gated): ``gate.reads.export_members`` for ``analytics`` (decide per member
+A (gated): ``gate.export.export_members`` for ``analytics`` (decide per member
 from consent, one durable audit entry per batch naming every member released,
 decrypt, pseudonymise, apply the views), each line serialised to NDJSON bytes
 exactly as ``GET /v1/members?purpose=analytics`` does.
@@ -43,7 +43,7 @@ from bench.baseline import build_plain_table, plain_table
 from consent.models import ConsentState
 from core.settings import Settings
 from gate.clients import authenticate
-from gate.reads import export_members
+from gate.export import export_members
 from policies.model import Policy
 
 PURPOSE = "analytics"

@@ -3,7 +3,7 @@
     python -m bench.export_memory --members 1000000 [--home DIR] [--purpose analytics]
 
 Loads N synthetic members (``cli.demo``) into a fresh SQLite home unless the home
-already has them, then consumes ``gate.reads.export_members`` for the purpose
+already has them, then consumes ``gate.export.export_members`` for the purpose
 and prints the resident memory after 10%, 50% and 100% of the stream, the members/s,
 and the audit entries written. Flat memory means the figures match.
 """
@@ -22,7 +22,7 @@ from cli.demo import ensure_clients, load_members, member_count
 from cli.main import run_init
 from core.settings import Settings
 from gate.clients import authenticate
-from gate.reads import export_members
+from gate.export import export_members
 
 
 def rss_mb() -> float:

@@ -4,7 +4,7 @@ The log is whatever the other suites of the run appended (exports, appends,
 reads, consent churn) plus extra realistic entries (20,000 with ``--quick``,
 1,000,000 otherwise) appended with ``append_entries`` in batches of 1,000.
 
-A: ``audit.log.verify_log`` on the live database (leaf, chain, columns,
+A: ``audit.online.verify_log`` on the live database (leaf, chain, columns,
 member index rows, stored Merkle nodes, every checkpoint and its signature).
 B: ``audit.offline.verify_export`` on an ``export_log`` directory (leaf, chain,
 Merkle root and signature at every checkpoint), no database.
@@ -22,8 +22,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from audit.log import append_entries, verify_log
+from audit.log import append_entries
 from audit.offline import export_log, verify_export
+from audit.online import verify_log
 from bench.append import BATCH, Records
 from vault.models import VaultMember
 

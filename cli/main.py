@@ -520,8 +520,8 @@ def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
     signature, the query columns and member rows, against the database.
     With --export DIR --pubkey FILE: the same from an export, offline.
     """
-    from audit.log import verify_log
     from audit.offline import verify_export
+    from audit.online import verify_log
     from core.db import build_engine, session_factory
 
     settings = _settings()

@@ -11,11 +11,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
-
-from sqlalchemy import select
 
 from audit.log import Record, append_entry, lock_head
 from consent.registry import UnknownPurpose as UnknownPurposeError
@@ -28,7 +25,6 @@ from gate.context import Services
 from policies.decide import Decision, decide_lookup, decide_member, decide_purpose, deny
 from vault.masking import apply_view, pseudonym
 from vault.members import SealedMember, load_sealed, lookup, member_exists, normalise_lookup
-from vault.models import VaultMember
 
 
 class ReadRefused(Forbidden):
@@ -90,7 +86,7 @@ class MemberRelease:
     audit_seq: int
 
 
-def _release_fields(
+def release_fields(
     services: Services, actor: Actor, decision: Decision, sealed: SealedMember
 ) -> dict[str, Any]:
     values = sealed.open(services.keyring)
@@ -107,7 +103,7 @@ def _release_fields(
     return released
 
 
-def _record(uow: UnitOfWork, services: Services, record: Record) -> int:
+def record_and_commit(uow: UnitOfWork, services: Services, record: Record) -> int:
     seq = append_entry(uow.session, record, clock=services.clock).seq
     services.commit(uow)
     return seq
@@ -135,7 +131,7 @@ def read_member(
             decision = decide_member(policy, decision, consent_fact(session, member_id, purpose))
     if decision.permitted:
         sealed = load_sealed(session, [member_id], decision.views.keys())[member_id]
-    seq = _record(
+    seq = record_and_commit(
         uow,
         services,
         Record(
@@ -158,7 +154,7 @@ def read_member(
     return MemberRelease(
         id=member_id,
         purpose=purpose,
-        fields=_release_fields(services, actor, decision, sealed),
+        fields=release_fields(services, actor, decision, sealed),
         withheld=decision.withheld,
         audit_seq=seq,
     )
@@ -169,12 +165,6 @@ def _released_views(decision: Decision, sealed: SealedMember | None) -> dict[str
         return {}
     # Only fields the member actually has are released, and only those are logged.
     return {name: view for name, view in decision.views.items() if name in sealed.fields}
-
-
-def _member_label(services: Services, actor: Actor, purpose: str, member_id: str) -> str:
-    if services.policy.purposes[purpose].member_id == "pseudonym":
-        return pseudonym(services.keyring.pseudonym_key_for(actor.id), member_id)
-    return member_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +202,7 @@ def lookup_members(
         admitted = [
             m for m in candidates if decide_member(policy, decision, facts.get(m)).permitted
         ]
-    seq = _record(
+    seq = record_and_commit(
         uow,
         services,
         Record(
@@ -234,112 +224,3 @@ def lookup_members(
         raise refusal(services, decision, seq)
     # decide_lookup refuses pseudonymous purposes, so these are plain member ids.
     return LookupResult(ids=admitted, audit_seq=seq)
-
-
-@dataclass
-class Export:
-    """A started export: the first batch is decided and recorded already."""
-
-    first_seq: int
-    lines: Iterator[dict[str, Any]]
-    stats: dict[str, int] = field(default_factory=dict)
-
-
-def export_members(
-    services: Services, *, actor: Actor, purpose: str, request_id: str | None
-) -> Export:
-    """Stream every member the purpose admits, batch by batch.
-
-    Each batch is its own transaction: decide for each member, append one
-    entry naming every member released in the batch, commit, then decrypt and
-    yield. Memory is bounded by the batch size whatever the number of members.
-    """
-    policy = services.policy
-    purpose_decision = decide_purpose(policy, purpose=purpose, client_purposes=actor.purposes)
-    if not purpose_decision.permitted:
-        with services.uow() as uow:
-            seq = _record(
-                uow,
-                services,
-                Record(
-                    action="member.export",
-                    decision="deny",
-                    reason=purpose_decision.reason,
-                    policy=policy.version,
-                    actor=actor.id,
-                    actor_role=actor.role,
-                    purpose=purpose_decision.purpose,
-                    request_id=request_id,
-                ),
-            )
-        raise refusal(services, purpose_decision, seq)
-
-    stats = {"batches": 0, "examined": 0, "released": 0}
-
-    def batch(after: str) -> tuple[str | None, int | None, list[dict[str, Any]]]:
-        with services.uow() as uow:
-            session = uow.session
-            lock_head(session)
-            ensure_active(session, actor)  # a revoked client's export stops here
-            ids = list(
-                session.scalars(
-                    select(VaultMember.id)
-                    .where(VaultMember.id > after)
-                    .order_by(VaultMember.id)
-                    .limit(services.export_batch_size)
-                )
-            )
-            facts = consent_facts(session, ids, purpose)
-            admitted = [
-                m for m in ids if decide_member(policy, purpose_decision, facts.get(m)).permitted
-            ]
-            sealed = load_sealed(session, admitted, purpose_decision.views.keys())
-            seq = None
-            if admitted or stats["batches"] == 0:
-                seq = _record(
-                    uow,
-                    services,
-                    Record(
-                        action="member.export",
-                        decision="permit",
-                        reason=purpose_decision.reason,
-                        policy=policy.version,
-                        actor=actor.id,
-                        actor_role=actor.role,
-                        purpose=purpose,
-                        members=admitted,
-                        fields=dict(purpose_decision.views),
-                        request_id=request_id,
-                        detail={
-                            "batch": stats["batches"] + 1,
-                            "examined": len(ids),
-                            "released": len(admitted),
-                        },
-                    ),
-                )
-        stats["batches"] += 1
-        stats["examined"] += len(ids)
-        stats["released"] += len(admitted)
-        lines = [
-            {
-                (
-                    "pseudonym" if policy.purposes[purpose].member_id == "pseudonym" else "id"
-                ): _member_label(services, actor, purpose, m),
-                "fields": _release_fields(services, actor, purpose_decision, sealed[m]),
-            }
-            for m in admitted
-        ]
-        next_after = ids[-1] if len(ids) == services.export_batch_size else None
-        return next_after, seq, lines
-
-    after, first_seq, first_lines = batch("")
-    assert first_seq is not None  # the first batch is always recorded
-
-    def stream() -> Iterator[dict[str, Any]]:
-        yield from first_lines
-        cursor = after
-        while cursor is not None:
-            cursor, _seq, lines = batch(cursor)
-            yield from lines
-
-    return Export(first_seq=first_seq, lines=stream(), stats=stats)

@@ -29,7 +29,8 @@ from api.schemas import (
 )
 from consent.registry import ConsentChange
 from core.errors import DomainError
-from gate.reads import export_members, lookup_members, read_member
+from gate.export import export_members
+from gate.reads import lookup_members, read_member
 from gate.writes import (
     create_member_record,
     read_member_consents,

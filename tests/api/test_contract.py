@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audit.checkpoint import parse_checkpoint, verify_note
-from audit.log import read_head, verify_log
+from audit.log import read_head
+from audit.online import verify_log
 from consent.models import ConsentEvent
 from core.errors import Unauthenticated
 from gate.context import Services
@@ -416,7 +417,7 @@ def test_a_running_export_stops_when_its_client_is_revoked(
     app_client: TestClient, keys: Keys, services: Services
 ) -> None:
     from gate.clients import authenticate
-    from gate.reads import export_members
+    from gate.export import export_members
 
     for n in range(20):
         created = app_client.post(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from audit.log import verify_log
+from audit.online import verify_log
 from audit.queries import EntryFilter, page_entries
 from tests.api.conftest import auth, grant
 from tests.conftest import Keys

@@ -13,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from audit.log import read_head, verify_log
+from audit.log import read_head
 from audit.models import AuditEntry, AuditEntryMember
+from audit.online import verify_log
 from core.db import UnitOfWork, build_engine, session_factory
 from tests.conftest import FreshDatabase
 from tests.integration.conftest import T0, append_entries, member_ref, ticking_clock

@@ -10,8 +10,9 @@ import threading
 
 from sqlalchemy import func, select
 
-from audit.log import append_entry, verify_log
+from audit.log import append_entry
 from audit.models import AuditEntry, AuditEntryMember
+from audit.online import verify_log
 from core.clock import utc_now
 from core.db import UnitOfWork, build_engine, session_factory
 from tests.conftest import FreshDatabase

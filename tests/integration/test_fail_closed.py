@@ -20,8 +20,9 @@ from httpx import Response
 from sqlalchemy import Engine, func, select
 
 from api.app import create_app
-from audit.log import Head, read_head, verify_log
+from audit.log import Head, read_head
 from audit.models import AuditEntry
+from audit.online import verify_log
 from core.db import build_engine, session_factory
 from core.settings import Settings
 from gate.clients import OPERATOR_ACTOR, add_client

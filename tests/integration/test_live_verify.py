@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from audit.log import verify_log
+from audit.online import verify_log
 from core.db import UnitOfWork, build_engine, session_factory
 from tests.conftest import FreshDatabase
 from tests.integration.conftest import append_entries

@@ -40,11 +40,12 @@ from audit.checkpoint import (
     sign_note,
 )
 from audit.entry import ZERO_HASH, canonical_bytes, chain_hash, leaf_hash
-from audit.log import Record, append_entry, read_head, verify_log
+from audit.log import Record, append_entry, read_head
 from audit.merkle import root_from_leaves
 from audit.models import AuditCheckpoint, AuditMerkleNode
 from audit.notary import Notary
 from audit.offline import export_log, verify_export
+from audit.online import verify_log
 from cli.main import main
 from core.clock import utc_now
 from core.db import UnitOfWork, build_engine, session_factory

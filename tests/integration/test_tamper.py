@@ -15,8 +15,9 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from audit.log import Appended, VerifyReport, verify_log
+from audit.log import Appended
 from audit.models import AuditEntry, AuditEntryMember
+from audit.online import VerifyReport, verify_log
 from cli.main import main
 from core.db import UnitOfWork, build_engine, session_factory
 from tests.conftest import FreshDatabase
