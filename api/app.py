@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -9,11 +12,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from api import problems
 from api.deps import get_actor
 from api.middleware import BodyLimit, RequestContext
-from api.routers import audit, clients, health, members
+from api.routers import audit, clients, health, members, reads
 from audit.notary import Notary
 from audit.signer import load_signer_env, load_signer_file
 from core.db import build_engine, session_factory
 from core.settings import Settings
+from gate.batching import ReadBatcher
 from gate.context import Services
 from policies import load_policy
 from vault.keys import EnvKeyring, Keyring, LocalKeyFile
@@ -69,7 +73,15 @@ def _add_docs(app: FastAPI, *, public: bool) -> None:
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
     settings = settings or Settings()
     services = services or build_services(settings)
+    batcher = ReadBatcher(services)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        batcher.close()  # reads already queued are decided and answered first
+
     app = FastAPI(
+        lifespan=lifespan,
         title="memberguard",
         version="1",
         # Served below, behind authentication unless settings.docs_public.
@@ -83,9 +95,11 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     )
     app.state.services = services
     app.state.settings = settings
+    app.state.reads = batcher
     problems.install(app)
     for router in (
         health.router,
+        reads.router,
         members.router,
         audit.router,
         audit.members_router,

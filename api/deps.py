@@ -53,11 +53,14 @@ async def get_request_id(request: Request) -> str:
 RequestId = Annotated[str, Depends(get_request_id)]
 
 
+def bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def get_actor(request: Request, services: ServicesDep) -> Actor:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
     with services.read_uow() as uow:
-        actor = authenticate(uow.session, token.strip() if scheme.lower() == "bearer" else None)
+        actor = authenticate(uow.session, bearer_token(request))
     request.state.actor_id = actor.id
     structlog.contextvars.bind_contextvars(actor=actor.id)
     return actor

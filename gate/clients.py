@@ -8,8 +8,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -64,8 +65,12 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+def well_formed_key(raw_key: str | None) -> TypeGuard[str]:
+    return raw_key is not None and raw_key.startswith(KEY_PREFIX) and len(raw_key) <= 128
+
+
 def authenticate(session: Session, raw_key: str | None) -> Actor:
-    if not raw_key or not raw_key.startswith(KEY_PREFIX) or len(raw_key) > 128:
+    if not well_formed_key(raw_key):
         raise Unauthenticated("missing or malformed API key")
     row = session.execute(
         select(GateClient)
@@ -79,6 +84,45 @@ def authenticate(session: Session, raw_key: str | None) -> Actor:
     if row is None:
         raise Unauthenticated("unknown or revoked API key")
     return _actor(row)
+
+
+def authenticate_many(session: Session, raw_keys: Iterable[str]) -> dict[str, Actor]:
+    """Authenticate several keys at once: the actor of each valid, unrevoked key.
+
+    The batched read path calls this under the log-head lock, so it is both the
+    authentication and the revocation re-check of ``ensure_active``: a key or a
+    client revoked by an earlier entry fails here. Malformed keys are left out
+    without a query.
+    """
+    by_hash = {hash_key(k): k for k in raw_keys if well_formed_key(k)}
+    if not by_hash:
+        return {}
+    rows = session.execute(
+        select(GateApiKey.key_hash, GateClient)
+        .join(GateApiKey, GateApiKey.client_id == GateClient.id)
+        .where(
+            GateApiKey.key_hash.in_(list(by_hash)),
+            GateApiKey.revoked_at.is_(None),
+            GateClient.revoked_at.is_(None),
+        )
+    ).all()
+    return {by_hash[key_hash]: _actor(client) for key_hash, client in rows}
+
+
+def active_clients(session: Session, client_ids: Iterable[str]) -> set[str]:
+    """Which of these clients are not revoked (the operator always is), in one query."""
+    wanted = set(client_ids)
+    active = {OPERATOR} & wanted
+    wanted.discard(OPERATOR)
+    if wanted:
+        active.update(
+            session.scalars(
+                select(GateClient.id).where(
+                    GateClient.id.in_(list(wanted)), GateClient.revoked_at.is_(None)
+                )
+            )
+        )
+    return active
 
 
 def ensure_active(session: Session, actor: Actor) -> None:

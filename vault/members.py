@@ -234,6 +234,13 @@ def member_exists(session: Session, member_id: str) -> bool:
     return session.scalar(select(VaultMember.id).where(VaultMember.id == member_id)) is not None
 
 
+def existing_members(session: Session, member_ids: Collection[str]) -> set[str]:
+    """Which of these ids name a member, in one query."""
+    if not member_ids:
+        return set()
+    return set(session.scalars(select(VaultMember.id).where(VaultMember.id.in_(list(member_ids)))))
+
+
 def normalise_lookup(field_name: str, raw: object) -> str:
     if field_name == "phone":
         return normalise_phone(raw, field=field_name)

@@ -25,12 +25,11 @@ from api.schemas import (
     CreatedOut,
     LookupIn,
     LookupOut,
-    MemberOut,
 )
 from consent.registry import ConsentChange
 from core.errors import DomainError
 from gate.export import export_members
-from gate.reads import lookup_members, read_member
+from gate.reads import lookup_members
 from gate.writes import (
     create_member_record,
     read_member_consents,
@@ -145,33 +144,6 @@ def export(
     return StreamingResponse(
         lines(), media_type="application/x-ndjson", headers={"Audit-Seq": str(started.first_seq)}
     )
-
-
-@router.get("/{member_id}", response_model=MemberOut)
-def read(
-    member_id: str,
-    purpose: PurposeQuery,
-    uow: RequestUoW,
-    services: ServicesDep,
-    actor: CurrentActor,
-    request_id: RequestId,
-    response: Response,
-) -> dict[str, Any]:
-    release = read_member(
-        uow,
-        services=services,
-        actor=actor,
-        member_id=member_id,
-        purpose=purpose,
-        request_id=request_id,
-    )
-    _audit_seq(response, release.audit_seq)
-    return {
-        "id": release.id,
-        "purpose": release.purpose,
-        "fields": release.fields,
-        "withheld": release.withheld,
-    }
 
 
 @router.post(

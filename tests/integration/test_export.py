@@ -18,8 +18,8 @@ from cli.demo_data import generate_members
 from consent.registry import ImportedConsent
 from gate.clients import Actor
 from gate.context import Services
-from gate.imports import import_members
 from gate.export import export_members
+from gate.imports import import_members
 from tests.api.conftest import auth, grant
 from tests.conftest import Keys
 from vault.masking import pseudonym
