@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -24,8 +24,9 @@ from audit.entry import (
     leaf_hash,
 )
 from audit.models import AuditEntry, AuditEntryMember, AuditHead
-from audit.tree import PendingNodes
+from audit.tree import LogEdge, MissingNode
 from core.clock import Clock, to_micros
+from core.db import insert_rows, stored_value
 from core.errors import Unavailable
 
 HEAD_ID = 1
@@ -62,20 +63,62 @@ class Record:
     detail: dict[str, Any] | None = None
 
 
-def lock_head(session: Session) -> AuditHead:
-    """Take the log-head lock for the rest of the transaction.
+@dataclass(frozen=True, slots=True)
+class Head:
+    size: int
+    head_hash: str
+
+
+_LOCKED_HEAD = "memberguard_locked_head"
+
+# Built once: the append path runs them on every audited transaction, and
+# building a statement costs more than executing a cached one.
+_LOCK_HEAD = (
+    select(AuditHead.size, AuditHead.head_hash).where(AuditHead.id == HEAD_ID).with_for_update()
+)
+_MOVE_HEAD = (
+    update(AuditHead)
+    .where(AuditHead.id == HEAD_ID)
+    .values(
+        size=bindparam("size"),
+        head_hash=bindparam("head_hash"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+_LATEST_PER_MEMBER = (
+    select(AuditEntryMember.member_id, func.max(AuditEntryMember.seq))
+    .where(AuditEntryMember.member_id.in_(bindparam("members", expanding=True)))
+    .group_by(AuditEntryMember.member_id)
+)
+
+
+def lock_head(session: Session) -> Head:
+    """Take the log-head lock for the rest of the transaction; returns the head.
 
     Use cases call this *before* reading the facts a decision rests on
     (consent, membership), so that decisions are serialised in log order: an
     entry's decision saw every change recorded by the entries before it.
-    Locking again later in the same transaction is free.
+    Locking again later in the same transaction is free: the head read under
+    the lock is kept for the transaction (and moved on by each append in it).
     """
+    held = locked_head(session)
+    if held is not None:
+        return held
     try:
-        return session.execute(
-            select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()
-        ).scalar_one()
+        row = session.connection().execute(_LOCK_HEAD).one()
     except SQLAlchemyError as exc:
         raise AuditUnavailable("the audit log could not be locked; nothing was released") from exc
+    head = Head(size=row.size, head_hash=row.head_hash)
+    session.info[_LOCKED_HEAD] = (session.get_transaction(), head)
+    return head
+
+
+def locked_head(session: Session) -> Head | None:
+    """The head as this transaction locked and extended it, or None if it holds no lock."""
+    held = session.info.get(_LOCKED_HEAD)
+    if held is not None and held[0] is session.get_transaction():
+        return held[1]
+    return None
 
 
 def append_entry(session: Session, record: Record, *, clock: Clock) -> Appended:
@@ -86,23 +129,28 @@ def append_entries(session: Session, records: Sequence[Record], *, clock: Clock)
     """Append records in order under one head lock, with one statement per table.
 
     Flushes only: the caller's transaction commits them with whatever they
-    record. A batch costs about as many round trips as a single entry, which
-    is what makes bulk paths (imports, group commit) cheap.
+    record. A batch costs about as many statements as a single entry, which
+    is what makes bulk paths (imports, group commit) cheap. The rows go to the
+    driver as plain tuples (``audit.tree.insert_rows``): per-row ORM work was
+    most of the cost of a large batch.
     """
+    if not records:
+        return []
     head = lock_head(session)
     try:
         all_members = list(dict.fromkeys(m for record in records for m in record.members))
         # Each member's previous entry: a back-link inside the hashed bytes,
         # so a member's history cannot be shown with an entry left out.
         last_seen = _previous_entries(session, all_members) if all_members else {}
-        nodes = PendingNodes(session)
+        edge = LogEdge.resume(session, head.size, head.head_hash)
         previous = bytes.fromhex(head.head_hash)
         seq = head.size
         now = clock()
         at = to_micros(now)
+        recorded_at = stored_value(session, AuditEntry.__table__.c.recorded_at, now)
         appended: list[Appended] = []
-        entry_rows: list[dict[str, Any]] = []
-        member_rows: list[dict[str, Any]] = []
+        entry_rows: list[tuple[Any, ...]] = []
+        member_rows: list[tuple[str, int]] = []
         for record in records:
             seq += 1
             members = list(dict.fromkeys(record.members))
@@ -127,61 +175,67 @@ def append_entries(session: Session, records: Sequence[Record], *, clock: Clock)
                 body["member_prev"] = {m: last_seen[m] for m in members}
                 for member in members:
                     last_seen[member] = seq
-                    member_rows.append({"member_id": member, "seq": seq})
+                    member_rows.append((member, seq))
             raw = canonical_bytes(body)
             leaf = leaf_hash(raw)
             previous = chain_hash(previous, leaf)
-            nodes.add_leaf(seq - 1, leaf)
+            edge.add_leaf(leaf)
             entry_rows.append(
-                {
-                    "seq": seq,
-                    "recorded_at": now,
-                    "action": record.action,
-                    "actor": record.actor,
-                    "purpose": record.purpose,
-                    "decision": record.decision,
-                    "reason": record.reason,
-                    "entry": raw,
-                    "leaf_hash": leaf.hex(),
-                    "chain_hash": previous.hex(),
-                }
+                (
+                    seq,
+                    recorded_at,
+                    record.action,
+                    record.actor,
+                    record.purpose,
+                    record.decision,
+                    record.reason,
+                    raw,
+                    leaf.hex(),
+                    previous.hex(),
+                )
             )
             appended.append(Appended(seq=seq, leaf_hash=leaf, chain_hash=previous))
-        if not entry_rows:
-            return []
-        session.execute(insert(AuditEntry.__table__), entry_rows)
+        insert_rows(session, AuditEntry.__table__, ENTRY_COLUMNS, entry_rows)
         if member_rows:
-            session.execute(insert(AuditEntryMember.__table__), member_rows)
-        nodes.flush()
-        head.size = seq
-        head.head_hash = previous.hex()
-        head.updated_at = now
-        session.flush()
-    except SQLAlchemyError as exc:
+            insert_rows(session, AuditEntryMember.__table__, ("member_id", "seq"), member_rows)
+        edge.flush(session)
+        session.connection().execute(
+            _MOVE_HEAD, {"size": seq, "head_hash": previous.hex(), "updated_at": now}
+        )
+    except (SQLAlchemyError, MissingNode) as exc:
         raise AuditUnavailable("the audit log could not be written; nothing was released") from exc
+    session.info[_LOCKED_HEAD] = (session.get_transaction(), Head(seq, previous.hex()))
+    edge.remember(session, previous.hex())
     return appended
+
+
+ENTRY_COLUMNS = (
+    "seq",
+    "recorded_at",
+    "action",
+    "actor",
+    "purpose",
+    "decision",
+    "reason",
+    "entry",
+    "leaf_hash",
+    "chain_hash",
+)
 
 
 def _previous_entries(session: Session, members: list[str]) -> dict[str, int]:
     """The latest seq naming each member (0 for none), read under the head lock."""
     found: dict[str, int] = {}
+    connection = session.connection()
     for start in range(0, len(members), 500):
         chunk = members[start : start + 500]
-        rows = session.execute(
-            select(AuditEntryMember.member_id, func.max(AuditEntryMember.seq))
-            .where(AuditEntryMember.member_id.in_(chunk))
-            .group_by(AuditEntryMember.member_id)
-        )
+        rows = connection.execute(_LATEST_PER_MEMBER, {"members": chunk})
         found.update({member: last for member, last in rows})
     return {member: found.get(member, 0) for member in members}
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
-    size: int
-    head_hash: str
-
-
 def read_head(session: Session) -> Head:
-    head = session.execute(select(AuditHead).where(AuditHead.id == HEAD_ID)).scalar_one()
-    return Head(size=head.size, head_hash=head.head_hash)
+    row = session.execute(
+        select(AuditHead.size, AuditHead.head_hash).where(AuditHead.id == HEAD_ID)
+    ).one()
+    return Head(size=row.size, head_hash=row.head_hash)

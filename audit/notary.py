@@ -23,8 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.checkpoint import Checkpoint, format_checkpoint, sign_note, verifier_key
-from audit.log import HEAD_ID, Record, append_entry, read_head
-from audit.models import AuditCheckpoint, AuditHead
+from audit.log import Record, append_entry, locked_head, read_head
+from audit.models import AuditCheckpoint
 from audit.tree import tree_root
 from core.clock import Clock
 
@@ -36,6 +36,13 @@ class CutCheckpoint:
     size: int
     root: bytes
     note: str
+
+
+_LATEST_CUT = (
+    select(AuditCheckpoint.size, AuditCheckpoint.cut_at)
+    .order_by(AuditCheckpoint.size.desc())
+    .limit(1)
+)
 
 
 @dataclass(frozen=True)
@@ -57,12 +64,11 @@ class Notary:
         and changed is taken from the session (no query); only the latest
         checkpoint is read.
         """
-        head = session.get(AuditHead, HEAD_ID)
-        size = head.size if head is not None else read_head(session).size
-        last = latest_checkpoint(session)
+        head = locked_head(session) or read_head(session)
+        last = session.connection().execute(_LATEST_CUT).first()
         if last is None:
-            return size > 0
-        grown = size - last.size
+            return head.size > 0
+        grown = head.size - last.size
         return grown >= self.every_entries or (
             grown > 0 and now - last.cut_at >= timedelta(seconds=self.every_seconds)
         )

@@ -7,11 +7,15 @@ append completes, in the same transaction as the entry.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, insert, or_, select
+import weakref
+from typing import Any
+
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from audit.merkle import completed_nodes, consistency_proof, inclusion_proof, root
+from audit.merkle import HASH_SIZE, consistency_proof, inclusion_proof, node_hash, root
 from audit.models import AuditMerkleNode
+from core.db import insert_rows
 
 
 class MissingNode(LookupError):
@@ -80,29 +84,70 @@ class DbNodes:
         return {k: self.node(*k) for k in keys}
 
 
-class PendingNodes(DbNodes):
-    """Subtrees completed by a batch of appends, read back before they are stored."""
+Edge = list[tuple[int, bytes]]  # (height, hash) of the right edge's subtrees, largest first
+_EDGES: weakref.WeakKeyDictionary[Any, tuple[int, str, Edge]] = weakref.WeakKeyDictionary()
 
-    def __init__(self, session: Session) -> None:
-        super().__init__(session)
+
+def edge_keys(size: int) -> list[tuple[int, int]]:
+    """The perfect subtrees on the right edge of a tree of ``size`` leaves, largest first."""
+    return [(h, (size >> h) - 1) for h in reversed(range(size.bit_length())) if size >> h & 1]
+
+
+class LogEdge:
+    """The log's right edge: what appends need to store the subtrees they complete.
+
+    Appending leaf ``n`` completes one subtree per trailing 1 bit of ``n``, and
+    the left half of each is on the right edge of the tree before it, so the
+    edge (about log2(n) hashes) is all an append reads. It is kept in memory
+    per database between transactions, together with the head it belongs to,
+    and used only by a transaction that locked that very head (same size and
+    chain hash, hence the same leaves); any other transaction (another
+    process appended, or a rollback) reads it from ``audit_merkle_node``, one
+    query.
+    """
+
+    def __init__(self, size: int, edge: Edge) -> None:
+        self.size = size
+        self._stack = edge
         self.pending: list[tuple[int, int, bytes]] = []
 
-    def add_leaf(self, index: int, leaf: bytes) -> None:
-        """Compute every subtree that leaf ``index`` completes (the leaf included)."""
-        for level, idx, digest in completed_nodes(index, leaf, self):
-            self.cache[(level, idx)] = digest
-            self.pending.append((level, idx, digest))
+    @classmethod
+    def resume(cls, session: Session, size: int, head_hash: str) -> LogEdge:
+        remembered = _EDGES.get(session.get_bind())
+        if remembered is not None and remembered[:2] == (size, head_hash):
+            return cls(size, list(remembered[2]))
+        keys = edge_keys(size)
+        stored = DbNodes(session).stored(keys)
+        missing = [key for key in keys if len(stored.get(key, b"")) != HASH_SIZE]
+        if missing:
+            raise MissingNode(f"Merkle nodes {missing} on the log's right edge are missing")
+        return cls(size, [(level, stored[(level, idx)]) for level, idx in keys])
 
-    def flush(self) -> None:
+    def add_leaf(self, leaf: bytes) -> None:
+        """Append the next leaf; every subtree it completes (the leaf included) is pending."""
+        index = self.size
+        height, digest = 0, leaf
+        self.pending.append((0, index, leaf))
+        while self._stack and self._stack[-1][0] == height:
+            digest = node_hash(self._stack.pop()[1], digest)
+            height += 1
+            self.pending.append((height, index >> height, digest))
+        self._stack.append((height, digest))
+        self.size += 1
+
+    def flush(self, session: Session) -> None:
         if self.pending:
-            self.session.execute(
-                insert(AuditMerkleNode.__table__),
-                [
-                    {"level": lv, "idx": idx, "hash": digest.hex()}
-                    for lv, idx, digest in self.pending
-                ],
+            insert_rows(
+                session,
+                AuditMerkleNode.__table__,
+                ("level", "idx", "hash"),
+                [(level, idx, digest.hex()) for level, idx, digest in self.pending],
             )
             self.pending = []
+
+    def remember(self, session: Session, head_hash: str) -> None:
+        """Keep the edge for the next transaction that locks this head."""
+        _EDGES[session.get_bind()] = (self.size, head_hash, list(self._stack))
 
 
 def tree_root(session: Session, size: int) -> bytes:

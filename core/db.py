@@ -9,18 +9,20 @@ embedded default), PostgreSQL 15+ (psycopg 3) and MySQL 8 / MariaDB 10.11+
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Column,
     DateTime,
     Engine,
     Integer,
     LargeBinary,
     MetaData,
+    Table,
     create_engine,
     event,
 )
@@ -215,6 +217,39 @@ class UnitOfWork:
 
     def rollback(self) -> None:
         self.session.rollback()
+
+
+def insert_rows(
+    session: Session, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """INSERT rows given as plain tuples, straight to the driver's executemany.
+
+    For large batches of simple rows, where SQLAlchemy's per-row parameter
+    processing costs more than the insert. Values must already be what the
+    driver takes: ``stored_value`` converts a typed value (a datetime) once.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    marker = _PARAM_MARKERS[connection.dialect.paramstyle]
+    quote = connection.dialect.identifier_preparer.quote
+    names = [quote(table.c[c].name) for c in columns]  # KeyError for a name not in the table
+    # Only the schema's own, quoted identifiers and parameter markers: no value is in the text.
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(names)}) "  # noqa: S608
+        f"VALUES ({', '.join([marker] * len(columns))})"
+    )
+    connection.exec_driver_sql(sql, list(rows))
+
+
+_PARAM_MARKERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+def stored_value(session: Session, column: Column[Any], value: Any) -> Any:
+    """``value`` as the driver receives it for ``column`` (its type's bind processing)."""
+    dialect = session.get_bind().dialect
+    process = column.type.bind_processor(dialect)
+    return process(value) if process is not None else value
 
 
 # Column types shared by the models of every area.
