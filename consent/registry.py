@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from audit.log import Record, append_entry, lock_head
@@ -288,6 +288,33 @@ def consent_facts(
     return {
         r.member_id: ConsentFact(status=r.status, notice_version=r.notice_version) for r in rows
     }
+
+
+def consent_facts_for(
+    session: Session, pairs: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], ConsentFact]:
+    """Current consent for several (member, purpose) pairs, in one query."""
+    if not pairs:
+        return {}
+    members = sorted({member for member, _ in pairs})
+    purposes = sorted({purpose for _, purpose in pairs})
+    rows = session.connection().execute(_FACTS, {"members": members, "purposes": purposes})
+    return {
+        (member, purpose): ConsentFact(status=status, notice_version=notice_version)
+        for member, purpose, status, notice_version in rows
+        if (member, purpose) in pairs
+    }
+
+
+_FACTS = select(
+    ConsentState.member_id,
+    ConsentState.purpose,
+    ConsentState.status,
+    ConsentState.notice_version,
+).where(
+    ConsentState.member_id.in_(bindparam("members", expanding=True)),
+    ConsentState.purpose.in_(bindparam("purposes", expanding=True)),
+)
 
 
 def consent_states(session: Session, member_id: str) -> dict[str, dict[str, Any]]:

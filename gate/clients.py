@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeGuard
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from audit.log import Record, append_entry
@@ -92,21 +92,49 @@ def authenticate_many(session: Session, raw_keys: Iterable[str]) -> dict[str, Ac
     The batched read path calls this under the log-head lock, so it is both the
     authentication and the revocation re-check of ``ensure_active``: a key or a
     client revoked by an earlier entry fails here. Malformed keys are left out
-    without a query.
+    without a query; the rest cost one query, grants included.
     """
     by_hash = {hash_key(k): k for k in raw_keys if well_formed_key(k)}
     if not by_hash:
         return {}
-    rows = session.execute(
-        select(GateApiKey.key_hash, GateClient)
-        .join(GateApiKey, GateApiKey.client_id == GateClient.id)
-        .where(
-            GateApiKey.key_hash.in_(list(by_hash)),
-            GateApiKey.revoked_at.is_(None),
-            GateClient.revoked_at.is_(None),
+    clients: dict[str, tuple[str, str, str, str]] = {}
+    purposes: dict[str, set[str]] = {}
+    for key_hash, client_id, name, role, scopes, purpose in session.connection().execute(
+        _BY_KEY_HASH, {"hashes": list(by_hash)}
+    ):
+        clients[key_hash] = (client_id, name, role, scopes)
+        granted = purposes.setdefault(key_hash, set())
+        if purpose is not None:
+            granted.add(purpose)
+    return {
+        by_hash[key_hash]: Actor(
+            id=client_id,
+            name=name,
+            role=role,
+            purposes=frozenset(purposes[key_hash]),
+            scopes=frozenset(scopes.split()),
         )
-    ).all()
-    return {by_hash[key_hash]: _actor(client) for key_hash, client in rows}
+        for key_hash, (client_id, name, role, scopes) in clients.items()
+    }
+
+
+_BY_KEY_HASH = (
+    select(
+        GateApiKey.key_hash,
+        GateClient.id,
+        GateClient.name,
+        GateClient.role,
+        GateClient.scopes,
+        GateClientPurpose.purpose,
+    )
+    .join(GateClient, GateApiKey.client_id == GateClient.id)
+    .outerjoin(GateClientPurpose, GateClientPurpose.client_id == GateClient.id)
+    .where(
+        GateApiKey.key_hash.in_(bindparam("hashes", expanding=True)),
+        GateApiKey.revoked_at.is_(None),
+        GateClient.revoked_at.is_(None),
+    )
+)
 
 
 def active_clients(session: Session, client_ids: Iterable[str]) -> set[str]:

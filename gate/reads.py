@@ -12,14 +12,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session
 
 from audit.log import Record, append_entries, append_entry, lock_head
 from consent.registry import UnknownPurpose as UnknownPurposeError
-from consent.registry import consent_facts
+from consent.registry import consent_facts, consent_facts_for
 from core.db import UnitOfWork
 from core.errors import Forbidden, NotFound, Unauthenticated
 from core.ids import is_valid_id
@@ -29,7 +29,6 @@ from policies.decide import Decision, decide_lookup, decide_member, decide_purpo
 from vault.masking import apply_view, pseudonym
 from vault.members import (
     SealedMember,
-    existing_members,
     load_sealed,
     lookup,
     normalise_lookup,
@@ -200,37 +199,31 @@ def decide_reads(
             policy, purpose=request.purpose, client_purposes=actor.purposes
         )
 
-    wanted = {
-        requests[i].member_id
-        for i, d in decisions.items()
-        if d.permitted and is_valid_id(requests[i].member_id)
-    }
-    existing = existing_members(session, wanted)
-    by_purpose: dict[str, set[str]] = {}
+    # The facts for the whole batch, one query each: the sealed rows of every
+    # member a permitted purpose names (a member without a data key does not
+    # exist, or was crypto-shredded), then their consent for those purposes.
+    candidates = [
+        i for i, d in decisions.items() if d.permitted and is_valid_id(requests[i].member_id)
+    ]
+    sealed = load_sealed(
+        session,
+        {requests[i].member_id for i in candidates},
+        {name for i in candidates for name in decisions[i].views},
+    )
     for index, decision in decisions.items():
-        if decision.permitted:
-            member_id = requests[index].member_id
-            if member_id not in existing:
-                decisions[index] = deny("member-not-found", requests[index].purpose)
-            else:
-                by_purpose.setdefault(requests[index].purpose, set()).add(member_id)
-    facts = {purpose: consent_facts(session, ids, purpose) for purpose, ids in by_purpose.items()}
+        if decision.permitted and requests[index].member_id not in sealed:
+            decisions[index] = deny("member-not-found", requests[index].purpose)
+    pairs = {
+        (requests[i].member_id, requests[i].purpose) for i, d in decisions.items() if d.permitted
+    }
+    facts = consent_facts_for(session, pairs)
     for index, decision in decisions.items():
         if decision.permitted:
             request = requests[index]
             decisions[index] = decide_member(
-                policy, decision, facts[request.purpose].get(request.member_id)
+                policy, decision, facts.get((request.member_id, request.purpose))
             )
     released = {i for i, d in decisions.items() if d.permitted}
-    sealed = load_sealed(
-        session,
-        {requests[i].member_id for i in released},
-        {name for i in released for name in decisions[i].views},
-    )
-    for index in list(released):
-        if requests[index].member_id not in sealed:  # no data key: nothing left to release
-            decisions[index] = deny("member-not-found", requests[index].purpose)
-            released.discard(index)
 
     order = sorted(decisions)
     records = []
@@ -259,6 +252,12 @@ def decide_reads(
     for index, entry in zip(order, appended, strict=True):
         request, decision, actor = requests[index], decisions[index], actors[index]
         member_sealed = sealed.get(request.member_id) if index in released else None
+        if member_sealed is not None and member_sealed.fields.keys() - decision.views.keys():
+            # Loaded for another read of the batch: never opened for this one.
+            member_sealed = replace(
+                member_sealed,
+                fields={n: ct for n, ct in member_sealed.fields.items() if n in decision.views},
+            )
         if member_sealed is None:
             outcomes[index] = Refused(refusal(services, decision, entry.seq), actor)
         else:

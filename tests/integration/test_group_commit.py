@@ -19,11 +19,11 @@ import gate.batching
 from audit.log import AuditUnavailable, read_head
 from audit.models import AuditEntry
 from audit.online import verify_log
-from consent.registry import ConsentChange, record_consent
+from consent.registry import ConsentChange, consent_facts_for, record_consent
 from core.db import UnitOfWork
 from core.errors import Forbidden, Unauthenticated
 from gate.batching import ReadBatcher
-from gate.clients import OPERATOR_ACTOR, revoke_client
+from gate.clients import OPERATOR_ACTOR, authenticate, authenticate_many, revoke_client
 from gate.context import Services, commit_audited
 from gate.reads import (
     Decided,
@@ -281,3 +281,39 @@ def test_a_closed_batcher_refuses_new_reads(services: Services, keys: Keys) -> N
     batcher.close()
     with pytest.raises(AuditUnavailable):
         batcher.submit(request(keys.crm, new_member(services)))
+
+
+def test_consent_facts_for_returns_exactly_the_pairs_asked(services: Services) -> None:
+    a, b = new_member(services), new_member(services)
+    set_consent(services, a, "marketing_sms", "granted")
+    set_consent(services, a, "analytics", "granted")
+    set_consent(services, b, "analytics", "withdrawn")
+    with services.uow() as uow:
+        facts = consent_facts_for(uow.session, {(a, "marketing_sms"), (b, "analytics")})
+    # (a, analytics) matches the query's member and purpose lists but was not asked for.
+    assert set(facts) == {(a, "marketing_sms"), (b, "analytics")}
+    assert facts[(a, "marketing_sms")].status == "granted"
+    assert facts[(b, "analytics")].status == "withdrawn"
+    with services.uow() as uow:
+        assert consent_facts_for(uow.session, set()) == {}
+
+
+def test_authenticate_many_gives_each_key_its_client_and_grants(
+    services: Services, keys: Keys
+) -> None:
+    with services.uow() as uow:
+        actors = authenticate_many(
+            uow.session, [keys.crm, keys.sms, keys.auditor, "mg_unknown", "not-a-key"]
+        )
+    assert set(actors) == {keys.crm, keys.sms, keys.auditor}
+    assert actors[keys.crm].purposes == {
+        "membership",
+        "customer_service",
+        "marketing_sms",
+        "delivery",
+    }
+    assert actors[keys.crm].scopes == {"members:write", "consents:read", "consents:write"}
+    assert actors[keys.sms].purposes == {"marketing_sms"}
+    assert actors[keys.auditor].role == "auditor" and actors[keys.auditor].purposes == set()
+    with services.uow() as uow:
+        assert actors[keys.crm] == authenticate(uow.session, keys.crm)
