@@ -6,9 +6,10 @@ untouched and the body limit applies while the body is read.
 
 from __future__ import annotations
 
+import os
+import random
 import re
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -20,6 +21,19 @@ log = structlog.get_logger("memberguard.access")
 UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 )
+
+
+# Request ids must be unique, not secret (a client may send its own), so they
+# come from a generator seeded once from the OS: uuid4() reads os.urandom on
+# every call, which cost a tenth of the event loop's time under load.
+_request_ids = random.Random()  # noqa: S311 (uniqueness, not secrecy)
+# A forked worker (gunicorn --preload) must not repeat its parent's sequence.
+os.register_at_fork(after_in_child=_request_ids.seed)
+
+
+def new_request_id() -> str:
+    """128 random bits as 32 hex digits, the shape of ``uuid4().hex``."""
+    return f"{_request_ids.getrandbits(128):032x}"
 
 
 class RequestContext:
@@ -39,7 +53,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         supplied = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = supplied.lower() if UUID_RE.match(supplied) else uuid.uuid4().hex
+        request_id = supplied.lower() if UUID_RE.match(supplied) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
