@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_BYTES = 32
@@ -48,6 +49,12 @@ class Keyring:
     keks: dict[int, bytes]
     index_key: bytes = field(repr=False)
     pseudonym_key: bytes = field(repr=False)
+    # One AES-GCM cipher per KEK version, built on first use: unwrapping a data
+    # key then costs a decryption, not a key schedule too (bulk exports unwrap
+    # one key per member).
+    _kek_ciphers: dict[int, AESGCM] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not self.keks:
@@ -68,6 +75,12 @@ class Keyring:
             return self.keks[version]
         except KeyError:
             raise KeyringError(f"KEK version {version} is not in the keyring") from None
+
+    def kek_cipher(self, version: int) -> AESGCM:
+        cipher = self._kek_ciphers.get(version)
+        if cipher is None:
+            cipher = self._kek_ciphers[version] = AESGCM(self.kek(version))
+        return cipher
 
     def index_key_for(self, field_name: str) -> bytes:
         return _cached_derive(self.index_key, b"memberguard/blind-index/v1/" + field_name.encode())

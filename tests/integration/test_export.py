@@ -11,18 +11,26 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from audit.log import AuditUnavailable
 from audit.queries import EntryFilter, page_entries
 from cli.demo_data import generate_members
 from consent.registry import ImportedConsent
-from gate.clients import Actor
+from core.db import UnitOfWork
+from gate.clients import Actor, authenticate
 from gate.context import Services
 from gate.export import export_members
 from gate.imports import import_members
+from gate.reads import release_fields
+from policies.decide import decide_purpose
 from tests.api.conftest import auth, grant
 from tests.conftest import Keys
+from vault.keys import Keyring
 from vault.masking import pseudonym
+from vault.members import SealedMember, load_sealed
+from vault.models import VaultDataKey, VaultMember
 
 # Consent histories, cycled over the members: only "granted" admits to analytics.
 HISTORIES = ("granted", "granted", "withdrawn", "refused", "none")
@@ -109,6 +117,141 @@ def test_members_not_exported_appear_in_no_member_export_entry(
             session, EntryFilter(member=member, action="member.export"), cursor=None, limit=10
         )
         assert found == []
+
+
+@pytest.mark.parametrize(
+    ("client", "purpose", "label"),
+    [("analytics", "analytics", "pseudonym"), ("crm", "customer_service", "id")],
+)
+def test_export_lines_are_byte_for_byte_what_the_single_member_read_path_releases(
+    exported: Exported, services: Services, keys: Keys, client: str, purpose: str, label: str
+) -> None:
+    """The export's own release path (views and pseudonym key resolved once per
+    export) must give what ``gate.reads.release_fields`` gives, key order
+    included: clients match on these bytes."""
+    with services.uow() as uow:
+        actor = authenticate(uow.session, getattr(keys, client))
+    lines = list(export_members(services, actor=actor, purpose=purpose, request_id=None).lines)
+
+    decision = decide_purpose(services.policy, purpose=purpose, client_purposes=actor.purposes)
+    admitted = exported.granted if purpose == "analytics" else exported.granted | exported.others
+    key = services.keyring.pseudonym_key_for(actor.id)
+    with services.uow() as uow:
+        sealed = load_sealed(uow.session, sorted(admitted), decision.views.keys())
+    expected = {
+        member: {
+            label: pseudonym(key, member) if label == "pseudonym" else member,
+            "fields": release_fields(services, actor, decision, sealed[member]),
+        }
+        for member in admitted
+    }
+
+    def ndjson(line: dict[str, Any]) -> str:
+        return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+
+    assert len(lines) == len(expected)
+    assert {line[label]: ndjson(line) for line in lines} == {
+        line[label]: ndjson(line) for line in expected.values()
+    }
+    assert any(line["fields"] for line in lines)
+
+
+# -- each batch decides and records afresh ----------------------------------------
+
+
+def batch_members(services: Services, session: Session, count: int) -> list[str]:
+    """``count`` members with analytics consent, in the order the export reads them."""
+    load_consenting_members(services, count, seed=3)
+    return list(session.scalars(select(VaultMember.id).order_by(VaultMember.id)))
+
+
+def test_a_consent_withdrawn_during_an_export_takes_effect_in_the_next_batch(
+    app_client: TestClient, services: Services, keys: Keys, session: Session
+) -> None:
+    members = batch_members(services, session, 2 * services.export_batch_size)
+    withdrawn = members[services.export_batch_size + 2]  # in the second batch
+    with services.uow() as uow:
+        actor = authenticate(uow.session, keys.analytics)
+    key = services.keyring.pseudonym_key_for(actor.id)
+    export = export_members(services, actor=actor, purpose="analytics", request_id=None)
+    first = next(export.lines)  # the first batch is decided, the second is not
+    grant(app_client, keys.crm, withdrawn, "analytics", "withdrawn", "2026-11-02T10:00:00Z")
+    released = [first["pseudonym"], *(line["pseudonym"] for line in export.lines)]
+    assert released == [pseudonym(key, m) for m in members if m != withdrawn]
+    named = page_entries(
+        session, EntryFilter(member=withdrawn, action="member.export"), cursor=None, limit=10
+    )[0]
+    assert named == []
+
+
+def test_a_member_whose_data_key_was_shredded_is_neither_released_nor_named(
+    services: Services, session: Session
+) -> None:
+    members = batch_members(services, session, services.export_batch_size + 3)
+    shredded = members[2]
+    with services.uow() as uow:
+        uow.session.execute(delete(VaultDataKey).where(VaultDataKey.member_id == shredded))
+        uow.commit()
+    actor = Actor(
+        id="analyticsclient234567abc",
+        name="analytics",
+        role="client",
+        purposes=frozenset({"analytics"}),
+        scopes=frozenset(),
+    )
+    export = export_members(services, actor=actor, purpose="analytics", request_id=None)
+    released = [line["pseudonym"] for line in export.lines]
+    key = services.keyring.pseudonym_key_for(actor.id)
+    assert released == [pseudonym(key, m) for m in members if m != shredded]
+    named = page_entries(
+        session, EntryFilter(member=shredded, action="member.export"), cursor=None, limit=10
+    )[0]
+    assert named == []
+
+
+def test_an_export_batch_whose_audit_commit_fails_releases_and_decrypts_nothing(
+    services: Services, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = batch_members(services, session, 2 * services.export_batch_size)
+    commits = 0
+    commit = Services.commit
+
+    def failing_second_commit(self: Services, uow: UnitOfWork) -> None:
+        nonlocal commits
+        commits += 1
+        if commits == 2:
+            raise AuditUnavailable("the audit log could not be committed (test)")
+        commit(self, uow)
+
+    opened: list[str] = []
+    open_member = SealedMember.open
+
+    def counting_open(self: SealedMember, keyring: Keyring) -> dict[str, Any]:
+        opened.append(self.member_id)
+        return open_member(self, keyring)
+
+    monkeypatch.setattr(Services, "commit", failing_second_commit)
+    monkeypatch.setattr(SealedMember, "open", counting_open)
+    actor = Actor(
+        id="analyticsclient234567abc",
+        name="analytics",
+        role="client",
+        purposes=frozenset({"analytics"}),
+        scopes=frozenset(),
+    )
+    export = export_members(services, actor=actor, purpose="analytics", request_id=None)
+    released = []
+    with pytest.raises(AuditUnavailable):
+        for line in export.lines:
+            released.append(line)
+    first_batch = members[: services.export_batch_size]
+    assert opened == first_batch  # the second batch was never decrypted
+    assert len(released) == len(first_batch)
+    for member in members[services.export_batch_size :]:
+        named = page_entries(
+            session, EntryFilter(member=member, action="member.export"), cursor=None, limit=10
+        )[0]
+        assert named == []
 
 
 # -- memory -------------------------------------------------------------------
