@@ -318,3 +318,27 @@ def test_a_malformed_stored_date_raises_without_the_value() -> None:
     with pytest.raises(ValueError) as info:
         apply_view("date", "year", "1990-13-45")
     assert "1990" not in str(info.value)
+
+
+def _parsed_mask(e164: str) -> str:
+    """The reference: mask_phone's rule over phonenumbers' parse, for any country."""
+    import phonenumbers
+
+    number = phonenumbers.parse(e164, None)
+    national = phonenumbers.national_significant_number(number)
+    if number.country_code == 86:
+        if len(national) < 8:
+            return "*" * len(national)
+        return national[:3] + "*" * (len(national) - 7) + national[-4:]
+    if len(national) < 5:
+        return f"+{number.country_code} " + "*" * len(national)
+    return f"+{number.country_code} " + "*" * (len(national) - 4) + national[-4:]
+
+
+@given(
+    st.sampled_from(["13", "14", "15", "16", "17", "18", "19", "10", "2", "755", "852"]),
+    st.text(alphabet="0123456789", min_size=5, max_size=9),
+)
+def test_the_cn_fast_path_masks_as_phonenumbers_does(prefix: str, digits: str) -> None:
+    e164 = "+86" + prefix + digits
+    assert apply_view("phone", "masked", e164) == _parsed_mask(e164)
