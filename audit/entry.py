@@ -16,6 +16,8 @@ import hashlib
 import json
 from typing import Any
 
+import msgspec
+
 ENTRY_VERSION = 1
 ZERO_HASH = bytes(32)
 LEAF_PREFIX = b"\x00"
@@ -52,20 +54,108 @@ def canonical_bytes(entry: dict[str, Any]) -> bytes:
 
 
 def parse_entry(raw: bytes) -> dict[str, Any]:
-    """Decode stored entry bytes, insisting that they are canonical."""
+    r"""Decode stored entry bytes, insisting that they are canonical.
+
+    Exactly the bytes ``canonical_bytes`` writes are accepted, checked by
+    decoding, re-encoding and comparing, as ``_parse_slowly`` does with the
+    json module. msgspec does both halves in C: its sorted-key encoder emits
+    byte for byte what ``json.dumps(sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)`` emits for every float-free JSON value (the same
+    escapes, keys in code-point order, UTF-8 as is), which
+    tests/unit/test_verify_speedups.py checks against the json module. So
+    anything not canonical differs from its re-encoding: whitespace, key
+    order, escapes such as ``\u00e9`` or ``\/``, ``-0``, and duplicate keys
+    (the decoded object keeps one of them, so the re-encoding is shorter).
+    Floats (``1.0``, ``1e3``) never get that far: the float hook refuses them.
+
+    Where msgspec's limits are not the json module's, the json module decides:
+    for anything msgspec refuses (it counts a minus sign against the integer
+    digit limit, for one), and for nesting deep enough to meet the recursion
+    limit. Both are rare and never in an entry the log wrote. Error texts
+    never quote the bytes.
+    """
     try:
-        entry = json.loads(raw.decode("utf-8"), parse_float=_reject_float)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        entry = _DECODER.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return _parse_slowly(raw)
+    if len(raw) >= 2 * _DEEP and raw.count(b"[") + raw.count(b"{") >= _DEEP:
+        return _parse_slowly(raw)
+    if type(entry) is not dict:
+        raise NonCanonicalEntry("not a JSON object")
+    try:
+        canonical = _ENCODER.encode(entry)
+    except (msgspec.EncodeError, UnicodeEncodeError, ValueError):
+        raise NonCanonicalEntry("bytes are not in canonical form") from None
+    if canonical != raw:
+        raise NonCanonicalEntry("bytes are not in canonical form")
+    return entry
+
+
+def parse_entries(raws: list[bytes]) -> list[dict[str, Any]] | None:
+    """``[parse_entry(raw) for raw in raws]`` when every one is canonical; None when
+    one is not, and for the rare entry that ``parse_entry`` leaves to the json
+    module. After None, call ``parse_entry`` on each: it says which and why.
+
+    Cheaper than one call each: the re-encoding is one call for them all, and
+    ``encode([e1, e2, ...]) == b"[" + b",".join(raws) + b"]"`` holds exactly when
+    ``encode(ei) == rawi`` for each i. Each ``ei`` was decoded from ``rawi`` alone
+    and is an object, so a canonical ``encode(ei)`` and the bytes ``rawi`` it came
+    from can only differ at a position the comparison sees: one cannot be a
+    proper prefix of the other (an object ends at its closing brace, and
+    anything msgspec lets follow it is whitespace, never the separating comma).
+    """
+    try:
+        entries = [_DECODER.decode(raw) for raw in raws]
+        for entry in entries:
+            if type(entry) is not dict:
+                return None
+        canonical = _ENCODER.encode(entries)
+    except (msgspec.MsgspecError, UnicodeError, ValueError, RecursionError):
+        return None  # NonCanonicalEntry (a float) is a ValueError
+    if canonical != b"[" + b",".join(raws) + b"]":
+        return None
+    if max(map(len, raws), default=0) >= 2 * _DEEP:
+        for raw in raws:
+            if len(raw) >= 2 * _DEEP and raw.count(b"[") + raw.count(b"{") >= _DEEP:
+                return None
+    return entries
+
+
+def _parse_slowly(raw: bytes) -> dict[str, Any]:
+    """The canonical-form check with the json module: the definition, and the
+    fallback for what msgspec cannot decide the same way."""
+    try:
+        entry = json.loads(
+            raw.decode("utf-8"), parse_float=_reject_float, parse_constant=_reject_float
+        )
+    except NonCanonicalEntry:
+        raise
+    except (ValueError, RecursionError) as exc:  # UTF-8, JSON syntax, integer too long
         raise NonCanonicalEntry(f"not UTF-8 JSON ({exc.__class__.__name__})") from None
     if not isinstance(entry, dict):
         raise NonCanonicalEntry("not a JSON object")
-    if canonical_bytes(entry) != raw:
+    try:
+        canonical = canonical_bytes(entry)
+    except NonCanonicalEntry:
+        raise
+    except (ValueError, RecursionError):  # a lone surrogate has no UTF-8 bytes
+        raise NonCanonicalEntry("bytes are not in canonical form") from None
+    if canonical != raw:
         raise NonCanonicalEntry("bytes are not in canonical form")
     return entry
 
 
 def _reject_float(text: str) -> float:
     raise NonCanonicalEntry("floats are not allowed in audit entries")
+
+
+# Stateless and reentrant, built once: per entry, decoding and re-encoding are
+# then one C call each.
+_DECODER = msgspec.json.Decoder(float_hook=_reject_float)
+_ENCODER = msgspec.json.Encoder(order="sorted")
+# Nesting this deep (brackets counted, an upper bound) goes to the json module,
+# whose recursion limit (about 990 levels) is lower than msgspec's.
+_DEEP = 800
 
 
 def leaf_hash(raw: bytes) -> bytes:

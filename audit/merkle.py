@@ -31,6 +31,7 @@ from typing import Protocol
 HASH_SIZE = 32
 NODE_PREFIX = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+_sha256 = hashlib.sha256
 
 Key = tuple[int, int]
 """(level, index) of a complete subtree."""
@@ -339,30 +340,84 @@ class Frontier:
     Verifiers that stream millions of leaves use this instead of a MemoryTree:
     it holds about log2(n) hashes, and ``root()`` at any moment is the RFC 9162
     MTH of the leaves appended so far (folding the subtrees from the right).
+
+    Invariant: ``_stack`` holds one perfect subtree per 1 bit of ``size``,
+    largest (leftmost) first, so the subtrees' heights are implied by ``size``
+    and need not be stored: appending leaf ``index`` merges one subtree per
+    trailing 1 bit of ``index``.
     """
 
     def __init__(self) -> None:
-        self._stack: list[tuple[int, bytes]] = []  # (height, hash); heights strictly decrease
+        self._stack: list[bytes] = []
         self.size = 0
 
     def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
         """Add the next leaf; returns the (level, index, hash) subtrees it completed."""
         index = self.size
-        height, digest = 0, leaf
+        digest = leaf
         completed = [(0, index, leaf)]
-        while self._stack and self._stack[-1][0] == height:
-            _, left = self._stack.pop()
-            digest = node_hash(left, digest)
+        stack = self._stack
+        height, bits = 0, index
+        while bits & 1:
+            digest = node_hash(stack.pop(), digest)
             height += 1
             completed.append((height, index >> height, digest))
-        self._stack.append((height, digest))
-        self.size += 1
+            bits >>= 1
+        stack.append(digest)
+        self.size = index + 1
         return completed
 
-    def root(self) -> bytes:
-        if not self._stack:
+    def push(self, leaf: bytes, levels: list[list[bytes]] | None = None) -> None:
+        """``append`` without building its result, for verifiers (once per entry).
+
+        With ``levels``, each interior node completed is appended to
+        ``levels[height]`` (grown as needed), so a level's list is in index order.
+        """
+        bits = self.size
+        stack = self._stack
+        if bits & 1:
+            digest = leaf
+            height = 0
+            while bits & 1:
+                digest = _sha256(NODE_PREFIX + stack.pop() + digest).digest()
+                height += 1
+                if levels is not None:
+                    if height == len(levels):
+                        levels.append([])
+                    levels[height].append(digest)
+                bits >>= 1
+            stack.append(digest)
+        else:
+            stack.append(leaf)
+        self.size += 1
+
+    @property
+    def stack(self) -> tuple[bytes, ...]:
+        """The perfect subtrees, largest (leftmost) first: one per 1 bit of ``size``."""
+        return tuple(self._stack)
+
+    def push_subtree(self, digest: bytes, height: int) -> None:
+        """Append a whole perfect subtree of ``2**height`` leaves, given its hash.
+
+        Only where one can start: ``size`` a multiple of ``2**height``. This is how
+        a verifier folds in a block of leaves whose subtree was hashed elsewhere."""
+        if self.size & ((1 << height) - 1):
+            raise ValueError(f"a subtree of height {height} cannot start at leaf {self.size}")
+        bits = self.size >> height
+        stack = self._stack
+        while bits & 1:
+            digest = _sha256(NODE_PREFIX + stack.pop() + digest).digest()
+            bits >>= 1
+        stack.append(digest)
+        self.size += 1 << height
+
+    def root(self, *, then: Sequence[bytes] = ()) -> bytes:
+        """MTH of the leaves so far; with ``then``, of the leaves so far followed by the
+        perfect subtrees ``then`` (a frontier's stack further right, largest first)."""
+        stack = [*self._stack, *then] if then else self._stack
+        if not stack:
             return EMPTY_ROOT
-        digest = self._stack[-1][1]
-        for _, left in reversed(self._stack[:-1]):
+        digest = stack[-1]
+        for left in reversed(stack[:-1]):
             digest = node_hash(left, digest)
         return digest

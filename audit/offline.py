@@ -19,17 +19,25 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
+from itertools import islice
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.checkpoint import KeyFormatError, parse_verifier_key
+from audit.entry import parse_entries
 from audit.log import read_head
 from audit.models import AuditCheckpoint, AuditEntry
-from audit.verify import LogVerifier
+from audit.verify import BLOCK, LogVerifier, summarise_block
 
 Progress = Callable[[int, int], None]
 
@@ -97,9 +105,20 @@ class OfflineReport:
 
 
 def verify_export(
-    directory: Path, *, verifier_key: str, progress: Progress | None = None
+    directory: Path,
+    *,
+    verifier_key: str,
+    progress: Progress | None = None,
+    workers: int | None = None,
 ) -> OfflineReport:
-    """Verify an export; never raises for bad input, it reports it."""
+    """Verify an export; never raises for bad input, it reports it.
+
+    ``workers``: processes that check blocks of entries alongside this one
+    (``audit.verify.summarise_block``); 0 checks every entry here. By default
+    an export large enough to repay starting them gets one per CPU. Either
+    way every entry gets every check, and a bad one is named by the same
+    sequential walk (see ``audit.verify``).
+    """
     try:
         parse_verifier_key(verifier_key)
     except KeyFormatError as exc:
@@ -114,31 +133,18 @@ def verify_export(
         return OfflineReport(False, 0, 0, failure=str(exc))
     total = claimed[0] if claimed else 0
 
-    verifier = LogVerifier(verifier_key)
-    pending = iter(checkpoints)
-    current = next(pending, None)
-    checked = 0
+    walk = _Walk(LogVerifier(verifier_key), checkpoints, progress, total)
+    if workers is None:
+        workers = default_workers(entries_file)
     with open(entries_file, "rb") as handle:
-        for line in handle:
-            seq = verifier.size + 1
-            if not line.endswith(b"\n"):
-                return _fail(verifier, checked, f"entry {seq}: truncated (no final newline)")
-            _entry, failure = verifier.add(line[:-1])
-            if failure:
-                return _fail(verifier, checked, f"entry {seq}: {failure}")
-            while current is not None and current[0] == seq:
-                failure = verifier.check_checkpoint(current[1], size=current[0])
-                if failure:
-                    return _fail(verifier, checked, f"checkpoint {current[0]}: {failure}")
-                checked += 1
-                current = next(pending, None)
-            if progress is not None and seq % 100_000 == 0:
-                progress(seq, total)
-    if current is not None:
+        failure = walk.in_blocks(handle, workers) if workers > 0 else walk.lines(handle)
+    verifier, checked = walk.verifier, walk.checked
+    if failure:
+        return _fail(verifier, checked, failure)
+    if walk.next < len(checkpoints):
+        size = checkpoints[walk.next][0]
         return _fail(
-            verifier,
-            checked,
-            f"checkpoint {current[0]}: names a size beyond the {verifier.size} entries",
+            verifier, checked, f"checkpoint {size}: names a size beyond the {verifier.size} entries"
         )
     if claimed is not None:
         size, head_hash = claimed
@@ -153,6 +159,148 @@ def verify_export(
     if progress is not None:
         progress(verifier.size, total)
     return OfflineReport(True, verifier.size, checked, head_hash=verifier.chain.hex())
+
+
+# Below this many bytes of entries (about 100,000 entries) starting worker
+# processes costs more than it saves.
+PARALLEL_MIN_BYTES = 48 << 20
+PROGRESS_EVERY = 100_000
+
+
+def default_workers(entries_file: Path) -> int:
+    """How many worker processes ``verify_export`` starts by default for this file."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    if cpus < 2 or entries_file.stat().st_size < PARALLEL_MIN_BYTES:
+        return 0
+    return min(cpus, 4)
+
+
+class _Walk:
+    """The entries in order, with each checkpoint checked at its size.
+
+    ``checkpoints[next]`` is the next one due; like the entries, checkpoints
+    are taken strictly in order, so one that names a size no entry reaches
+    (0, or past the end) holds up the rest and is reported at the end."""
+
+    def __init__(
+        self,
+        verifier: LogVerifier,
+        checkpoints: list[tuple[int, str]],
+        progress: Progress | None,
+        total: int,
+    ) -> None:
+        self.verifier = verifier
+        self.checkpoints = checkpoints
+        self.next = 0
+        self.checked = 0
+        self.progress = progress
+        self.total = total
+
+    def lines(self, lines: Iterable[bytes]) -> str | None:
+        """Check each line in turn; the first failure, as the report words it."""
+        verifier, checkpoints = self.verifier, self.checkpoints
+        stream = iter(lines)
+        while batch := list(islice(stream, 1024)):
+            # Decoded a batch at a time when all are canonical (parse_entries);
+            # otherwise entry by entry, which says what is wrong.
+            raws = [line[:-1] for line in batch]
+            entries = parse_entries(raws) if batch[-1].endswith(b"\n") else None
+            for index, line in enumerate(batch):
+                seq = verifier.size + 1
+                if not line.endswith(b"\n"):
+                    return f"entry {seq}: truncated (no final newline)"
+                if entries is None:
+                    _entry, failure = verifier.add(raws[index])
+                else:
+                    _entry, failure = verifier.add_parsed(raws[index], entries[index])
+                if failure:
+                    return f"entry {seq}: {failure}"
+                while self.next < len(checkpoints) and checkpoints[self.next][0] == seq:
+                    size, note = checkpoints[self.next]
+                    failure = verifier.check_checkpoint(note, size=size)
+                    if failure:
+                        return f"checkpoint {size}: {failure}"
+                    self.checked += 1
+                    self.next += 1
+                if self.progress is not None and seq % PROGRESS_EVERY == 0:
+                    self.progress(seq, self.total)
+        return None
+
+    def in_blocks(self, handle: BinaryIO, workers: int) -> str | None:
+        """``lines``, with blocks of entries checked by ``workers`` other processes.
+
+        Blocks go out in order, a few ahead, and come back in order. A block that
+        a worker could not pass, or whose first back-links or checkpoints do not
+        hold, is walked here entry by entry: that names the failure exactly."""
+        # Forked, not spawned: a spawned worker re-imports the caller's main
+        # module, which not every caller guards. Forking is safe only while this
+        # process has no other thread (one could hold a lock the child inherits);
+        # the executor forks all its workers before it starts its own thread.
+        if threading.active_count() > 1 or "fork" not in get_all_start_methods():
+            return self.lines(handle)
+        try:
+            pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"))
+        except (OSError, ValueError):
+            return self.lines(handle)
+        sizes = [size for size, _note in self.checkpoints]
+        in_flight: deque[tuple[int, int, bytes, Future[Any] | None]] = deque()
+        blocks = _read_blocks(handle)
+        start = 0
+        try:
+            while True:
+                while len(in_flight) < 2 * workers:
+                    read = next(blocks, None)
+                    if read is None:
+                        break
+                    data, count, complete = read
+                    future = None
+                    if complete:
+                        wanted = [s for s in sizes if start < s <= start + count]
+                        with suppress(Exception):  # a broken pool: walk the block here
+                            future = pool.submit(summarise_block, start, data, wanted)
+                    in_flight.append((start, count, data, future))
+                    start += count
+                if not in_flight:
+                    return None
+                failure = self._block(*in_flight.popleft())
+                if failure:
+                    return failure
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _block(self, first: int, count: int, data: bytes, future: Future[Any] | None) -> str | None:
+        summary = None
+        if future is not None:
+            try:
+                summary = future.result()
+            except Exception:  # a worker died (BrokenProcessPool, …): walk the block here
+                summary = None
+        due = []
+        while (
+            self.next + len(due) < len(self.checkpoints)
+            and first < self.checkpoints[self.next + len(due)][0] <= first + count
+        ):
+            due.append(self.checkpoints[self.next + len(due)])
+        if (
+            summary is None
+            or self.verifier.size != first
+            or not self.verifier.add_block(summary, count, due)
+        ):
+            # The block's lines as iterating the file gives them: each with its
+            # newline, the last perhaps without.
+            *lines, tail = data.split(b"\n")
+            return self.lines([*(line + b"\n" for line in lines), *([tail] if tail else [])])
+        self.next += len(due)
+        self.checked += len(due)
+        if self.progress is not None:
+            for seq in range(
+                (first // PROGRESS_EVERY + 1) * PROGRESS_EVERY, first + count + 1, PROGRESS_EVERY
+            ):
+                self.progress(seq, self.total)
+        return None
 
 
 def _fail(verifier: LogVerifier, checked: int, failure: str) -> OfflineReport:
@@ -187,3 +335,41 @@ def _load_head(path: Path) -> tuple[int, str] | None:
         return size, head_hash
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
         raise ValueError(f"{path}: not a valid head file") from None
+
+
+def _read_blocks(handle: BinaryIO) -> Iterator[tuple[bytes, int, bool]]:
+    """The file in blocks of ``BLOCK`` lines: (their bytes, how many lines, whether
+    the last ends in a newline). Only the file's last block can hold fewer lines,
+    or end in a line cut short. Reading big chunks and finding the newlines
+    costs less than a bytes object per line, and the block goes to a worker
+    as one bytes object."""
+    buffer = b""
+    at_end = False
+    while True:
+        count = position = 0
+        find = buffer.find
+        while count < BLOCK:
+            newline = find(b"\n", position)
+            if newline >= 0:
+                count += 1
+                position = newline + 1
+            elif at_end:
+                break
+            else:
+                more = handle.read(_READ)
+                if more:
+                    buffer += more
+                    find = buffer.find
+                else:
+                    at_end = True
+        if count < BLOCK and at_end and position < len(buffer):  # a last line, cut short
+            yield buffer, count + 1, False
+            return
+        if count:
+            yield buffer[:position], count, True
+        if at_end and position == len(buffer):
+            return
+        buffer = buffer[position:]
+
+
+_READ = 4 << 20

@@ -3,20 +3,33 @@
 ``audit.verify.LogVerifier`` checks what the entry bytes alone can prove; this
 adds the database's own columns, the member index rows, the stored Merkle
 nodes, the checkpoint rows and the head.
+
+It reads in batches of ``batch`` entries, through SQLAlchemy Core on the
+session's own connection (same transaction, same snapshot as the session):
+the ORM's row loading cost more than verifying the entry. Per batch it reads
+the member index rows and the stored Merkle nodes the batch completes by
+range, one query per table and tree level, and compares them in bulk; only
+when a bulk comparison fails does it walk the rows one by one to name the
+node. The first bad sequence number is the smallest one at which anything is
+wrong: a stored node is named at the entry whose append completed it, ahead
+of a failure at a later entry of the same batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select, type_coerce
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
+from audit.entry import parse_entries
 from audit.log import Head, read_head
-from audit.models import AuditCheckpoint, AuditEntry, AuditEntryMember
-from audit.tree import DbNodes, tree_root
+from audit.models import AuditCheckpoint, AuditEntry, AuditEntryMember, AuditMerkleNode
+from audit.tree import tree_root
 from audit.verify import LogVerifier
 from core.clock import from_micros
 
@@ -32,6 +45,9 @@ class VerifyReport:
 
 Progress = Callable[[int, int], None]
 
+# The query columns of audit_entry, in the order they are checked and named.
+PROJECTIONS = ("action", "actor", "purpose", "decision", "reason")
+
 
 def verify_log(
     session: Session,
@@ -45,72 +61,42 @@ def verify_log(
     Per entry (``audit.verify.LogVerifier``): contiguous sequence numbers from
     1, canonical bytes naming their own seq, member back-links, leaf and chain
     hashes; here also the stored hashes, the query columns and the member
-    index rows against the bytes. Per checkpoint: its root against the root
-    recomputed at its size, and its signature when ``verifier_key`` is given.
-    At the end: the head, and the stored Merkle tree's root.
+    index rows against the bytes, and every stored Merkle node the entry
+    completes. Per checkpoint: its root against the root recomputed at its
+    size, and its signature when ``verifier_key`` is given. At the end: the
+    head, and the stored Merkle tree's root.
 
     The walk is bounded by the head read first, so appends that commit while
     it runs on a live database are neither reported nor waited for; entries
     past the head are looked for separately at the end.
     """
     head = read_head(session)
-    verifier = LogVerifier(verifier_key)
-    checkpoints = iter(
-        session.execute(
+    conn = session.connection()
+    verifier = LogVerifier(verifier_key, record_nodes=True)
+    checkpoints: Iterator[Any] = iter(
+        conn.execute(
             select(AuditCheckpoint.size, AuditCheckpoint.root_hash, AuditCheckpoint.note)
             .where(AuditCheckpoint.size <= head.size)
             .order_by(AuditCheckpoint.size)
         ).all()
     )
-    pending_checkpoint = next(checkpoints, None)
-    members = _member_rows(session, batch, upto=head.size)
-    pending_member: tuple[int, str] | None = next(members, None)
-    # Subtrees the entries complete, checked against audit_merkle_node in
-    # chunks: proofs are served from those rows.
-    expected_nodes: list[tuple[int, int, bytes, int]] = []
+    walk = _Walk(conn, head, verifier, checkpoints)
+    for rows in _entry_batches(conn, batch, upto=head.size):
+        bad = walk.batch(rows)
+        if bad is not None:
+            return bad
+        if progress is not None and walk.last % batch == 0:
+            progress(walk.last, head.size)
 
-    for row in _entries(session, batch, upto=head.size):
-        seq = row.seq
-        expected = verifier.size + 1
-        if seq != expected:
-            return _bad(head, expected, f"entry {expected} is missing (found {seq} next)")
-        entry, failure = verifier.add(bytes(row.entry))
-        if failure or entry is None:
-            return _bad(head, seq, failure or "entry is invalid")
-        failure = _check_columns(row, entry, verifier)
-        if failure:
-            return _bad(head, seq, failure)
-        found_members: list[str] = []
-        while pending_member is not None and pending_member[0] <= seq:
-            if pending_member[0] < seq:
-                return _bad(head, pending_member[0], "member index row for an unknown entry")
-            found_members.append(pending_member[1])
-            pending_member = next(members, None)
-        if sorted(found_members) != sorted(set(entry["members"])):
-            return _bad(head, seq, "member index rows do not match the entry's members")
-        expected_nodes.extend((lv, idx, digest, seq) for lv, idx, digest in verifier.completed)
-        if len(expected_nodes) >= 2000:
-            failure_at = _check_nodes(session, expected_nodes)
-            if failure_at:
-                return _bad(head, failure_at[0], failure_at[1])
-            expected_nodes = []
-        while pending_checkpoint is not None and pending_checkpoint.size == seq:
-            if pending_checkpoint.root_hash != verifier.frontier.root().hex():
-                return _bad(head, seq, f"checkpoint at size {seq} does not match the entries")
-            if verifier_key is not None:
-                failure = verifier.check_checkpoint(pending_checkpoint.note)
-                if failure:
-                    return _bad(head, seq, failure)
-            pending_checkpoint = next(checkpoints, None)
-        if progress is not None and seq % batch == 0:
-            progress(seq, head.size)
-
-    failure_at = _check_nodes(session, expected_nodes)
-    if failure_at:
-        return _bad(head, failure_at[0], failure_at[1])
     last_seq = verifier.size
-    if pending_member is not None:
-        return _bad(head, pending_member[0], "member index row for an entry that does not exist")
+    stray = conn.execute(
+        select(AuditEntryMember.seq)
+        .where(AuditEntryMember.seq > last_seq, AuditEntryMember.seq <= head.size)
+        .order_by(AuditEntryMember.seq)
+        .limit(1)
+    ).scalar()
+    if stray is not None:
+        return _bad(head, stray, "member index row for an entry that does not exist")
     if last_seq < head.size:
         return _bad(head, last_seq + 1, f"log ends at {last_seq} but the head says {head.size}")
     # An entry past the head that no head covers was not appended by memberguard.
@@ -135,58 +121,213 @@ def verify_log(
     return VerifyReport(ok=True, size=head.size, head_hash=head.head_hash)
 
 
-def _check_nodes(
-    session: Session, expected: list[tuple[int, int, bytes, int]]
-) -> tuple[int, str] | None:
-    """Compare stored subtrees with recomputed ones; (seq that completed it, why) on mismatch."""
-    if not expected:
+class _Walk:
+    """The per-entry checks, one batch of entry rows at a time."""
+
+    def __init__(
+        self, conn: Connection, head: Head, verifier: LogVerifier, checkpoints: Iterator[Any]
+    ) -> None:
+        self.conn = conn
+        self.head = head
+        self.verifier = verifier
+        self.checkpoints = checkpoints
+        self.pending_checkpoint = next(checkpoints, None)
+        self.last = 0  # the last entry verified, with its member rows and nodes
+        # recorded_at is read as the driver returns it and converted only when
+        # it or the entry's time changes: a batch of appends shares one time.
+        self.to_datetime = _recorded_at_processor(conn)
+        self.seen_time: tuple[Any, Any, bool] | None = None
+
+    def batch(self, rows: Sequence[Any]) -> VerifyReport | None:
+        """Check the entries of ``rows`` (consecutive by seq); a report if one is bad."""
+        head, verifier = self.head, self.verifier
+        first = self.last
+        upper = rows[-1][0]
+        members = self._member_rows(first, upper)
+        mcount = len(members)
+        mi = 0
+        leaves: list[str] = []  # level 0 of the stored tree, as the entries give it
+        failure: tuple[int, str] | None = None
+        raws = [bytes(row[1]) for row in rows]
+        entries = parse_entries(raws)  # all at once when all are canonical
+        for index, row in enumerate(rows):
+            seq = row[0]
+            expected = verifier.size + 1
+            if seq != expected:
+                failure = (expected, f"entry {expected} is missing (found {seq} next)")
+                break
+            if entries is None:
+                entry, why = verifier.add(raws[index])
+            else:
+                entry, why = verifier.add_parsed(raws[index], entries[index])
+            if why or entry is None:
+                failure = (seq, why or "entry is invalid")
+                break
+            leaf = verifier.leaf.hex()
+            why = self._check_columns(entry, leaf, row)
+            if why:
+                failure = (seq, why)
+                break
+            # The member index rows of this entry: exactly its distinct members.
+            names = entry["members"]
+            if (
+                len(names) == 1
+                and mi < mcount
+                and members[mi][0] == seq
+                and (mi + 1 == mcount or members[mi + 1][0] != seq)
+            ):
+                if members[mi][1] != names[0]:
+                    failure = (seq, "member index rows do not match the entry's members")
+                    break
+                mi += 1
+            else:
+                found: list[str] = []
+                while mi < mcount and members[mi][0] <= seq:
+                    if members[mi][0] < seq:
+                        failure = (members[mi][0], "member index row for an unknown entry")
+                        break
+                    found.append(members[mi][1])
+                    mi += 1
+                if failure is not None:
+                    break
+                if sorted(found) != sorted(set(names)):
+                    failure = (seq, "member index rows do not match the entry's members")
+                    break
+            leaves.append(leaf)
+            pending = self.pending_checkpoint
+            while pending is not None and pending.size == seq:
+                if pending.root_hash != verifier.frontier.root().hex():
+                    failure = (seq, f"checkpoint at size {seq} does not match the entries")
+                    break
+                if verifier.verifier_key is not None:
+                    why = verifier.check_checkpoint(pending.note)
+                    if why:
+                        failure = (seq, why)
+                        break
+                pending = self.pending_checkpoint = next(self.checkpoints, None)
+            if failure is not None:
+                break
+        # The nodes the verified entries completed, before any failure in
+        # this batch is reported: a bad node names an earlier entry.
+        node_failure = self._check_nodes(first, leaves)
+        if node_failure is not None and (failure is None or node_failure[0] < failure[0]):
+            failure = node_failure
+        if failure is not None:
+            return _bad(head, *failure)
+        self.last = verifier.size
         return None
-    stored = DbNodes(session).stored([(lv, idx) for lv, idx, _digest, _seq in expected])
-    for level, idx, digest, seq in expected:
-        found = stored.get((level, idx))
-        if found is None:
+
+    def _check_columns(self, entry: dict[str, Any], leaf: str, row: Any) -> str | None:
+        """The stored hashes and query columns of ``row`` (as ``_entry_batches`` reads
+        them) against the entry's bytes."""
+        if leaf != row[2]:
+            return "leaf hash does not match the entry bytes"
+        if self.verifier.chain.hex() != row[3]:
+            return "chain hash does not follow from the previous entry"
+        get = entry.get
+        projected = (get("action"), get("actor"), get("purpose"), get("decision"), get("reason"))
+        columns = row[4:9]
+        if projected != columns:
+            for key, value in zip(PROJECTIONS, columns, strict=True):
+                if get(key) != value:
+                    return f"column {key!r} does not match the entry bytes"
+        at, recorded = get("at"), row[9]
+        seen = self.seen_time
+        if seen is None or seen[0] != at or seen[1] != recorded:
+            try:
+                ok = isinstance(at, int) and from_micros(at) == self.to_datetime(recorded)
+            except (ValueError, OverflowError, OSError, TypeError):
+                ok = False  # a time out of range, or a stored value that is no time
+            seen = self.seen_time = (at, recorded, ok)
+        if not seen[2]:
+            return "column 'recorded_at' does not match the entry bytes"
+        return None
+
+    def _member_rows(self, after: int, upto: int) -> list[Any]:
+        """Member index rows for entries (after, upto], by seq; the first batch also
+        reads rows below seq 1, which no entry can have."""
+        query = select(AuditEntryMember.seq, AuditEntryMember.member_id).where(
+            AuditEntryMember.seq <= upto
+        )
+        if after:
+            query = query.where(AuditEntryMember.seq > after)
+        return self.conn.execute(query.order_by(AuditEntryMember.seq)).all()
+
+    def _check_nodes(self, first: int, leaves: list[str]) -> tuple[int, str] | None:
+        """Compare the stored subtrees that entries first+1 .. first+len(leaves) completed
+        with the recomputed ones; (the entry that completed the first bad one, why)."""
+        levels = self.verifier.levels
+        assert levels is not None
+        expected: list[tuple[int, int, list[Any]]] = [(0, first, leaves)]
+        for level in range(1, len(levels)):
+            if levels[level]:
+                expected.append((level, first >> level, levels[level]))
+        worst: tuple[int, str] | None = None
+        for level, start, digests in expected:
+            if not digests:
+                continue
+            end = start + len(digests)  # exclusive
+            stored = self.conn.execute(
+                select(AuditMerkleNode.idx, AuditMerkleNode.hash)
+                .where(
+                    AuditMerkleNode.level == level,
+                    AuditMerkleNode.idx >= start,
+                    AuditMerkleNode.idx < end,
+                )
+                .order_by(AuditMerkleNode.idx)
+            ).all()
+            wanted = digests if level == 0 else [digest.hex() for digest in digests]
+            # All there (idx is unique, so as many rows as the range holds are the
+            # range) and all equal: the usual case, compared in C.
+            if len(stored) == len(wanted) and [row[1] for row in stored] == wanted:
+                continue
+            bad = _first_bad_node(level, start, wanted, stored)
+            if bad is not None and (worst is None or bad[0] < worst[0]):
+                worst = bad
+        for level in range(1, len(levels)):
+            levels[level] = []
+        return worst
+
+
+def _first_bad_node(
+    level: int, start: int, wanted: list[str], stored: Sequence[Any]
+) -> tuple[int, str] | None:
+    """The slow path: the first missing or different node of a level, by index.
+
+    A stored hash is compared as the hash it encodes (``bytes.fromhex``, as the
+    tree readers decode it), so only a different hash, or text that is not a
+    hash, fails."""
+    found = {row[0]: row[1] for row in stored}
+    for offset, digest in enumerate(wanted):
+        idx = start + offset
+        seq = (idx + 1) << level  # the entry whose append completed the node
+        text = found.get(idx)
+        if text is None:
             return seq, f"stored Merkle node ({level}, {idx}) is missing"
-        if found != digest:
-            return seq, f"stored Merkle node ({level}, {idx}) does not match the entries"
+        if text != digest:
+            try:
+                same = bytes.fromhex(text) == bytes.fromhex(digest)
+            except (TypeError, ValueError):
+                same = False
+            if not same:
+                return seq, f"stored Merkle node ({level}, {idx}) does not match the entries"
     return None
 
 
-def _check_columns(row: Any, entry: dict[str, Any], verifier: LogVerifier) -> str | None:
-    if verifier.leaf.hex() != row.leaf_hash:
-        return "leaf hash does not match the entry bytes"
-    if verifier.chain.hex() != row.chain_hash:
-        return "chain hash does not follow from the previous entry"
-    projections = {
-        "action": row.action,
-        "actor": row.actor,
-        "purpose": row.purpose,
-        "decision": row.decision,
-        "reason": row.reason,
-    }
-    for key, value in projections.items():
-        if entry.get(key) != value:
-            return f"column {key!r} does not match the entry bytes"
-    if not isinstance(entry.get("at"), int) or from_micros(entry["at"]) != row.recorded_at:
-        return "column 'recorded_at' does not match the entry bytes"
-    return None
-
-
-def _entries(session: Session, batch: int, *, upto: int) -> Iterable[Any]:
-    last = 0
+def _entry_batches(conn: Connection, batch: int, *, upto: int) -> Iterator[Sequence[Any]]:
+    """audit_entry rows in seq order, ``batch`` at a time; recorded_at as the driver
+    returns it (see ``_recorded_at_processor``)."""
     columns = (
         AuditEntry.seq,
         AuditEntry.entry,
         AuditEntry.leaf_hash,
         AuditEntry.chain_hash,
-        AuditEntry.action,
-        AuditEntry.actor,
-        AuditEntry.purpose,
-        AuditEntry.decision,
-        AuditEntry.reason,
-        AuditEntry.recorded_at,
+        *(getattr(AuditEntry, name) for name in PROJECTIONS),
+        type_coerce(AuditEntry.recorded_at, NullType()).label("recorded_at"),
     )
+    last = 0
     while True:
-        rows = session.execute(
+        rows = conn.execute(
             select(*columns)
             .where(AuditEntry.seq > last, AuditEntry.seq <= upto)
             .order_by(AuditEntry.seq)
@@ -194,28 +335,15 @@ def _entries(session: Session, batch: int, *, upto: int) -> Iterable[Any]:
         ).all()
         if not rows:
             return
-        yield from rows
-        last = rows[-1].seq
+        yield rows
+        last = rows[-1][0]
 
 
-def _member_rows(session: Session, batch: int, *, upto: int) -> Any:
-    last: tuple[int, str] = (0, "")
-    while True:
-        rows = session.execute(
-            select(AuditEntryMember.seq, AuditEntryMember.member_id)
-            .where(
-                (AuditEntryMember.seq > last[0])
-                | ((AuditEntryMember.seq == last[0]) & (AuditEntryMember.member_id > last[1])),
-                AuditEntryMember.seq <= upto,
-            )
-            .order_by(AuditEntryMember.seq, AuditEntryMember.member_id)
-            .limit(batch)
-        ).all()
-        if not rows:
-            return
-        for row in rows:
-            yield (row.seq, row.member_id)
-        last = (rows[-1].seq, rows[-1].member_id)
+def _recorded_at_processor(conn: Connection) -> Callable[[Any], datetime | None]:
+    """What the ORM does to a stored recorded_at (the column type's result processor)."""
+    column_type = AuditEntry.__table__.c.recorded_at.type.dialect_impl(conn.dialect)
+    process = column_type.result_processor(conn.dialect, None)
+    return process if process is not None else (lambda value: value)
 
 
 def _bad(head: Head, seq: int, reason: str) -> VerifyReport:

@@ -7,7 +7,10 @@ reads, consent churn) plus extra realistic entries (20,000 with ``--quick``,
 A: ``audit.online.verify_log`` on the live database (leaf, chain, columns,
 member index rows, stored Merkle nodes, every checkpoint and its signature).
 B: ``audit.offline.verify_export`` on an ``export_log`` directory (leaf, chain,
-Merkle root and signature at every checkpoint), no database.
+Merkle root and signature at every checkpoint), no database, with its default
+worker processes (one per CPU for a large export). The same export verified
+with ``workers=0`` (all in one process) is in the row as well, to show what
+the workers add.
 
 A log that does not verify fails the suite: a benchmark of a broken verifier
 is no benchmark.
@@ -23,7 +26,7 @@ from typing import Any
 from sqlalchemy import select
 
 from audit.log import append_entries
-from audit.offline import export_log, verify_export
+from audit.offline import default_workers, export_log, verify_export
 from audit.online import verify_log
 from bench.append import BATCH, Records
 from vault.models import VaultMember
@@ -71,15 +74,22 @@ def run(ctx: Any) -> list[dict[str, Any]]:
         started = time.perf_counter()
         exported = export_log(uow.session, directory, verifier_key=verifier_key)
         export_s = time.perf_counter() - started
+    workers = default_workers(directory / "entries.ndjson")
     started = time.perf_counter()
     offline = verify_export(directory, verifier_key=verifier_key)
     offline_s = time.perf_counter() - started
     if not offline.ok:
         raise RuntimeError(f"verify_export failed: {offline.failure}")
+    started = time.perf_counter()
+    single = verify_export(directory, verifier_key=verifier_key, workers=0)
+    single_s = time.perf_counter() - started
+    if single != offline:
+        raise RuntimeError(f"verify_export without workers disagrees: {single} vs {offline}")
     shutil.rmtree(directory, ignore_errors=True)
 
     online_rate = online.size / online_s
     offline_rate = offline.size / offline_s
+    single_rate = single.size / single_s
     return [
         {
             "suite": "verify",
@@ -94,6 +104,8 @@ def run(ctx: Any) -> list[dict[str, Any]]:
             "met": online_rate >= TARGET_PER_S and offline_rate >= TARGET_PER_S,
             "notes": (
                 f"one run each; {offline.checkpoints:,} signed checkpoints checked offline; "
+                f"B with {workers} worker processes, and in one process (workers=0) "
+                f"{single_rate:,.0f} entries/s; "
                 f"export_log {exported.size / export_s:,.0f} entries/s; the {extra:,} extra "
                 f"entries appended at {extra / append_s:,.0f}/s"
             ),
@@ -101,6 +113,9 @@ def run(ctx: Any) -> list[dict[str, Any]]:
             "checkpoints": offline.checkpoints,
             "online_seconds": online_s,
             "offline_seconds": offline_s,
+            "offline_workers": workers,
+            "offline_single_process_value": single_rate,
+            "offline_single_process_seconds": single_s,
             "export_seconds": export_s,
             "extra_entries": extra,
         }
