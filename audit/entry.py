@@ -47,6 +47,29 @@ def _check(value: Any, path: str) -> None:
 
 
 def canonical_bytes(entry: dict[str, Any]) -> bytes:
+    """The entry's canonical bytes; NonCanonicalEntry if it holds anything JSON-canonical can't.
+
+    The definition is ``_canonical_slowly`` (type check, then the json module).
+    Appends take a path with the same result in two C calls: msgspec's
+    sorted-key encoding, which is byte for byte the json module's for every
+    float-free value (``parse_entry`` relies on the same fact, and
+    tests/unit/test_verify_speedups.py checks it), decoded back with floats
+    refused and compared with the entry. Anything the type check would refuse
+    fails that comparison or the decode (a float, a tuple, a non-string key,
+    a datetime or bytes, which msgspec would encode as text) and is left to
+    the definition, as is anything msgspec cannot encode (integers beyond 64
+    bits): so the bytes, and the errors, are always the definition's.
+    """
+    try:
+        raw = _ENCODER.encode(entry)
+        if _DECODER.decode(raw) == entry:
+            return raw
+    except (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError):
+        pass
+    return _canonical_slowly(entry)
+
+
+def _canonical_slowly(entry: dict[str, Any]) -> bytes:
     _check(entry, "entry")
     return json.dumps(
         entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
