@@ -351,6 +351,17 @@ class Frontier:
         self._stack: list[bytes] = []
         self.size = 0
 
+    @classmethod
+    def resume(cls, size: int, stack: Sequence[bytes]) -> Frontier:
+        """The frontier of a tree of ``size`` leaves, from its perfect subtrees
+        (one per 1 bit of ``size``, largest first: what ``stack`` returns)."""
+        if size < 0 or len(stack) != size.bit_count():
+            raise ValueError(f"a tree of {size} leaves has {size.bit_count()} edge subtrees")
+        frontier = cls()
+        frontier._stack = list(stack)
+        frontier.size = size
+        return frontier
+
     def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
         """Add the next leaf; returns the (level, index, hash) subtrees it completed."""
         index = self.size

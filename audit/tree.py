@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from audit.merkle import HASH_SIZE, consistency_proof, inclusion_proof, node_hash, root
+from audit.merkle import HASH_SIZE, Frontier, consistency_proof, inclusion_proof, root
 from audit.models import AuditMerkleNode
 from core.db import insert_rows
 
@@ -84,8 +84,9 @@ class DbNodes:
         return {k: self.node(*k) for k in keys}
 
 
-Edge = list[tuple[int, bytes]]  # (height, hash) of the right edge's subtrees, largest first
-_EDGES: weakref.WeakKeyDictionary[Any, tuple[int, str, Edge]] = weakref.WeakKeyDictionary()
+_EDGES: weakref.WeakKeyDictionary[Any, tuple[int, str, tuple[bytes, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def edge_keys(size: int) -> list[tuple[int, int]]:
@@ -98,42 +99,37 @@ class LogEdge:
 
     Appending leaf ``n`` completes one subtree per trailing 1 bit of ``n``, and
     the left half of each is on the right edge of the tree before it, so the
-    edge (about log2(n) hashes) is all an append reads. It is kept in memory
-    per database between transactions, together with the head it belongs to,
-    and used only by a transaction that locked that very head (same size and
-    chain hash, hence the same leaves); any other transaction (another
-    process appended, or a rollback) reads it from ``audit_merkle_node``, one
-    query.
+    edge (about log2(n) hashes, a ``merkle.Frontier``) is all an append reads.
+    It is kept in memory per database between transactions, together with the
+    head it belongs to, and used only by a transaction that locked that very
+    head (same size and chain hash, hence the same leaves); any other
+    transaction (another process appended, or a rollback) reads it from
+    ``audit_merkle_node``, one query.
     """
 
-    def __init__(self, size: int, edge: Edge) -> None:
-        self.size = size
-        self._stack = edge
+    def __init__(self, frontier: Frontier) -> None:
+        self._frontier = frontier
         self.pending: list[tuple[int, int, bytes]] = []
+
+    @property
+    def size(self) -> int:
+        return self._frontier.size
 
     @classmethod
     def resume(cls, session: Session, size: int, head_hash: str) -> LogEdge:
         remembered = _EDGES.get(session.get_bind())
         if remembered is not None and remembered[:2] == (size, head_hash):
-            return cls(size, list(remembered[2]))
+            return cls(Frontier.resume(size, remembered[2]))
         keys = edge_keys(size)
         stored = DbNodes(session).stored(keys)
         missing = [key for key in keys if len(stored.get(key, b"")) != HASH_SIZE]
         if missing:
             raise MissingNode(f"Merkle nodes {missing} on the log's right edge are missing")
-        return cls(size, [(level, stored[(level, idx)]) for level, idx in keys])
+        return cls(Frontier.resume(size, [stored[key] for key in keys]))
 
     def add_leaf(self, leaf: bytes) -> None:
         """Append the next leaf; every subtree it completes (the leaf included) is pending."""
-        index = self.size
-        height, digest = 0, leaf
-        self.pending.append((0, index, leaf))
-        while self._stack and self._stack[-1][0] == height:
-            digest = node_hash(self._stack.pop()[1], digest)
-            height += 1
-            self.pending.append((height, index >> height, digest))
-        self._stack.append((height, digest))
-        self.size += 1
+        self.pending.extend(self._frontier.append(leaf))
 
     def flush(self, session: Session) -> None:
         if self.pending:
@@ -147,7 +143,7 @@ class LogEdge:
 
     def remember(self, session: Session, head_hash: str) -> None:
         """Keep the edge for the next transaction that locks this head."""
-        _EDGES[session.get_bind()] = (self.size, head_hash, list(self._stack))
+        _EDGES[session.get_bind()] = (self.size, head_hash, self._frontier.stack)
 
 
 def tree_root(session: Session, size: int) -> bytes:

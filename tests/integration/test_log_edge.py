@@ -29,7 +29,7 @@ def append(services: Services, n: int, *, commit: bool = True) -> None:
             uow.commit()
 
 
-def remembered(services: Services) -> tuple[int, str, list] | None:
+def remembered(services: Services) -> tuple[int, str, tuple[bytes, ...]] | None:
     with services.uow() as uow:
         return audit.tree._EDGES.get(uow.session.get_bind())
 

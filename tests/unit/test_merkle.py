@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from audit.entry import leaf_hash
 from audit.merkle import (
     EMPTY_ROOT,
+    Frontier,
     MemoryTree,
     ProofError,
     completed_nodes,
@@ -528,3 +529,20 @@ def test_frontier_root_equals_the_reference_at_every_size(leaves: list[bytes]) -
     for n, leaf in enumerate(leaves, start=1):
         frontier.append(leaf)
         assert frontier.root() == root_from_leaves(leaves[:n])
+
+
+@given(st.integers(min_value=0, max_value=70), st.integers(min_value=1, max_value=20))
+def test_a_resumed_frontier_continues_as_the_original(size: int, more: int) -> None:
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(size + more)]
+    original = Frontier()
+    for leaf in leaves[:size]:
+        original.append(leaf)
+    resumed = Frontier.resume(size, original.stack)
+    for leaf in leaves[size:]:
+        assert resumed.append(leaf) == original.append(leaf)
+    assert resumed.root() == original.root() == root_from_leaves(leaves)
+
+
+def test_resume_refuses_a_stack_that_does_not_fit_the_size() -> None:
+    with pytest.raises(ValueError):
+        Frontier.resume(3, [bytes(32)])
