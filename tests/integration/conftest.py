@@ -8,6 +8,7 @@ inside the same savepoint-per-test transaction.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -87,19 +88,21 @@ def lift_guards(conn: Connection, dialect: str, tables: tuple[str, ...] = AUDIT_
                 conn.exec_driver_sql(f"DROP TRIGGER {table}_no_{event}")
 
 
-@pytest.fixture
-def unguarded(request: pytest.FixtureRequest, backend: str) -> Iterator[Connection]:
-    """A connection, inside a transaction, on which the audit tables can be edited."""
+@contextmanager
+def unguarded_connection(
+    request: pytest.FixtureRequest, backend: str, tables: tuple[str, ...]
+) -> Iterator[Connection]:
+    """A connection, inside a transaction, on which ``tables`` can be edited."""
     if backend != "mariadb":
         conn: Connection = request.getfixturevalue("connection")
-        lift_guards(conn, backend)
+        lift_guards(conn, backend, tables)
         yield conn
         return
-    fresh = request.getfixturevalue("fresh_database")
-    engine = build_engine(fresh.url)
+    # DROP TRIGGER commits implicitly on MariaDB: use a database of its own.
+    engine = build_engine(request.getfixturevalue("fresh_database").url)
     try:
         with engine.connect() as conn:
-            lift_guards(conn, "mysql")
+            lift_guards(conn, "mysql", tables)
             conn.commit()
             outer = conn.begin()
             try:
@@ -109,6 +112,13 @@ def unguarded(request: pytest.FixtureRequest, backend: str) -> Iterator[Connecti
                     outer.rollback()
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def unguarded(request: pytest.FixtureRequest, backend: str) -> Iterator[Connection]:
+    """A connection, inside a transaction, on which the audit tables can be edited."""
+    with unguarded_connection(request, backend, AUDIT_TABLES) as conn:
+        yield conn
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ from core.clock import utc_now
 from core.db import UnitOfWork, build_engine, session_factory
 from gate.context import Services
 from tests.conftest import ORIGIN
-from tests.integration.conftest import append_entries, lift_guards, ticking_clock
+from tests.integration.conftest import append_entries, ticking_clock, unguarded_connection
 
 CLI_ORIGIN = "memberguard/audit-log"  # the default origin of a deployment
 MEMBERS = ("mmmmmmmmmmmmmmmmmmmmmma1", "mmmmmmmmmmmmmmmmmmmmmmb2", "mmmmmmmmmmmmmmmmmmmmmmc3")
@@ -622,25 +622,8 @@ TREE_TABLES = ("audit_merkle_node", "audit_checkpoint")
 @pytest.fixture
 def tree_unguarded(request: pytest.FixtureRequest, backend: str) -> Iterator[Connection]:
     """A connection, inside a transaction, on which the tree tables can be edited."""
-    if backend != "mariadb":
-        conn: Connection = request.getfixturevalue("connection")
-        lift_guards(conn, backend, TREE_TABLES)
+    with unguarded_connection(request, backend, TREE_TABLES) as conn:
         yield conn
-        return
-    # DROP TRIGGER commits implicitly on MariaDB: use a database of its own.
-    engine = build_engine(request.getfixturevalue("fresh_database").url)
-    try:
-        with engine.connect() as conn:
-            lift_guards(conn, "mysql", TREE_TABLES)
-            conn.commit()
-            outer = conn.begin()
-            try:
-                yield conn
-            finally:
-                if outer.is_active:
-                    outer.rollback()
-    finally:
-        engine.dispose()
 
 
 @dataclass(frozen=True)

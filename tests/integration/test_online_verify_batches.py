@@ -17,8 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from audit.models import AuditEntry, AuditEntryMember, AuditMerkleNode
 from audit.online import VerifyReport, verify_log
-from core.db import build_engine
-from tests.integration.conftest import AUDIT_TABLES, append_entries, lift_guards, member_ref
+from tests.integration.conftest import (
+    AUDIT_TABLES,
+    append_entries,
+    member_ref,
+    unguarded_connection,
+)
 
 TABLES = (*AUDIT_TABLES, "audit_merkle_node")
 N = 13
@@ -28,25 +32,8 @@ BATCHES = (1, 2, 3, 5, 8, 5000)
 @pytest.fixture
 def tampering(request: pytest.FixtureRequest, backend: str) -> Iterator[Connection]:
     """A connection, inside a transaction, on which the log and tree tables can be edited."""
-    if backend != "mariadb":
-        conn: Connection = request.getfixturevalue("connection")
-        lift_guards(conn, backend, TABLES)
+    with unguarded_connection(request, backend, TABLES) as conn:
         yield conn
-        return
-    # DROP TRIGGER commits implicitly on MariaDB: use a database of its own.
-    engine = build_engine(request.getfixturevalue("fresh_database").url)
-    try:
-        with engine.connect() as conn:
-            lift_guards(conn, "mysql", TABLES)
-            conn.commit()
-            outer = conn.begin()
-            try:
-                yield conn
-            finally:
-                if outer.is_active:
-                    outer.rollback()
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
