@@ -189,7 +189,7 @@ def decide_reads(
         if actor is None:
             outcomes[index] = Refused(Unauthenticated("unknown or revoked API key"))
             continue
-        if request.roles and actor.role not in request.roles:
+        if request.roles:
             try:
                 actor.require_role(*request.roles)
             except Forbidden as exc:
@@ -246,8 +246,9 @@ def decide_reads(
                 request_id=request.request_id,
             )
         )
-    appended = append_entries(session, records, clock=services.clock) if records else []
+    appended = []
     if records:
+        appended = append_entries(session, records, clock=services.clock)
         services.commit(uow)
     for index, entry in zip(order, appended, strict=True):
         request, decision, actor = requests[index], decisions[index], actors[index]
