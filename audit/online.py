@@ -89,6 +89,15 @@ def verify_log(
             progress(walk.last, head.size)
 
     last_seq = verifier.size
+    unchecked = walk.pending_checkpoint
+    if unchecked is not None:
+        # A checkpoint row at no entry's size (0 or below, or a gap the walk
+        # never met) would otherwise hold back every checkpoint after it.
+        return _bad(
+            head,
+            max(min(unchecked.size, last_seq), 1),
+            f"checkpoint at size {unchecked.size} is at no entry of the log",
+        )
     stray = conn.execute(
         select(AuditEntryMember.seq)
         .where(AuditEntryMember.seq > last_seq, AuditEntryMember.seq <= head.size)

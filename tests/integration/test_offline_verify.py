@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit.checkpoint import (
@@ -718,3 +719,18 @@ def test_verify_log_names_the_entry_that_completed_a_changed_merkle_node(
     # The append of the node's last leaf stored it: that entry is where the tree went bad.
     report = verify_with_node_changed(tree_unguarded, online, level, idx)
     assert report.first_bad_seq == completing_seq(level, idx), report
+
+
+def test_verify_log_reports_a_checkpoint_row_at_no_entry_instead_of_skipping_the_rest(
+    tree_unguarded: Connection, online: Online
+) -> None:
+    """A planted row at size 0 used to hold back every later checkpoint unchecked."""
+    tree_unguarded.execute(
+        insert(AuditCheckpoint).values(
+            size=0, root_hash="00" * 32, note="planted", cut_at=datetime(2026, 1, 1, tzinfo=UTC)
+        )
+    )
+    with online.sessions() as session:
+        report = verify_log(session, verifier_key=online.notary.verifier_key)
+    assert not report.ok, report
+    assert report.reason == "checkpoint at size 0 is at no entry of the log"
