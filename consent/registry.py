@@ -264,32 +264,6 @@ def event_view(event: ConsentEvent) -> dict[str, Any]:
     }
 
 
-def consent_fact(session: Session, member_id: str, purpose: str) -> ConsentFact | None:
-    row = session.execute(
-        select(ConsentState.status, ConsentState.notice_version).where(
-            ConsentState.member_id == member_id, ConsentState.purpose == purpose
-        )
-    ).first()
-    return (
-        None if row is None else ConsentFact(status=row.status, notice_version=row.notice_version)
-    )
-
-
-def consent_facts(
-    session: Session, member_ids: Collection[str], purpose: str
-) -> dict[str, ConsentFact]:
-    if not member_ids:
-        return {}
-    rows = session.execute(
-        select(ConsentState.member_id, ConsentState.status, ConsentState.notice_version).where(
-            ConsentState.purpose == purpose, ConsentState.member_id.in_(list(member_ids))
-        )
-    )
-    return {
-        r.member_id: ConsentFact(status=r.status, notice_version=r.notice_version) for r in rows
-    }
-
-
 def consent_facts_for(
     session: Session, pairs: Collection[tuple[str, str]]
 ) -> dict[tuple[str, str], ConsentFact]:

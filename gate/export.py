@@ -90,7 +90,7 @@ class _Examiner:
     One statement for both, built once per export, on the tables rather than
     ORM entities: an export examines every member, and two statements with
     ORM row processing cost more than deciding did. It runs in the batch's
-    transaction after the log-head lock, as ``consent.registry.consent_facts``
+    transaction after the log-head lock, as ``consent.registry.consent_facts_for``
     does, so the consent read is the consent the batch's entry records a
     decision on. Nothing is kept between batches.
     """

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from audit.log import Record, append_entries, append_entry, lock_head
 from consent.registry import UnknownPurpose as UnknownPurposeError
-from consent.registry import consent_facts, consent_facts_for
+from consent.registry import consent_facts_for
 from core.db import UnitOfWork
 from core.errors import Forbidden, NotFound, Unauthenticated
 from core.ids import is_valid_id
@@ -354,9 +354,11 @@ def lookup_members(
             session, keyring=services.keyring, field_name=field_name, normalised=normalised
         )
         matched = len(candidates)
-        facts = consent_facts(session, candidates, purpose)
+        facts = consent_facts_for(session, {(m, purpose) for m in candidates})
         admitted = [
-            m for m in candidates if decide_member(policy, decision, facts.get(m)).permitted
+            m
+            for m in candidates
+            if decide_member(policy, decision, facts.get((m, purpose))).permitted
         ]
     seq = record_and_commit(
         uow,

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consent.models import ConsentEvent
-from consent.registry import ConsentChange, consent_fact, record_consent
+from consent.registry import ConsentChange, consent_facts_for, record_consent
 from gate.context import Services
 from vault.members import create_member
 
@@ -58,7 +58,7 @@ def test_state_is_the_latest_collected_change_and_history_keeps_every_event(
     at_latest = [status for status, day in history if day == latest_day]
     refusals = [status for status in at_latest if status != "granted"]
     expected = refusals[-1] if refusals else "granted"
-    fact = consent_fact(session, member, "marketing_sms")
+    fact = consent_facts_for(session, {(member, "marketing_sms")}).get((member, "marketing_sms"))
     assert fact is not None and fact.status == expected
     stored = session.scalars(
         select(ConsentEvent.status)
