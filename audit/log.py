@@ -9,12 +9,12 @@ decision it records, and nothing is released before that commit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from audit.entry import (
@@ -26,7 +26,7 @@ from audit.entry import (
 from audit.models import AuditEntry, AuditEntryMember, AuditHead
 from audit.tree import LogEdge, MissingNode
 from core.clock import Clock, to_micros
-from core.db import insert_rows, stored_value
+from core.db import DriverStatement, driver_errors, insert_rows, stored_value
 from core.errors import Unavailable
 
 HEAD_ID = 1
@@ -71,12 +71,27 @@ class Head:
 
 _LOCKED_HEAD = "memberguard_locked_head"
 
-# Built once: the append path runs them on every audited transaction, and
-# building a statement costs more than executing a cached one.
-_LOCK_HEAD = (
+
+@dataclass(slots=True)
+class _HeldLock:
+    """Kept in ``session.info`` for the transaction that holds the log-head lock."""
+
+    transaction: Any
+    found: Head  # as read under the lock
+    head: Head  # as this transaction's appends have moved it
+
+    @classmethod
+    def of(cls, session: Session) -> _HeldLock | None:
+        held = session.info.get(_LOCKED_HEAD)
+        return held if held is not None and held.transaction is session.get_transaction() else None
+
+
+# The append path runs in every audited transaction, so its statements go
+# straight to the driver (``core.db.DriverStatement``), compiled once per dialect.
+_LOCK_HEAD = DriverStatement(
     select(AuditHead.size, AuditHead.head_hash).where(AuditHead.id == HEAD_ID).with_for_update()
 )
-_MOVE_HEAD = (
+_MOVE_HEAD = DriverStatement(
     update(AuditHead)
     .where(AuditHead.id == HEAD_ID)
     .values(
@@ -85,11 +100,19 @@ _MOVE_HEAD = (
         updated_at=bindparam("updated_at"),
     )
 )
-_LATEST_PER_MEMBER = (
-    select(AuditEntryMember.member_id, func.max(AuditEntryMember.seq))
-    .where(AuditEntryMember.member_id.in_(bindparam("members", expanding=True)))
-    .group_by(AuditEntryMember.member_id)
-)
+# Members per back-link query: lists are padded to a power of two up to this,
+# so that a handful of statements serve every batch.
+_MEMBERS_PER_QUERY = 512
+
+
+@functools.cache
+def _latest_per_member(count: int) -> DriverStatement:
+    """The latest seq naming each of ``count`` members (bound as m0, m1, …)."""
+    return DriverStatement(
+        select(AuditEntryMember.member_id, func.max(AuditEntryMember.seq))
+        .where(AuditEntryMember.member_id.in_([bindparam(f"m{i}") for i in range(count)]))
+        .group_by(AuditEntryMember.member_id)
+    )
 
 
 def lock_head(session: Session) -> Head:
@@ -105,20 +128,26 @@ def lock_head(session: Session) -> Head:
     if held is not None:
         return held
     try:
-        row = session.connection().execute(_LOCK_HEAD).one()
-    except SQLAlchemyError as exc:
+        rows = _LOCK_HEAD.execute(session)
+    except driver_errors(session) as exc:
         raise AuditUnavailable("the audit log could not be locked; nothing was released") from exc
-    head = Head(size=row.size, head_hash=row.head_hash)
-    session.info[_LOCKED_HEAD] = (session.get_transaction(), head)
+    if len(rows) != 1:  # the migrations create it; only tampering removes it
+        raise AuditUnavailable("the audit log has no head row; nothing was released")
+    head = Head(size=rows[0][0], head_hash=rows[0][1])
+    session.info[_LOCKED_HEAD] = _HeldLock(session.get_transaction(), head, head)
     return head
 
 
 def locked_head(session: Session) -> Head | None:
     """The head as this transaction locked and extended it, or None if it holds no lock."""
-    held = session.info.get(_LOCKED_HEAD)
-    if held is not None and held[0] is session.get_transaction():
-        return held[1]
-    return None
+    held = _HeldLock.of(session)
+    return held.head if held is not None else None
+
+
+def head_at_lock(session: Session) -> Head | None:
+    """The head as this transaction found it when it took the lock (before its own appends)."""
+    held = _HeldLock.of(session)
+    return held.found if held is not None else None
 
 
 def append_entry(session: Session, record: Record, *, clock: Clock) -> Appended:
@@ -131,7 +160,7 @@ def append_entries(session: Session, records: Sequence[Record], *, clock: Clock)
     Flushes only: the caller's transaction commits them with whatever they
     record. A batch costs about as many statements as a single entry, which
     is what makes bulk paths (imports, group commit) cheap. The rows go to the
-    driver as plain tuples (``audit.tree.insert_rows``): per-row ORM work was
+    driver as plain tuples (``core.db.insert_rows``): per-row ORM work was
     most of the cost of a large batch.
     """
     if not records:
@@ -199,12 +228,17 @@ def append_entries(session: Session, records: Sequence[Record], *, clock: Clock)
         if member_rows:
             insert_rows(session, AuditEntryMember.__table__, ("member_id", "seq"), member_rows)
         edge.flush(session)
-        session.connection().execute(
-            _MOVE_HEAD, {"size": seq, "head_hash": previous.hex(), "updated_at": now}
+        _MOVE_HEAD.execute(
+            session,
+            {
+                "size": seq,
+                "head_hash": previous.hex(),
+                "updated_at": stored_value(session, AuditHead.__table__.c.updated_at, now),
+            },
         )
-    except (SQLAlchemyError, MissingNode) as exc:
+    except (*driver_errors(session), MissingNode) as exc:
         raise AuditUnavailable("the audit log could not be written; nothing was released") from exc
-    session.info[_LOCKED_HEAD] = (session.get_transaction(), Head(seq, previous.hex()))
+    session.info[_LOCKED_HEAD].head = Head(seq, previous.hex())
     edge.remember(session, previous.hex())
     return appended
 
@@ -226,10 +260,13 @@ ENTRY_COLUMNS = (
 def _previous_entries(session: Session, members: list[str]) -> dict[str, int]:
     """The latest seq naming each member (0 for none), read under the head lock."""
     found: dict[str, int] = {}
-    connection = session.connection()
-    for start in range(0, len(members), 500):
-        chunk = members[start : start + 500]
-        rows = connection.execute(_LATEST_PER_MEMBER, {"members": chunk})
+    for start in range(0, len(members), _MEMBERS_PER_QUERY):
+        chunk = members[start : start + _MEMBERS_PER_QUERY]
+        count = 1 << (len(chunk) - 1).bit_length()
+        padded = chunk + [chunk[-1]] * (count - len(chunk))  # a repeat changes no IN
+        rows = _latest_per_member(count).execute(
+            session, {f"m{i}": member for i, member in enumerate(padded)}
+        )
         found.update({member: last for member, last in rows})
     return {member: found.get(member, 0) for member in members}
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -23,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.checkpoint import Checkpoint, format_checkpoint, sign_note, verifier_key
-from audit.log import Record, append_entry, locked_head, read_head
+from audit.log import Head, Record, append_entry, head_at_lock, locked_head, read_head
 from audit.models import AuditCheckpoint
 from audit.tree import tree_root
 from core.clock import Clock
@@ -38,11 +40,43 @@ class CutCheckpoint:
     note: str
 
 
+@dataclass(frozen=True, slots=True)
+class LatestCut:
+    size: int
+    cut_at: datetime
+
+
 _LATEST_CUT = (
     select(AuditCheckpoint.size, AuditCheckpoint.cut_at)
     .order_by(AuditCheckpoint.size.desc())
     .limit(1)
 )
+# Per database: the latest checkpoint as of a head this process saw under the lock.
+_KNOWN_CUTS: weakref.WeakKeyDictionary[Any, tuple[Head, LatestCut | None]] = (
+    weakref.WeakKeyDictionary()
+)
+# The checkpoint the current transaction cut, if any.
+_CUT_HERE = "memberguard_cut_here"
+
+
+def _latest_cut(session: Session) -> LatestCut | None:
+    """The latest checkpoint's size and time, read only when not known.
+
+    Every checkpoint is recorded by an entry of its own, so a transaction
+    that locked the very head (size and chain hash) at which this process
+    last learnt the latest checkpoint knows no other was cut since; one it
+    cut itself is kept in the session. Otherwise (another process appended,
+    a rollback, a cold start) it is one query.
+    """
+    own = session.info.get(_CUT_HERE)
+    if own is not None and own[0] is session.get_transaction():
+        return own[1]
+    found = head_at_lock(session)
+    known = _KNOWN_CUTS.get(session.get_bind())
+    if found is not None and known is not None and known[0] == found:
+        return known[1]
+    row = session.connection().execute(_LATEST_CUT).first()
+    return LatestCut(row.size, row.cut_at) if row is not None else None
 
 
 @dataclass(frozen=True)
@@ -60,12 +94,15 @@ class Notary:
     def due(self, session: Session, now: datetime) -> bool:
         """Has the log grown by every_entries, or grown at all for every_seconds?
 
-        Called on every audited commit: the head the transaction already locked
-        and changed is taken from the session (no query); only the latest
-        checkpoint is read.
+        Called on every audited commit, usually without a query: the head the
+        transaction locked and moved is kept in the session, and the latest
+        checkpoint is usually known (``_latest_cut``).
         """
-        head = locked_head(session) or read_head(session)
-        last = session.connection().execute(_LATEST_CUT).first()
+        locked = locked_head(session)
+        head = locked or read_head(session)
+        last = _latest_cut(session)
+        if locked is not None:  # what a head read without the lock says may be overtaken
+            _KNOWN_CUTS[session.get_bind()] = (locked, last)
         if last is None:
             return head.size > 0
         grown = head.size - last.size
@@ -91,6 +128,7 @@ class Notary:
         now = clock()
         session.add(AuditCheckpoint(size=size, root_hash=root.hex(), note=note, cut_at=now))
         session.flush()
+        session.info[_CUT_HERE] = (session.get_transaction(), LatestCut(size, now))
         append_entry(
             session,
             Record(

@@ -13,12 +13,14 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from audit.log import read_head
+from audit.log import Appended, read_head
+from audit.log import append_entries as append_entries_batch
 from audit.models import AuditEntry, AuditEntryMember
 from audit.online import verify_log
+from core.clock import Clock
 from core.db import UnitOfWork, build_engine, session_factory
 from tests.conftest import FreshDatabase
-from tests.integration.conftest import T0, append_entries, member_ref, ticking_clock
+from tests.integration.conftest import T0, append_entries, member_ref, record, ticking_clock
 
 N = 12
 
@@ -105,3 +107,44 @@ def test_each_member_of_an_entry_gets_one_index_row(session: Session) -> None:
     ).all()
     expected = {(a.seq, member_ref(2 * n + k)) for n, a in enumerate(appended) for k in (0, 1)}
     assert sorted(tuple(r) for r in rows) == sorted(expected)
+
+
+def test_back_links_name_each_members_previous_entry_across_query_chunks(
+    session: Session,
+) -> None:
+    # 600 members: the back-link query takes them 512 at a time, the second
+    # chunk padded to 128; 3 members are padded to 4.
+    clock = ticking_clock()
+    first = {
+        member_ref(i): a.seq
+        for i, a in enumerate(
+            append_entries_for(session, [(member_ref(i),) for i in range(600)], clock)
+        )
+    }
+    everyone = (*first, member_ref(600), member_ref(601))
+    few = (member_ref(5), member_ref(599), member_ref(700))
+    both = append_entries_for(session, [everyone, few], clock)
+    session.commit()
+
+    bodies = [
+        json.loads(raw)
+        for raw in session.scalars(
+            select(AuditEntry.entry).where(AuditEntry.seq >= both[0].seq).order_by(AuditEntry.seq)
+        )
+    ]
+    assert bodies[0]["member_prev"] == {**first, member_ref(600): 0, member_ref(601): 0}
+    assert bodies[1]["member_prev"] == {
+        member_ref(5): both[0].seq,
+        member_ref(599): both[0].seq,
+        member_ref(700): 0,
+    }
+    assert verify_log(session).ok
+
+
+def append_entries_for(
+    session: Session, members: list[tuple[str, ...]], clock: Clock
+) -> list[Appended]:
+    """One batch (one back-link query), an entry per tuple of members."""
+    return append_entries_batch(
+        session, [record(n, members=named) for n, named in enumerate(members)], clock=clock
+    )
