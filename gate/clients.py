@@ -154,18 +154,13 @@ def active_clients(session: Session, client_ids: Iterable[str]) -> set[str]:
 
 
 def ensure_active(session: Session, actor: Actor) -> None:
-    """Re-check, under the log-head lock, that the client was not revoked meanwhile.
+    """Re-check, under the log-head lock, that the client exists and was not revoked meanwhile.
 
     Authentication ran before the lock; a revocation appends its own entry, so
     checking again here orders every decision after any revocation logged
     before it (and stops a running export on its next batch).
     """
-    if actor.id == OPERATOR:
-        return
-    revoked = session.execute(
-        select(GateClient.revoked_at).where(GateClient.id == actor.id)
-    ).scalar_one_or_none()
-    if revoked is not None:
+    if actor.id not in active_clients(session, [actor.id]):
         raise Unauthenticated("unknown or revoked API key")
 
 

@@ -19,8 +19,10 @@ from audit.queries import EntryFilter, page_entries
 from cli.demo_data import generate_members
 from consent.registry import ImportedConsent
 from core.db import UnitOfWork
-from gate.clients import Actor, authenticate
-from gate.context import Services
+from core.errors import Unauthenticated
+from core.ids import new_id
+from gate.clients import OPERATOR_ACTOR, Actor, add_client, authenticate
+from gate.context import Services, commit_audited
 from gate.export import export_members
 from gate.imports import import_members
 from gate.reads import release_fields
@@ -35,6 +37,26 @@ from vault.models import VaultDataKey, VaultMember
 # Consent histories, cycled over the members: only "granted" admits to analytics.
 HISTORIES = ("granted", "granted", "withdrawn", "refused", "none")
 MEMBERS = 14  # two full batches of services.export_batch_size (7), then an empty one
+
+
+@pytest.fixture
+def actor(services: Services) -> Actor:
+    """A registered analytics client, as authentication would return it."""
+    with services.uow() as uow:
+        issued = add_client(
+            uow.session,
+            policy=services.policy,
+            name="analytics-test",
+            role="client",
+            purposes=["analytics"],
+            scopes=[],
+            actor=OPERATOR_ACTOR,
+            request_id=None,
+            clock=services.clock,
+        )
+        commit_audited(uow)
+    with services.uow() as uow:
+        return authenticate(uow.session, issued.key)
 
 
 @dataclasses.dataclass
@@ -185,20 +207,13 @@ def test_a_consent_withdrawn_during_an_export_takes_effect_in_the_next_batch(
 
 
 def test_a_member_whose_data_key_was_shredded_is_neither_released_nor_named(
-    services: Services, session: Session
+    services: Services, session: Session, actor: Actor
 ) -> None:
     members = batch_members(services, session, services.export_batch_size + 3)
     shredded = members[2]
     with services.uow() as uow:
         uow.session.execute(delete(VaultDataKey).where(VaultDataKey.member_id == shredded))
         uow.commit()
-    actor = Actor(
-        id="analyticsclient234567abc",
-        name="analytics",
-        role="client",
-        purposes=frozenset({"analytics"}),
-        scopes=frozenset(),
-    )
     export = export_members(services, actor=actor, purpose="analytics", request_id=None)
     released = [line["pseudonym"] for line in export.lines]
     key = services.keyring.pseudonym_key_for(actor.id)
@@ -210,7 +225,7 @@ def test_a_member_whose_data_key_was_shredded_is_neither_released_nor_named(
 
 
 def test_an_export_batch_whose_audit_commit_fails_releases_and_decrypts_nothing(
-    services: Services, session: Session, monkeypatch: pytest.MonkeyPatch
+    services: Services, session: Session, actor: Actor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     members = batch_members(services, session, 2 * services.export_batch_size)
     commits = 0
@@ -232,13 +247,6 @@ def test_an_export_batch_whose_audit_commit_fails_releases_and_decrypts_nothing(
 
     monkeypatch.setattr(Services, "commit", failing_second_commit)
     monkeypatch.setattr(SealedMember, "open", counting_open)
-    actor = Actor(
-        id="analyticsclient234567abc",
-        name="analytics",
-        role="client",
-        purposes=frozenset({"analytics"}),
-        scopes=frozenset(),
-    )
     export = export_members(services, actor=actor, purpose="analytics", request_id=None)
     released = []
     with pytest.raises(AuditUnavailable):
@@ -289,15 +297,10 @@ def export_peak(services: Services, actor: Actor) -> tuple[int, int]:
     return released, peak
 
 
-def test_export_memory_stays_flat_as_the_member_count_grows(services: Services) -> None:
+def test_export_memory_stays_flat_as_the_member_count_grows(
+    services: Services, actor: Actor
+) -> None:
     services = dataclasses.replace(services, export_batch_size=BATCH)
-    actor = Actor(
-        id="analyticsclient234567abc",
-        name="analytics",
-        role="client",
-        purposes=frozenset({"analytics"}),
-        scopes=frozenset(),
-    )
     load_consenting_members(services, SMALL, seed=1)
     export_peak(services, actor)  # warm caches so the small run is not inflated
     released_small, peak_small = export_peak(services, actor)
@@ -305,3 +308,13 @@ def test_export_memory_stays_flat_as_the_member_count_grows(services: Services) 
     released_large, peak_large = export_peak(services, actor)
     assert (released_small, released_large) == (SMALL, LARGE)
     assert peak_large < 1.5 * peak_small + SLACK, (peak_small, peak_large)
+
+
+def test_an_actor_whose_client_does_not_exist_gets_nothing(
+    services: Services, session: Session, actor: Actor
+) -> None:
+    batch_members(services, session, 3)
+    ghost = dataclasses.replace(actor, id=new_id())  # never registered
+    with pytest.raises(Unauthenticated):
+        export = export_members(services, actor=ghost, purpose="analytics", request_id=None)
+        next(iter(export.lines))
