@@ -26,7 +26,7 @@ from audit.entry import (
 from audit.models import AuditEntry, AuditEntryMember, AuditHead
 from audit.tree import LogEdge, MissingNode
 from core.clock import Clock, to_micros
-from core.db import DriverStatement, driver_errors, insert_rows, stored_value
+from core.db import DriverStatement, driver_errors, driver_pipeline, insert_rows, stored_value
 from core.errors import Unavailable
 
 HEAD_ID = 1
@@ -224,18 +224,19 @@ def append_entries(session: Session, records: Sequence[Record], *, clock: Clock)
                 )
             )
             appended.append(Appended(seq=seq, leaf_hash=leaf, chain_hash=previous))
-        insert_rows(session, AuditEntry.__table__, ENTRY_COLUMNS, entry_rows)
-        if member_rows:
-            insert_rows(session, AuditEntryMember.__table__, ("member_id", "seq"), member_rows)
-        edge.flush(session)
-        _MOVE_HEAD.execute(
-            session,
-            {
-                "size": seq,
-                "head_hash": previous.hex(),
-                "updated_at": stored_value(session, AuditHead.__table__.c.updated_at, now),
-            },
-        )
+        with driver_pipeline(session):
+            insert_rows(session, AuditEntry.__table__, ENTRY_COLUMNS, entry_rows)
+            if member_rows:
+                insert_rows(session, AuditEntryMember.__table__, ("member_id", "seq"), member_rows)
+            edge.flush(session)
+            _MOVE_HEAD.execute(
+                session,
+                {
+                    "size": seq,
+                    "head_hash": previous.hex(),
+                    "updated_at": stored_value(session, AuditHead.__table__.c.updated_at, now),
+                },
+            )
     except (*driver_errors(session), MissingNode) as exc:
         raise AuditUnavailable("the audit log could not be written; nothing was released") from exc
     session.info[_LOCKED_HEAD].head = Head(seq, previous.hex())

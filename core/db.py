@@ -12,10 +12,10 @@ import functools
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, nullcontext
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -226,6 +226,20 @@ class UnitOfWork:
 def driver_errors(session: Session) -> tuple[type[BaseException], ...]:
     """What a statement run on the driver raises: its DB-API errors, and SQLAlchemy's."""
     return (session.get_bind().dialect.loaded_dbapi.Error, SQLAlchemyError)
+
+
+def driver_pipeline(session: Session) -> AbstractContextManager[Any]:
+    """Send the statements of the block without waiting for each result, where the driver can.
+
+    psycopg's pipeline mode: the block costs one round trip to PostgreSQL
+    instead of one per statement, and an error is raised at the block's end
+    at the latest (the transaction is then aborted, so nothing after it
+    commits). Other drivers run the block statement by statement.
+    """
+    dbapi_connection = session.connection().connection.dbapi_connection
+    if session.get_bind().dialect.driver == "psycopg":
+        return cast(AbstractContextManager[Any], dbapi_connection.pipeline())
+    return nullcontext()
 
 
 # SQL text, the parameter names in order (None for a named style), and the defaults.
