@@ -236,9 +236,9 @@ def driver_pipeline(session: Session) -> AbstractContextManager[Any]:
     at the latest (the transaction is then aborted, so nothing after it
     commits). Other drivers run the block statement by statement.
     """
-    dbapi_connection = session.connection().connection.dbapi_connection
-    if session.get_bind().dialect.driver == "psycopg":
-        return cast(AbstractContextManager[Any], dbapi_connection.pipeline())
+    connection = session.connection()
+    if connection.dialect.driver == "psycopg":
+        return cast(AbstractContextManager[Any], connection.connection.dbapi_connection.pipeline())
     return nullcontext()
 
 

@@ -18,7 +18,14 @@ from sqlalchemy.orm import Session
 
 from audit.log import AuditUnavailable, lock_head
 from audit.models import AuditEntryMember, AuditHead
-from core.db import DriverStatement, build_engine, driver_errors, insert_rows, session_factory
+from core.db import (
+    DriverStatement,
+    build_engine,
+    driver_errors,
+    driver_pipeline,
+    insert_rows,
+    session_factory,
+)
 from tests.conftest import scratch_database
 from tests.integration.conftest import member_ref
 
@@ -85,3 +92,15 @@ def test_a_missing_head_row_fails_the_lock_closed(session: Session) -> None:
     session.execute(delete(AuditHead))
     with pytest.raises(AuditUnavailable, match="no head row"):
         lock_head(session)
+
+
+def test_an_error_in_a_pipeline_block_is_raised_by_the_block(session: Session) -> None:
+    # On PostgreSQL the statements are only sent at the block's end: the error
+    # of the last one must still surface, and nothing of the block survive.
+    twice = [(member_ref(1), 1), (member_ref(1), 1)]  # the same primary key
+    with pytest.raises(driver_errors(session)), driver_pipeline(session):
+        SET_SIZE.execute(session, {"size": 5})
+        insert_rows(session, AuditEntryMember.__table__, ("member_id", "seq"), twice)
+    session.rollback()
+    assert session.scalar(select(AuditHead.size)) == 0
+    assert session.scalar(select(AuditEntryMember.seq)) is None
