@@ -51,6 +51,11 @@ def known_cut(services: Services) -> Any:
         return audit.notary._KNOWN_CUTS.get(uow.session.get_bind())
 
 
+def set_known_cut(services: Services, known: Any) -> None:
+    with services.uow() as uow:
+        audit.notary._KNOWN_CUTS[uow.session.get_bind()] = known
+
+
 def test_a_checkpoint_cut_in_the_committing_transaction_is_not_cut_again(
     services: Services,
 ) -> None:
@@ -71,9 +76,7 @@ def test_a_checkpoint_cut_by_someone_else_is_read_from_the_database(
     behind = known_cut(services)
     assert behind is not None and behind[1].size == 1
     cut_now(services)  # at 32, its entry 33
-    with services.uow() as uow:
-        # As if that cut had been another process's: this one only knows the old one.
-        audit.notary._KNOWN_CUTS[uow.session.get_bind()] = behind
+    set_known_cut(services, behind)  # as if another process had cut it: this one knows 1
     commit_entries(services, 48)  # head 81: 49 past 32 (80 past 1)
     assert checkpoint_sizes(services) == [1, 32]
     commit_entries(services, 1)
@@ -89,8 +92,7 @@ def test_what_a_rolled_back_transaction_learnt_is_not_used(services: Services) -
     rolled_back = known_cut(services)
     assert rolled_back is not None and rolled_back[0].size == 4
     cut_now(services)  # at 3, its entry 4: another head of size 4
-    with services.uow() as uow:
-        audit.notary._KNOWN_CUTS[uow.session.get_bind()] = rolled_back
+    set_known_cut(services, rolled_back)
     commit_entries(services, 48)  # head 52: 49 past 3 (51 past 1)
     assert checkpoint_sizes(services) == [1, 3]
     commit_entries(services, 1)
