@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -73,12 +74,14 @@ def _add_docs(app: FastAPI, *, public: bool) -> None:
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
     settings = settings or Settings()
     services = services or build_services(settings)
-    batcher = ReadBatcher(services)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A fresh batcher per run of the app: a closed one refuses every read.
+        app.state.reads = ReadBatcher(services)
         yield
-        batcher.close()  # reads already queued are decided and answered first
+        # Decides and answers whatever is still queued, off the event loop.
+        await asyncio.to_thread(app.state.reads.close)
 
     app = FastAPI(
         lifespan=lifespan,
@@ -95,7 +98,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     )
     app.state.services = services
     app.state.settings = settings
-    app.state.reads = batcher
+    app.state.reads = ReadBatcher(services)  # replaced by each run of the lifespan
     problems.install(app)
     for router in (
         health.router,

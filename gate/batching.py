@@ -22,6 +22,7 @@ writer thread does only what must be serialised.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from concurrent.futures import Future
@@ -60,11 +61,13 @@ class ReadBatcher:
             if self._thread is None:
                 # Started on demand and ended when idle, so that an app that
                 # serves no reads (or a test's) keeps no thread.
-                self._thread = threading.Thread(
-                    target=self._run, name="memberguard-reads", daemon=True
-                )
-                self._thread.start()
+                self._start()
         return future
+
+    def _start(self) -> None:
+        """Start the thread; the caller holds ``_lock``."""
+        self._thread = threading.Thread(target=self._run, name="memberguard-reads", daemon=True)
+        self._thread.start()
 
     async def read(self, request: ReadRequest) -> Outcome:
         return await asyncio.wrap_future(self.submit(request))
@@ -79,6 +82,18 @@ class ReadBatcher:
             thread.join(timeout)
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            with self._lock:
+                # A thread ended by an error (not by idling) hands over what
+                # is queued, so that no caller waits for a thread that is gone.
+                if self._thread is threading.current_thread():
+                    self._thread = None
+                    if not self._queue.empty():
+                        self._start()
+
+    def _serve(self) -> None:
         while True:
             try:
                 first = self._queue.get(timeout=self.idle_seconds)
@@ -115,15 +130,18 @@ class ReadBatcher:
             with self.services.uow() as uow:
                 outcomes = decide_reads(uow, self.services, [request for request, _ in live])
         except BaseException as exc:
-            if not isinstance(exc, AuditUnavailable):
-                log.error("reads.batch_failed", size=len(live), error=type(exc).__name__)
-            # Fail closed: a fresh error per caller, and nothing released.
+            # Fail closed: a fresh error per caller, and nothing released. The
+            # callers are answered first, whatever logging then does.
+            cause = exc.__cause__ if isinstance(exc, AuditUnavailable) and exc.__cause__ else exc
             for _, future in live:
                 failure = AuditUnavailable(
                     "the audit log could not be written; nothing was released"
                 )
-                failure.__cause__ = exc
+                failure.__cause__ = cause
                 future.set_exception(failure)
+            if not isinstance(exc, AuditUnavailable):
+                with contextlib.suppress(Exception):
+                    log.error("reads.batch_failed", size=len(live), error=type(exc).__name__)
             if not isinstance(exc, Exception):
                 raise
             return

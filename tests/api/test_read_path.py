@@ -5,8 +5,11 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from api.app import create_app
 from audit.online import verify_log
 from audit.queries import EntryFilter, page_entries
+from core.settings import Settings
+from gate.context import Services
 from tests.api.conftest import auth, grant
 from tests.conftest import Keys
 
@@ -76,3 +79,14 @@ def test_withdrawal_takes_effect_on_the_very_next_read(
     assert refused.json()["type"] == "consent-required"
     assert int(refused.headers["Audit-Seq"]) > int(allowed.headers["Audit-Seq"])
     assert verify_log(session).ok
+
+
+def test_an_app_started_again_after_shutdown_still_serves_reads(
+    services: Services, keys: Keys, member_id: str
+) -> None:
+    app = create_app(Settings(), services=services)
+    url = f"/v1/members/{member_id}?purpose=customer_service"
+    for _run in range(2):  # each run of the lifespan ends by closing the read batcher
+        with TestClient(app, raise_server_exceptions=False) as client:
+            response = client.get(url, headers=auth(keys.crm))
+            assert response.status_code == 200, response.text

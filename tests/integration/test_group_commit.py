@@ -262,6 +262,82 @@ def test_an_unexpected_error_fails_the_batch_closed(
     assert isinstance(error.__cause__, RuntimeError)
 
 
+class Fatal(BaseException):
+    """Not an Exception: what ends a thread (as SystemExit would)."""
+
+
+def test_a_thread_ended_by_an_error_hands_what_is_queued_to_a_new_one(
+    services: Services, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member = new_member(services)
+    batches: list[int] = []
+
+    def fatal_once(uow: UnitOfWork, services_: Services, requests: Sequence[ReadRequest]) -> list:
+        batches.append(len(requests))
+        if len(batches) == 1:
+            raise Fatal
+        return decide_reads(uow, services_, requests)
+
+    ended: list[type[BaseException]] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: ended.append(args.exc_type))
+    monkeypatch.setattr(gate.batching, "decide_reads", fatal_once)
+    batcher = ReadBatcher(services)
+    try:
+        failed = batcher.submit(request(keys.crm, member)).exception(timeout=10)
+        later = batcher.submit(request(keys.crm, member)).result(timeout=10)
+    finally:
+        batcher.close()
+    assert isinstance(failed, AuditUnavailable)
+    assert isinstance(failed.__cause__, Fatal)
+    assert isinstance(later, Decided)
+    deadline = time.monotonic() + 5
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ended == [Fatal]  # the first thread did end
+
+
+def test_callers_are_answered_even_if_logging_the_failure_fails(
+    services: Services, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class BrokenLog:
+        def error(self, *_args: object, **_kwargs: object) -> None:
+            raise BrokenPipeError
+
+    def broken(*_args: object) -> list:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(gate.batching, "log", BrokenLog())
+    monkeypatch.setattr(gate.batching, "decide_reads", broken)
+    batcher = ReadBatcher(services)
+    try:
+        member = new_member(services)
+        errors = [batcher.submit(request(keys.crm, member)).exception(timeout=10) for _ in range(2)]
+    finally:
+        batcher.close()
+    assert all(isinstance(e, AuditUnavailable) for e in errors)
+
+
+def test_close_decides_the_reads_already_queued(
+    services: Services, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldBatches()
+    monkeypatch.setattr(gate.batching, "decide_reads", held)
+    member = new_member(services)
+    batcher = ReadBatcher(services)
+    first = batcher.submit(request(keys.crm, member))
+    assert held.entered.wait(10)
+    queued = [batcher.submit(request(keys.crm, member)) for _ in range(3)]
+    closing = threading.Thread(target=batcher.close)
+    closing.start()
+    held.release.set()
+    closing.join(10)
+    assert not closing.is_alive()
+    outcomes = [f.result(timeout=0) for f in [first, *queued]]
+    assert all(isinstance(o, Decided) for o in outcomes)
+    with pytest.raises(AuditUnavailable):
+        batcher.submit(request(keys.crm, member))
+
+
 def test_the_thread_ends_when_idle_and_restarts_on_demand(services: Services, keys: Keys) -> None:
     member = new_member(services)
     batcher = ReadBatcher(services, idle_seconds=0.05)
