@@ -23,7 +23,7 @@ from consent.registry import consent_facts_for
 from core.db import UnitOfWork
 from core.errors import Forbidden, NotFound, Unauthenticated
 from core.ids import is_valid_id
-from gate.clients import Actor, active_clients, authenticate_many, ensure_active
+from gate.clients import Actor, authenticate_many, ensure_active
 from gate.context import Services
 from policies.decide import Decision, decide_lookup, decide_member, decide_purpose, deny
 from vault.masking import apply_view, pseudonym
@@ -121,16 +121,16 @@ def record_and_commit(uow: UnitOfWork, services: Services, record: Record) -> in
 class ReadRequest:
     """One gated single-member read, before it is decided.
 
-    ``credential`` is either an API key, authenticated in the deciding
-    transaction (the HTTP path, which then needs ``roles``), or an actor
-    authenticated earlier, whose client is re-checked there (``ensure_active``).
+    ``credential`` is the API key, authenticated in the deciding transaction
+    (under the log-head lock, so it is also the revocation check); its client
+    must have one of ``roles``.
     """
 
-    credential: str | Actor
+    credential: str
     member_id: str
     purpose: str
     request_id: str | None
-    roles: tuple[str, ...] = ()
+    roles: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,12 +189,11 @@ def decide_reads(
         if actor is None:
             outcomes[index] = Refused(Unauthenticated("unknown or revoked API key"))
             continue
-        if request.roles:
-            try:
-                actor.require_role(*request.roles)
-            except Forbidden as exc:
-                outcomes[index] = Refused(exc, actor)
-                continue
+        try:
+            actor.require_role(*request.roles)
+        except Forbidden as exc:
+            outcomes[index] = Refused(exc, actor)
+            continue
         decisions[index] = decide_purpose(
             policy, purpose=request.purpose, client_purposes=actor.purposes
         )
@@ -271,49 +270,15 @@ def decide_reads(
                 audit_seq=entry.seq,
             )
     decided = [outcome for outcome in outcomes if outcome is not None]
-    assert len(decided) == len(requests)  # every request has its outcome, in order
+    if len(decided) != len(requests):  # not an assert: it must hold under -O too
+        raise RuntimeError("a read of the batch was left without an outcome")
     return decided
 
 
 def _authenticate(session: Session, requests: Sequence[ReadRequest]) -> dict[int, Actor]:
     """Each request's actor, checked under the log-head lock; absent if unknown or revoked."""
-    keys = {r.credential for r in requests if isinstance(r.credential, str)}
-    by_key = authenticate_many(session, keys)
-    given = {r.credential.id for r in requests if isinstance(r.credential, Actor)}
-    active = active_clients(session, given)
-    actors: dict[int, Actor] = {}
-    for index, request in enumerate(requests):
-        credential = request.credential
-        if isinstance(credential, str):
-            if credential in by_key:
-                actors[index] = by_key[credential]
-        elif credential.id in active:
-            actors[index] = credential
-    return actors
-
-
-def read_member(
-    uow: UnitOfWork,
-    *,
-    services: Services,
-    actor: Actor,
-    member_id: str,
-    purpose: str,
-    request_id: str | None,
-) -> MemberRelease:
-    """One gated read in the caller's unit of work: a batch of one."""
-    (outcome,) = decide_reads(
-        uow,
-        services,
-        [
-            ReadRequest(
-                credential=actor, member_id=member_id, purpose=purpose, request_id=request_id
-            )
-        ],
-    )
-    if isinstance(outcome, Refused):
-        raise outcome.error
-    return outcome.release(services)
+    by_key = authenticate_many(session, {r.credential for r in requests})
+    return {i: by_key[r.credential] for i, r in enumerate(requests) if r.credential in by_key}
 
 
 def _released_views(decision: Decision, sealed: SealedMember | None) -> dict[str, str]:
