@@ -57,8 +57,8 @@ def canonical_bytes(entry: dict[str, Any]) -> bytes:
     refused and compared with the entry. Anything the type check would refuse
     fails that comparison or the decode (a float, a tuple, a non-string key,
     a datetime or bytes, which msgspec would encode as text) and is left to
-    the definition, as is anything msgspec cannot encode (integers beyond 64
-    bits): so the bytes, and the errors, are always the definition's.
+    the definition, as is anything msgspec refuses to encode: so the bytes,
+    and the errors, are always the definition's.
     """
     try:
         raw = _ENCODER.encode(entry)
@@ -158,7 +158,7 @@ def _parse_slowly(raw: bytes) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise NonCanonicalEntry("not a JSON object")
     try:
-        canonical = canonical_bytes(entry)
+        canonical = _canonical_slowly(entry)
     except NonCanonicalEntry:
         raise
     except (ValueError, RecursionError):  # a lone surrogate has no UTF-8 bytes

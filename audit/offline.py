@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
@@ -102,6 +102,9 @@ class OfflineReport:
     checkpoints: int
     head_hash: str | None = None
     failure: str | None = None
+    # How many worker processes checked blocks (0: all here). Not part of the
+    # verdict, so reports with and without workers compare equal.
+    workers: int = field(default=0, compare=False)
 
 
 def verify_export(
@@ -115,9 +118,11 @@ def verify_export(
 
     ``workers``: processes that check blocks of entries alongside this one
     (``audit.verify.summarise_block``); 0 checks every entry here. By default
-    an export large enough to repay starting them gets one per CPU. Either
-    way every entry gets every check, and a bad one is named by the same
-    sequential walk (see ``audit.verify``).
+    an export large enough to repay starting them gets one per CPU, at most 4.
+    None are started while this process runs other threads (see
+    ``_Walk.in_blocks``); the report says how many ran. Either way every
+    entry gets every check, and a bad one is named by the same sequential
+    walk (see ``audit.verify``).
     """
     try:
         parse_verifier_key(verifier_key)
@@ -140,25 +145,21 @@ def verify_export(
         failure = walk.in_blocks(handle, workers) if workers > 0 else walk.lines(handle)
     verifier, checked = walk.verifier, walk.checked
     if failure:
-        return _fail(verifier, checked, failure)
+        return _fail(walk, failure)
     if walk.next < len(checkpoints):
         size = checkpoints[walk.next][0]
-        return _fail(
-            verifier, checked, f"checkpoint {size}: names a size beyond the {verifier.size} entries"
-        )
+        return _fail(walk, f"checkpoint {size}: names a size beyond the {verifier.size} entries")
     if claimed is not None:
         size, head_hash = claimed
         if size != verifier.size:
-            return _fail(
-                verifier, checked, f"head.json says {size} entries, the export has {verifier.size}"
-            )
+            return _fail(walk, f"head.json says {size} entries, the export has {verifier.size}")
         if head_hash != verifier.chain.hex():
-            return _fail(
-                verifier, checked, "head.json's head hash does not match the recomputed chain"
-            )
+            return _fail(walk, "head.json's head hash does not match the recomputed chain")
     if progress is not None:
         progress(verifier.size, total)
-    return OfflineReport(True, verifier.size, checked, head_hash=verifier.chain.hex())
+    return OfflineReport(
+        True, verifier.size, checked, head_hash=verifier.chain.hex(), workers=walk.workers
+    )
 
 
 # Below this many bytes of entries (about 100,000 entries) starting worker
@@ -198,6 +199,7 @@ class _Walk:
         self.checked = 0
         self.progress = progress
         self.total = total
+        self.workers = 0  # worker processes actually started
 
     def lines(self, lines: Iterable[bytes]) -> str | None:
         """Check each line in turn; the first failure, as the report words it."""
@@ -245,6 +247,7 @@ class _Walk:
             pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"))
         except (OSError, ValueError):
             return self.lines(handle)
+        self.workers = workers
         sizes = [size for size, _note in self.checkpoints]
         in_flight: deque[tuple[int, int, bytes, Future[Any] | None]] = deque()
         blocks = _read_blocks(handle)
@@ -303,8 +306,10 @@ class _Walk:
         return None
 
 
-def _fail(verifier: LogVerifier, checked: int, failure: str) -> OfflineReport:
-    return OfflineReport(False, verifier.size, checked, failure=failure)
+def _fail(walk: _Walk, failure: str) -> OfflineReport:
+    return OfflineReport(
+        False, walk.verifier.size, walk.checked, failure=failure, workers=walk.workers
+    )
 
 
 def _load_checkpoints(directory: Path) -> list[tuple[int, str]]:

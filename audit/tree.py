@@ -121,7 +121,10 @@ class LogEdge:
         if remembered is not None and remembered[:2] == (size, head_hash):
             return cls(Frontier.resume(size, remembered[2]))
         keys = edge_keys(size)
-        stored = DbNodes(session).stored(keys)
+        try:
+            stored = DbNodes(session).stored(keys)
+        except ValueError:  # a hash that is not hex text
+            raise MissingNode("a Merkle node on the log's right edge is not a hash") from None
         missing = [key for key in keys if len(stored.get(key, b"")) != HASH_SIZE]
         if missing:
             raise MissingNode(f"Merkle nodes {missing} on the log's right edge are missing")

@@ -10,7 +10,7 @@ a stale edge were used.
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection, delete, update
 from sqlalchemy.orm import Session, sessionmaker
 
 import audit.tree
@@ -91,8 +91,9 @@ def test_appends_by_someone_else_are_read_from_the_database(services: Services) 
     assert_log_verifies(services)
 
 
-def test_a_missing_edge_node_fails_the_append_closed(
-    unguarded: Connection, unguarded_sessions: sessionmaker[Session], backend: str
+@pytest.mark.parametrize("damage", ["delete", "not-hex"])
+def test_a_missing_or_garbled_edge_node_fails_the_append_closed(
+    unguarded: Connection, unguarded_sessions: sessionmaker[Session], backend: str, damage: str
 ) -> None:
     lift_guards(unguarded, "mysql" if backend == "mariadb" else backend, ("audit_merkle_node",))
     clock = ticking_clock()
@@ -102,7 +103,11 @@ def test_a_missing_edge_node_fails_the_append_closed(
             session.commit()
     with unguarded_sessions() as session:
         audit.tree._EDGES.pop(session.get_bind(), None)  # as in a freshly started process
-        session.execute(delete(AuditMerkleNode).where(AuditMerkleNode.level == 1))
+        level_1 = AuditMerkleNode.level == 1
+        if damage == "delete":
+            session.execute(delete(AuditMerkleNode).where(level_1))
+        else:
+            session.execute(update(AuditMerkleNode).where(level_1).values(hash="zz" * 32))
         session.commit()
     with unguarded_sessions() as session, pytest.raises(AuditUnavailable):
         append_entry(session, record(3), clock=clock)

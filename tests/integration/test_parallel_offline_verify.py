@@ -137,6 +137,7 @@ def both(directory: Path, key: str, monkeypatch: pytest.MonkeyPatch) -> list[Off
         patch.setattr(offline._Walk, "_block", spy)
         parallel = verify_export(directory, verifier_key=key, workers=2)
     assert any(from_workers), "no block went to a worker"
+    assert (sequential.workers, parallel.workers) == (0, 2)  # the reports say so
     return [sequential, parallel]
 
 
