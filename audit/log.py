@@ -1,4 +1,4 @@
-"""Appending to the log and verifying it.
+"""Appending to the log (``audit.online`` and ``audit.offline`` verify it).
 
 Appends serialise on the single ``audit_head`` row: ``SELECT … FOR UPDATE``
 on PostgreSQL and MySQL (READ COMMITTED), and ``BEGIN IMMEDIATE`` on SQLite

@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(home=home)
     run_init(settings, echo=False)
     services = build_services(settings)
-    loaded = member_count(services) < args.members
-    if loaded:
+    needs_loading = member_count(services) < args.members
+    if needs_loading:
         started = time.perf_counter()
         done = 0
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  " + mark)
     print(
         f"peak RSS of the process: {peak_rss_mb():.0f} MB"
-        + (" (loading included: rerun with --home for the export alone)" if loaded else "")
+        + (" (loading included: rerun with --home for the export alone)" if needs_loading else "")
     )
     print(
         f"released {released:,} members in {elapsed:.1f} s ({released / elapsed:,.0f} released/s, "

@@ -8,7 +8,6 @@ embedded default), PostgreSQL 15+ (psycopg 3) and MySQL 8 / MariaDB 10.11+
 
 from __future__ import annotations
 
-import functools
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -298,7 +297,11 @@ def insert_rows(
     if not rows:
         return
     connection = session.connection()
-    sql = _insert_sql(connection.dialect, table, tuple(columns))
+    by_statement = _INSERTS.setdefault(connection.dialect, {})
+    key = (table.name, tuple(columns))
+    sql = by_statement.get(key)
+    if sql is None:
+        sql = by_statement[key] = _insert_sql(connection.dialect, table, key[1])
     with closing(connection.connection.dbapi_connection.cursor()) as cursor:
         if len(rows) == 1:
             cursor.execute(sql, tuple(rows[0]))
@@ -306,7 +309,12 @@ def insert_rows(
             cursor.executemany(sql, [tuple(row) for row in rows])
 
 
-@functools.lru_cache(maxsize=64)
+# Per dialect instance (an engine's), dropped with its engine, as for DriverStatement.
+_INSERTS: weakref.WeakKeyDictionary[Any, dict[tuple[str, tuple[str, ...]], str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _insert_sql(dialect: Any, table: Table, columns: tuple[str, ...]) -> str:
     marker = _PARAM_MARKERS[dialect.paramstyle]
     quote = dialect.identifier_preparer.quote
