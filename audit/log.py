@@ -17,6 +17,13 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from audit.driver import (
+    DriverStatement,
+    driver_errors,
+    driver_pipeline,
+    insert_rows,
+    stored_value,
+)
 from audit.entry import (
     ENTRY_VERSION,
     canonical_bytes,
@@ -26,7 +33,6 @@ from audit.entry import (
 from audit.models import AuditEntry, AuditEntryMember, AuditHead
 from audit.tree import LogEdge, MissingNode
 from core.clock import Clock, to_micros
-from core.db import DriverStatement, driver_errors, driver_pipeline, insert_rows, stored_value
 from core.errors import Unavailable
 
 HEAD_ID = 1
@@ -87,7 +93,7 @@ class _HeldLock:
 
 
 # The append path runs in every audited transaction, so its statements go
-# straight to the driver (``core.db.DriverStatement``), compiled once per dialect.
+# straight to the driver (``audit.driver.DriverStatement``), compiled once per dialect.
 _LOCK_HEAD = DriverStatement(
     select(AuditHead.size, AuditHead.head_hash).where(AuditHead.id == HEAD_ID).with_for_update()
 )
@@ -160,7 +166,7 @@ def append_entries(session: Session, records: Sequence[Record], *, clock: Clock)
     Flushes only: the caller's transaction commits them with whatever they
     record. A batch costs about as many statements as a single entry, which
     is what makes bulk paths (imports, group commit) cheap. The rows go to the
-    driver as plain tuples (``core.db.insert_rows``): per-row ORM work was
+    driver as plain tuples (``audit.driver.insert_rows``): per-row ORM work was
     most of the cost of a large batch.
     """
     if not records:

@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from audit.driver import insert_rows
 from audit.merkle import HASH_SIZE, Frontier, consistency_proof, inclusion_proof, root
 from audit.models import AuditMerkleNode
-from core.db import insert_rows
 
 
 class MissingNode(LookupError):

@@ -1,4 +1,4 @@
-"""Statements run on the DB-API cursor (``core.db.DriverStatement``, ``insert_rows``).
+"""Statements run on the DB-API cursor (``audit.driver.DriverStatement``, ``insert_rows``).
 
 The audit append path skips SQLAlchemy's per-execution work, so these check
 what SQLAlchemy would otherwise guarantee: each dialect's SQL and parameter
@@ -16,16 +16,10 @@ import pytest
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
+from audit.driver import DriverStatement, driver_errors, driver_pipeline, insert_rows
 from audit.log import AuditUnavailable, lock_head
 from audit.models import AuditEntryMember, AuditHead
-from core.db import (
-    DriverStatement,
-    build_engine,
-    driver_errors,
-    driver_pipeline,
-    insert_rows,
-    session_factory,
-)
+from core.db import build_engine, session_factory
 from tests.conftest import scratch_database
 from tests.integration.conftest import member_ref
 
