@@ -14,48 +14,9 @@ from api import problems
 from api.deps import get_actor
 from api.middleware import BodyLimit, RequestContext
 from api.routers import audit, clients, health, members, reads
-from audit.notary import Notary
-from audit.signer import load_signer_env, load_signer_file
-from core.db import build_engine, session_factory
 from core.settings import Settings
 from gate.batching import ReadBatcher
-from gate.context import Services
-from policies import load_policy
-from vault.keys import EnvKeyring, Keyring, LocalKeyFile
-
-
-def load_keyring(settings: Settings) -> Keyring:
-    if settings.key_provider == "env":
-        return EnvKeyring(settings.keyring_env).load()
-    return LocalKeyFile(settings.resolved_key_path).load()
-
-
-def load_notary(settings: Settings) -> Notary:
-    if settings.key_provider == "env":
-        private_key = load_signer_env(settings.audit_signer_env, name=settings.audit_origin)
-    else:
-        private_key = load_signer_file(settings.resolved_signer_path, name=settings.audit_origin)
-    return Notary(
-        origin=settings.audit_origin,
-        private_key=private_key,
-        every_entries=settings.checkpoint_every_entries,
-        every_seconds=settings.checkpoint_every_seconds,
-        sink=settings.resolved_checkpoint_dir,
-    )
-
-
-def build_services(settings: Settings) -> Services:
-    engine = build_engine(
-        settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
-    )
-    return Services(
-        notary=load_notary(settings),
-        policy=load_policy(settings.policy_path),
-        keyring=load_keyring(settings),
-        session_factory=session_factory(engine),
-        read_session_factory=session_factory(engine, read_only=True),
-        export_batch_size=settings.export_batch_size,
-    )
+from gate.context import Services, build_services
 
 
 def _add_docs(app: FastAPI, *, public: bool) -> None:
@@ -72,8 +33,12 @@ def _add_docs(app: FastAPI, *, public: bool) -> None:
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
-    settings = settings or Settings()
-    services = services or build_services(settings)
+    """The app for ``services`` (built from ``settings`` when not given: one or the other)."""
+    if services is None:
+        services = build_services(settings or Settings())
+    elif settings is not None and settings is not services.settings:
+        raise ValueError("pass settings or services (which carry their settings), not both")
+    settings = services.settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from audit.actions import Record
 from audit.driver import (
     DriverStatement,
     driver_errors,
@@ -50,23 +51,6 @@ class Appended:
     seq: int
     leaf_hash: bytes
     chain_hash: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """What an entry says. Ids, names and decisions only, never personal values."""
-
-    action: str
-    decision: str
-    reason: str
-    policy: str
-    actor: str | None = None
-    actor_role: str | None = None
-    purpose: str | None = None
-    members: Sequence[str] = ()
-    fields: dict[str, str] | None = None
-    request_id: str | None = None
-    detail: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,9 +177,10 @@ def append_entries(session: Session, records: Sequence[Record], *, clock: Clock)
                 "v": ENTRY_VERSION,
                 "seq": seq,
                 "at": at,
-                "action": record.action,
+                "action": str(record.action),
                 "actor": record.actor,
                 "actor_role": record.actor_role,
+                "actor_kind": record.actor_kind,
                 "purpose": record.purpose,
                 "members": list(record.members),
                 "fields": record.fields or {},
@@ -219,7 +204,7 @@ def append_entries(session: Session, records: Sequence[Record], *, clock: Clock)
                 (
                     seq,
                     recorded_at,
-                    record.action,
+                    str(record.action),
                     record.actor,
                     record.purpose,
                     record.decision,

@@ -25,10 +25,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.checkpoint import Checkpoint, format_checkpoint, sign_note, verifier_key
-from audit.log import Head, Record, append_entry, head_at_lock, locked_head, read_head
+from audit.log import Head, head_at_lock, locked_head, read_head
 from audit.models import AuditCheckpoint
 from audit.tree import tree_root
-from core.clock import Clock
 
 log = structlog.get_logger("memberguard.audit")
 
@@ -110,13 +109,18 @@ class Notary:
             grown > 0 and now - last.cut_at >= timedelta(seconds=self.every_seconds)
         )
 
-    def cut(self, session: Session, *, clock: Clock, policy_version: str) -> CutCheckpoint | None:
-        """Sign the log at its current size and record that as the next entry. Flushes only.
+    def cut(self, session: Session, *, now: datetime) -> CutCheckpoint | None:
+        """Sign the log at the size this transaction has extended it to, and store it.
 
-        Runs under the log-head lock (the caller appended, or appends here), so
-        the size and root are those of a log no one else is extending.
+        Flushes only. Runs under the log-head lock (``audit.uow`` calls it at
+        commit), so the size and root are those of a log no one else is
+        extending; the unit of work records the ``audit.checkpoint`` entry.
+        None when the log is empty or already checkpointed at this size.
         """
-        size = read_head(session).size
+        head = locked_head(session)
+        if head is None:
+            raise RuntimeError("a checkpoint is cut only under the log-head lock")
+        size = head.size
         if size == 0:
             return None
         last = latest_checkpoint(session)
@@ -125,21 +129,9 @@ class Notary:
         root = tree_root(session, size)
         body = format_checkpoint(Checkpoint(origin=self.origin, size=size, root=root))
         note = sign_note(body, name=self.origin, private_key=self.private_key)
-        now = clock()
         session.add(AuditCheckpoint(size=size, root_hash=root.hex(), note=note, cut_at=now))
         session.flush()
         session.info[_CUT_HERE] = (session.get_transaction(), LatestCut(size, now))
-        append_entry(
-            session,
-            Record(
-                action="audit.checkpoint",
-                decision="permit",
-                reason="checkpoint",
-                policy=policy_version,
-                detail={"size": size, "root": root.hex(), "origin": self.origin},
-            ),
-            clock=lambda: now,
-        )
         return CutCheckpoint(size=size, root=root, note=note)
 
     def publish(self, checkpoint: CutCheckpoint) -> None:

@@ -108,7 +108,7 @@ def machine_info(ctx: Any | None) -> dict[str, Any]:
         "git_commit": _git_commit(),
     }
     if ctx is not None:
-        engine = ctx.services.session_factory.kw["bind"]
+        engine = ctx.services.sessions.kw["bind"]
         with engine.connect() as conn:
             version = conn.dialect.server_version_info
         info["database"] = ctx.database

@@ -1,8 +1,9 @@
 """Audit append vs a plain INSERT of rows of the same size, on the same engine.
 
-A: ``audit.log.append_entry`` (head lock, member back-links, canonical bytes,
-leaf and chain hash, Merkle nodes, member index rows) and a durable commit
-through ``Services.commit`` (which cuts a signed checkpoint when one is due).
+A: the audited unit of work (``services.uow()``: the head lock at open, then
+``record`` and ``commit``, which appends with member back-links, canonical
+bytes, leaf and chain hash, Merkle nodes and member index rows, cuts a signed
+checkpoint when one is due, and commits durably).
 
 B: the baseline a team would build: a plain access-log table
 ``bench_plain_audit`` with the same columns and indexes as ``audit_entry``
@@ -11,7 +12,7 @@ engine, same sessions, so the same durability (SQLite: WAL,
 ``synchronous=FULL``, ``BEGIN IMMEDIATE``).
 
 Two pairs, alternating A and B: one entry per commit, and batches of 1,000
-per commit (``append_entries`` vs ``executemany``).
+per commit (one unit of work recording 1,000 entries vs ``executemany``).
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ from typing import Any
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.engine import Engine
 
-from audit.log import Record, append_entries, append_entry
+from audit import actions
+from audit.actions import Record
 from audit.models import AuditEntry
 from core.db import LongBlob, UTCDateTime
 from core.ids import ID_LENGTH, new_id
+from policies.decide import Decision
+from principals.actor import Actor
 from vault.models import VaultMember
 
 PLAIN_TABLE = "bench_plain_audit"
@@ -69,20 +73,19 @@ class Records:
         self.services = services
         self.members = members
         self.rng = random.Random(seed)
-        self.clients = [new_id() for _ in range(4)]
+        self.clients = [
+            Actor(id=new_id(), name=f"bench{n}", role="client", kind="client") for n in range(4)
+        ]
         self.template: dict[str, Any] | None = None
 
     def record(self) -> Record:
-        return Record(
-            action="member.read",
-            decision="permit",
-            reason="legal-basis:contract",
+        purpose = self.rng.choice(PURPOSES)
+        return actions.member_read(
+            self.rng.choice(self.clients),
             policy=self.services.policy.version,
-            actor=self.rng.choice(self.clients),
-            actor_role="client",
-            purpose=self.rng.choice(PURPOSES),
-            members=[self.rng.choice(self.members)],
-            fields={"name": "masked", "phone": "masked"},
+            decision=Decision("permit", "legal-basis:contract", purpose),
+            member_id=self.rng.choice(self.members),
+            released_views={"name": "masked", "phone": "masked"},
             request_id=new_id(),
         )
 
@@ -99,8 +102,8 @@ class Records:
 
     def learn_template(self) -> None:
         """Copy the size of a real entry: its bytes and hashes become the plain row's payload."""
-        with self.services.read_uow() as uow:
-            row = uow.session.execute(
+        with self.services.reading() as session:
+            row = session.execute(
                 select(AuditEntry).where(AuditEntry.action == "member.read").limit(1)
             ).scalar_one()
             self.template = {
@@ -122,33 +125,33 @@ def _timed(work: Callable[[], None], repeats: int) -> float:
 
 def run(ctx: Any) -> list[dict[str, Any]]:
     services = ctx.services
-    engine: Engine = services.session_factory.kw["bind"]
+    engine: Engine = services.sessions.kw["bind"]
     table = plain_audit_table()
     table.metadata.create_all(engine, checkfirst=True)
-    with services.read_uow() as uow:
-        members = list(uow.session.scalars(select(VaultMember.id).limit(10_000)))
+    with services.reading() as session:
+        members = list(session.scalars(select(VaultMember.id).limit(10_000)))
     records = Records(services, members, seed=11)
 
     def gated_single() -> None:
         with services.uow() as uow:
-            append_entry(uow.session, records.record(), clock=services.clock)
-            services.commit(uow)
+            uow.record(records.record())
+            uow.commit()
 
     def plain_single() -> None:
-        with services.uow() as uow:
-            uow.session.execute(insert(table), [records.plain_row()])
-            uow.commit()
+        with services.sessions() as session:
+            session.execute(insert(table), [records.plain_row()])
+            session.commit()
 
     def gated_batch() -> None:
         with services.uow() as uow:
-            batch = [records.record() for _ in range(BATCH)]
-            append_entries(uow.session, batch, clock=services.clock)
-            services.commit(uow)
+            for record in [records.record() for _ in range(BATCH)]:
+                uow.record(record)
+            uow.commit()
 
     def plain_batch() -> None:
-        with services.uow() as uow:
-            uow.session.execute(insert(table), [records.plain_row() for _ in range(BATCH)])
-            uow.commit()
+        with services.sessions() as session:
+            session.execute(insert(table), [records.plain_row() for _ in range(BATCH)])
+            session.commit()
 
     # Warm-up, both sides: the first append also gives the plain rows their size.
     _timed(gated_single, 5)

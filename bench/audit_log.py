@@ -4,7 +4,7 @@
 
 Fills a fresh SQLite log with N realistic entries (gated reads of one member
 out of 100,000, from four clients and five purposes; appended through the real
-``append_entry`` in transactions of 1,000), then reports in one run:
+audited unit of work, 1,000 entries each), then reports in one run:
 
 - append rate (batched commits), online ``verify_log`` rate, export and
   offline ``verify_export`` rates (entries/s);
@@ -15,7 +15,6 @@ out of 100,000, from four clients and five purposes; appended through the real
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import tempfile
 import time
@@ -23,17 +22,15 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from api.app import build_services
-from audit.log import Record, append_entries
 from audit.offline import export_log, verify_export
 from audit.online import verify_log
 from audit.proofs import consistency, inclusion
 from audit.queries import EntryFilter, page_entries
+from bench.append import Records
 from cli.main import run_init
 from core.ids import new_id
 from core.settings import Settings
-
-PURPOSES = ("customer_service", "membership", "marketing_sms", "analytics", "delivery")
+from gate.context import build_services
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,61 +44,41 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(home=home, checkpoint_every_entries=100_000, checkpoint_every_seconds=10**6)
     run_init(settings, echo=False)
     services = build_services(settings)
-    assert services.notary is not None
-    rng = random.Random(5)
     members = [new_id() for _ in range(100_000)]
-    clients = [new_id() for _ in range(4)]
-    member, actor = members[0], clients[0]
+    records = Records(services, members, seed=5)
 
     started = time.perf_counter()
     done = 0
     while done < args.entries:
         with services.uow() as uow:
-            batch = []
-            for _ in range(min(1000, args.entries - done)):
-                member, actor = rng.choice(members), rng.choice(clients)
-                batch.append(
-                    Record(
-                        action="member.read",
-                        decision="permit",
-                        reason="legal-basis:contract",
-                        policy=services.policy.version,
-                        actor=actor,
-                        actor_role="client",
-                        purpose=rng.choice(PURPOSES),
-                        members=[member],
-                        fields={"name": "masked", "phone": "masked"},
-                        request_id=new_id(),
-                    )
-                )
-            append_entries(uow.session, batch, clock=services.clock)
-            done += len(batch)
-            services.commit(uow)  # cuts a checkpoint every 100,000 entries
+            n = min(1000, args.entries - done)
+            for _ in range(n):
+                uow.record(records.record())
+            done += n
+            uow.commit()  # cuts a checkpoint every 100,000 entries
         if done % 100_000 == 0:
             print(f"  appended {done:,}", file=sys.stderr)
     append_s = time.perf_counter() - started
     with services.uow() as uow:
-        cut = services.notary.cut(
-            uow.session, clock=services.clock, policy_version=services.policy.version
-        )
-        services.commit(uow)
+        uow.cut_checkpoint()
+        uow.commit()
+    cut = uow.checkpoint
     size = cut.size if cut else args.entries
 
-    with services.read_uow() as uow:
+    with services.reading() as session:
         t0 = time.perf_counter()
-        report = verify_log(uow.session, verifier_key=services.notary.verifier_key)
+        report = verify_log(session, verifier_key=services.notary.verifier_key)
         online_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        exported = export_log(
-            uow.session, home / "export", verifier_key=services.notary.verifier_key
-        )
+        exported = export_log(session, home / "export", verifier_key=services.notary.verifier_key)
         export_s = time.perf_counter() - t0
-        proof = inclusion(uow.session, seq=size // 2, size=size)
+        proof = inclusion(session, seq=size // 2, size=size)
         checkpoints = [
-            r[0]
-            for r in uow.session.execute(text("SELECT size FROM audit_checkpoint ORDER BY size"))
+            r[0] for r in session.execute(text("SELECT size FROM audit_checkpoint ORDER BY size"))
         ]
-        cons = consistency(uow.session, old=checkpoints[len(checkpoints) // 2], new=size)
+        cons = consistency(session, old=checkpoints[len(checkpoints) // 2], new=size)
+        # A member and a client the random entries named many times over.
+        member, actor = members[0], records.clients[0].id
         timings = {}
         for name, filters in (
             ("member", EntryFilter(member=member)),
@@ -113,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             ),
         ):
             t0 = time.perf_counter()
-            page_entries(uow.session, filters, cursor=None, limit=100)
+            page_entries(session, filters, cursor=None, limit=100)
             timings[name] = (time.perf_counter() - t0) * 1000
-        plan = uow.session.execute(
+        plan = session.execute(
             text(
                 "EXPLAIN QUERY PLAN SELECT audit_entry.seq FROM audit_entry "
                 "JOIN audit_entry_member ON audit_entry_member.seq = audit_entry.seq "

@@ -80,8 +80,8 @@ def build_plain_table(services: Services, db_url: str, *, batch: int = 1000) -> 
     try:
         table = plain_table(services.policy)
         table.metadata.create_all(engine)
-        with services.read_uow() as uow:
-            members = uow.session.scalar(select(func.count()).select_from(VaultMember)) or 0
+        with services.reading() as session:
+            members = session.scalar(select(func.count()).select_from(VaultMember)) or 0
         with engine.connect() as conn:
             have = conn.scalar(select(func.count()).select_from(table)) or 0
         if have == members:
@@ -92,9 +92,9 @@ def build_plain_table(services: Services, db_url: str, *, batch: int = 1000) -> 
         after = ""
         copied = 0
         while True:
-            with services.read_uow() as uow:
+            with services.reading() as session:
                 ids = list(
-                    uow.session.scalars(
+                    session.scalars(
                         select(VaultMember.id)
                         .where(VaultMember.id > after)
                         .order_by(VaultMember.id)
@@ -103,7 +103,7 @@ def build_plain_table(services: Services, db_url: str, *, batch: int = 1000) -> 
                 )
                 if not ids:
                     break
-                sealed = load_sealed(uow.session, ids, fields)
+                sealed = load_sealed(session, ids, fields)
             empty = dict.fromkeys(fields)  # a field the member lacks is NULL
             rows = [
                 {**empty, "id": member_id, **sealed[member_id].open(services.keyring)}

@@ -168,8 +168,8 @@ def check(
 def log_entries(ctx: BenchContext, after: int, *, batch: int = 5000) -> Iterator[dict[str, Any]]:
     """Entries with seq > ``after``, in seq order, a batch per short read transaction."""
     while True:
-        with ctx.services.read_uow() as uow:
-            rows = uow.session.execute(
+        with ctx.services.reading() as session:
+            rows = session.execute(
                 select(AuditEntry.seq, AuditEntry.entry)
                 .where(AuditEntry.seq > after)
                 .order_by(AuditEntry.seq)
@@ -183,8 +183,8 @@ def log_entries(ctx: BenchContext, after: int, *, batch: int = 5000) -> Iterator
 
 
 def pick_members(ctx: BenchContext, n: int) -> list[str]:
-    with ctx.services.read_uow() as uow:
-        ids = list(uow.session.scalars(select(VaultMember.id).order_by(VaultMember.id)))
+    with ctx.services.reading() as session:
+        ids = list(session.scalars(select(VaultMember.id).order_by(VaultMember.id)))
     return random.Random(3).sample(ids, min(n, len(ids)))
 
 

@@ -19,12 +19,11 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from api.app import build_services
 from cli.demo import ensure_clients, load_members
 from cli.main import run_init
 from core.db import build_engine
 from core.settings import Settings
-from gate.context import Services
+from gate.context import Services, build_services
 
 QUICK_MEMBERS = 2_000
 FULL_MEMBERS = 100_000
@@ -54,7 +53,7 @@ class BenchContext:
         if self._dropped:
             return
         self._dropped = True
-        bind = self.services.session_factory.kw.get("bind")  # type: ignore[attr-defined]
+        bind = self.services.sessions.kw.get("bind")  # type: ignore[attr-defined]
         if bind is not None:
             bind.dispose()
         if self.server_url is not None and self.db_url is not None:

@@ -38,13 +38,13 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.engine import Engine
 
-from api.app import build_services
 from bench.baseline import build_plain_table, plain_table
 from consent.models import ConsentState
 from core.settings import Settings
-from gate.clients import authenticate
+from gate.context import build_services
 from gate.export import export_members
 from policies.model import Policy
+from principals.clients import authenticate
 
 PURPOSE = "analytics"
 KEY_ENV = "MG_BENCH_KEY"
@@ -79,8 +79,8 @@ def _peak_rss_mb() -> float:
 
 def _child_gated(settings: Settings) -> dict[str, Any]:
     services = build_services(settings)
-    with services.uow() as uow:
-        actor = authenticate(uow.session, os.environ.get(KEY_ENV))
+    with services.reading() as session:
+        actor = authenticate(session, os.environ.get(KEY_ENV))
     rss_before = _current_rss_mb()
     started = time.perf_counter()
     export = export_members(services, actor=actor, purpose=PURPOSE, request_id=None)
@@ -120,7 +120,7 @@ def plain_export_statement(policy: Policy) -> tuple[Select[Any], list[str]]:
 def _child_plain(settings: Settings) -> dict[str, Any]:
     services = build_services(settings)
     statement, fields = plain_export_statement(services.policy)
-    engine: Engine = services.session_factory.kw["bind"]
+    engine: Engine = services.sessions.kw["bind"]
     rss_before = _current_rss_mb()
     started = time.perf_counter()
     released = size = 0

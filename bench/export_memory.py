@@ -18,12 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from api.app import build_services
 from cli.demo import ensure_clients, load_members, member_count
 from cli.main import run_init
 from core.settings import Settings
-from gate.clients import authenticate
+from gate.context import build_services
 from gate.export import export_members
+from principals.clients import authenticate
 
 
 def peak_rss_mb() -> float:
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     keys = ensure_clients(services)
-    with services.uow() as uow:
-        actor = authenticate(uow.session, keys["analytics"])
+    with services.reading() as session:
+        actor = authenticate(session, keys["analytics"])
 
     total = member_count(services)
     checkpoints = {int(total * 0.1), int(total * 0.5)}

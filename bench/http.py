@@ -49,9 +49,9 @@ def database_url(ctx: BenchContext) -> str:
 
 
 def member_ids(ctx: BenchContext, *, limit: int | None = None) -> list[str]:
-    with ctx.services.read_uow() as uow:
+    with ctx.services.reading() as session:
         stmt = select(VaultMember.id).order_by(VaultMember.id)
-        ids = list(uow.session.scalars(stmt))
+        ids = list(session.scalars(stmt))
     if limit is not None and len(ids) > limit:
         ids = random.Random(1).sample(ids, limit)
     return ids

@@ -21,11 +21,11 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from api.app import build_services
 from bench.server import running_server
 from cli.demo import ensure_clients, load_members, member_count
 from cli.main import run_init
 from core.settings import Settings
+from gate.context import build_services
 from vault.models import VaultMember
 
 
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     if member_count(services) == 0:
         load_members(services, args.members, seed=7, progress=lambda _n: None)
     key = ensure_clients(services)["crm"]
-    with services.uow() as uow:
-        ids = list(uow.session.scalars(select(VaultMember.id)))
+    with services.reading() as session:
+        ids = list(session.scalars(select(VaultMember.id)))
     rng = random.Random(1)
 
     with running_server(home) as (base, _process), httpx.Client(base_url=base) as client:

@@ -2,7 +2,7 @@
 
 The log is whatever the other suites of the run appended (exports, appends,
 reads, consent churn) plus extra realistic entries (20,000 with ``--quick``,
-1,000,000 otherwise) appended with ``append_entries`` in batches of 1,000.
+1,000,000 otherwise) recorded by units of work of 1,000 entries each.
 
 A: ``audit.online.verify_log`` on the live database (leaf, chain, columns,
 member index rows, stored Merkle nodes, every checkpoint and its signature).
@@ -25,7 +25,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from audit.log import append_entries
 from audit.offline import export_log, verify_export
 from audit.online import verify_log
 from bench.append import BATCH, Records
@@ -38,16 +37,17 @@ TARGET_PER_S = 300_000
 
 def _append_extra(ctx: Any, count: int) -> float:
     services = ctx.services
-    with services.read_uow() as uow:
-        members = list(uow.session.scalars(select(VaultMember.id).limit(100_000)))
+    with services.reading() as session:
+        members = list(session.scalars(select(VaultMember.id).limit(100_000)))
     records = Records(services, members, seed=23)
     started = time.perf_counter()
     done = 0
     while done < count:
         n = min(BATCH, count - done)
         with services.uow() as uow:
-            append_entries(uow.session, [records.record() for _ in range(n)], clock=services.clock)
-            services.commit(uow)
+            for _ in range(n):
+                uow.record(records.record())
+            uow.commit()
         done += n
         if done % 200_000 == 0:
             print(f"  appended {done:,}/{count:,} entries", file=sys.stderr, flush=True)
@@ -61,18 +61,18 @@ def run(ctx: Any) -> list[dict[str, Any]]:
     extra = QUICK_EXTRA if ctx.quick else FULL_EXTRA
     append_s = _append_extra(ctx, extra)
 
-    with services.read_uow() as uow:
+    with services.reading() as session:
         started = time.perf_counter()
-        online = verify_log(uow.session, verifier_key=verifier_key)
+        online = verify_log(session, verifier_key=verifier_key)
         online_s = time.perf_counter() - started
     if not online.ok:
         raise RuntimeError(f"verify_log failed at {online.first_bad_seq}: {online.reason}")
 
     directory = ctx.home / "bench-audit-export"
     shutil.rmtree(directory, ignore_errors=True)
-    with services.read_uow() as uow:
+    with services.reading() as session:
         started = time.perf_counter()
-        exported = export_log(uow.session, directory, verifier_key=verifier_key)
+        exported = export_log(session, directory, verifier_key=verifier_key)
         export_s = time.perf_counter() - started
     started = time.perf_counter()
     offline = verify_export(directory, verifier_key=verifier_key)

@@ -19,9 +19,10 @@ from sqlalchemy import func, select
 from cli.demo_data import generate_members, plan_consents
 from consent.models import ConsentState
 from consent.registry import ImportedConsent
-from gate.clients import OPERATOR_ACTOR, add_client, find_client, issue_key
+from gate.clients import client_state, register_client, reissue_key
 from gate.context import Services
 from gate.imports import import_members
+from principals import OPERATOR_ACTOR
 from vault.models import VaultMember
 
 BATCH = 1000
@@ -63,8 +64,8 @@ DEMO_CLIENTS = (
 
 
 def member_count(services: Services) -> int:
-    with services.uow() as uow:
-        return uow.session.scalar(select(func.count()).select_from(VaultMember)) or 0
+    with services.reading() as session:
+        return session.scalar(select(func.count()).select_from(VaultMember)) or 0
 
 
 def load_members(services: Services, n: int, *, seed: int, progress: Callable[[int], None]) -> None:
@@ -103,40 +104,34 @@ def _load_batch(
 
 
 def ensure_clients(services: Services) -> dict[str, str]:
-    """Create the demo clients, or replace existing ones' keys. Returns name → key."""
+    """Create the demo clients, or replace existing ones' keys. Returns name → key.
+
+    A demo client an operator revoked stays revoked (and gets no key).
+    """
     keys: dict[str, str] = {}
     for spec in DEMO_CLIENTS:
-        with services.uow() as uow:
-            existing = find_client(uow.session, spec.name)
-            if existing is not None and existing.revoked_at is None:
-                keys[spec.name] = issue_key(
-                    uow.session,
-                    policy=services.policy,
-                    client_id=existing.id,
-                    actor=OPERATOR_ACTOR,
-                    clock=services.clock,
-                    replace=True,  # the keys printed last time stop working
-                )
-            elif existing is None:
-                keys[spec.name] = add_client(
-                    uow.session,
-                    policy=services.policy,
-                    name=spec.name,
-                    role=spec.role,
-                    purposes=list(spec.purposes),
-                    scopes=list(spec.scopes),
-                    actor=OPERATOR_ACTOR,
-                    request_id=None,
-                    clock=services.clock,
-                ).key
-            services.commit(uow)
+        state = client_state(services, spec.name)
+        if state == "active":
+            # The keys printed last time stop working.
+            keys[spec.name] = reissue_key(
+                services, actor=OPERATOR_ACTOR, name=spec.name, replace=True
+            )
+        elif state is None:
+            keys[spec.name] = register_client(
+                services,
+                actor=OPERATOR_ACTOR,
+                name=spec.name,
+                role=spec.role,
+                purposes=list(spec.purposes),
+                scopes=list(spec.scopes),
+                request_id=None,
+            ).key
     return keys
 
 
 def sample_members(services: Services) -> tuple[str | None, str | None]:
     """One member who granted marketing_sms and one who has not (for the curl tour)."""
-    with services.uow() as uow:
-        session = uow.session
+    with services.reading() as session:
         granted = session.scalar(
             select(ConsentState.member_id)
             .where(ConsentState.purpose == "marketing_sms", ConsentState.status == "granted")

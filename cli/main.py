@@ -22,8 +22,8 @@ def _settings() -> Settings:
 
 
 def _services(settings: Settings) -> Any:
-    from api.app import build_services
     from audit.signer import SignerError
+    from gate.context import build_services
     from policies import PolicyError
     from vault.keys import KeyringError
 
@@ -106,8 +106,9 @@ def init() -> None:
 
 def app_factory() -> Any:
     """Entry point for uvicorn (``factory=True``): one app per worker process."""
-    from api.app import build_services, create_app
+    from api.app import create_app
     from core.logging import configure_logging
+    from gate.context import build_services
 
     settings = _settings()
     services = build_services(settings)
@@ -116,7 +117,7 @@ def app_factory() -> Any:
         level=settings.log_level,
         personal_keys=services.policy.personal_field_names,
     )
-    return create_app(settings, services=services)
+    return create_app(services=services)
 
 
 def _serve(host: str, port: int, workers: int) -> None:
@@ -245,23 +246,20 @@ def clients_add(
 ) -> None:
     """Register a client and print its API key (shown once)."""
     from core.errors import DomainError
-    from gate.clients import OPERATOR_ACTOR, add_client
+    from gate.clients import register_client
+    from principals import OPERATOR_ACTOR
 
     services = _services(_settings())
     try:
-        with services.uow() as uow:
-            issued = add_client(
-                uow.session,
-                policy=services.policy,
-                name=name,
-                role=role,
-                purposes=list(purposes),
-                scopes=list(scopes),
-                actor=OPERATOR_ACTOR,
-                request_id=None,
-                clock=services.clock,
-            )
-            services.commit(uow)
+        issued = register_client(
+            services,
+            actor=OPERATOR_ACTOR,
+            name=name,
+            role=role,
+            purposes=list(purposes),
+            scopes=list(scopes),
+            request_id=None,
+        )
     except DomainError as exc:
         _fail(exc.detail)
         return
@@ -280,9 +278,7 @@ def clients_list(as_json: bool) -> None:
     """List clients with their role, purposes and state."""
     from gate.clients import list_clients
 
-    services = _services(_settings())
-    with services.uow() as uow:
-        rows = list_clients(uow.session)
+    rows = list_clients(_services(_settings()))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -297,27 +293,14 @@ def clients_list(as_json: bool) -> None:
 def clients_revoke(client: str) -> None:
     """Revoke a client (by id or name); its keys stop working at once."""
     from core.errors import DomainError
-    from core.ids import is_valid_id
-    from gate.clients import OPERATOR_ACTOR, find_client, revoke_client
+    from gate.clients import revoke_client
+    from principals import OPERATOR_ACTOR
 
     services = _services(_settings())
     try:
-        with services.uow() as uow:
-            # An id is unambiguous; a name is looked up only when no client has that id.
-            from gate.models import GateClient
-
-            by_id = uow.session.get(GateClient, client) if is_valid_id(client) else None
-            found = by_id or find_client(uow.session, client)
-            client_id = found.id if found is not None else client
-            seq = revoke_client(
-                uow.session,
-                policy=services.policy,
-                client_id=client_id,
-                actor=OPERATOR_ACTOR,
-                request_id=None,
-                clock=services.clock,
-            )
-            services.commit(uow)
+        seq = revoke_client(
+            services, actor=OPERATOR_ACTOR, client=client, request_id=None, by_name=True
+        )
     except DomainError as exc:
         _fail(exc.detail)
         return
@@ -394,51 +377,23 @@ def keys_rewrap() -> None:
 
 def _rewrap(settings: Settings) -> None:
     """Re-wrap batch by batch; each batch commits with the audit entry that records it."""
-    from audit.log import Record, append_entry
-    from gate.clients import OPERATOR_ACTOR
-    from vault.members import count_by_kek_version, rewrap_batch
+    from gate.operator import data_keys_by_version, rewrap_data_keys
 
     services = _services(settings)
-    with services.uow() as uow:
-        total = sum(count_by_kek_version(uow.session).values())
-    done = changed = 0
-    after = ""
+    total = sum(data_keys_by_version(services).values())
+    done = 0
     with click.progressbar(length=total, label="re-wrapping data keys", file=sys.stderr) as bar:
-        while True:
-            with services.uow() as uow:
-                n, last = rewrap_batch(
-                    uow.session, keyring=services.keyring, after=after, limit=1000
-                )
-                if last is None:
-                    break
-                if n:
-                    append_entry(
-                        uow.session,
-                        Record(
-                            action="keys.rewrap",
-                            decision="permit",
-                            reason="operator",
-                            policy=services.policy.version,
-                            actor=OPERATOR_ACTOR.id,
-                            actor_role=OPERATOR_ACTOR.role,
-                            detail={
-                                "to_version": services.keyring.active_version,
-                                "rewrapped": n,
-                                "members_after": after,
-                                "members_through": last,
-                            },
-                        ),
-                        clock=services.clock,
-                    )
-                services.commit(uow)
-            changed += n
-            step = min(1000, total - done)
+
+        def advance(step: int) -> None:
+            nonlocal done
+            step = min(step, total - done)
             done += step
             bar.update(step)
-            after = last
-    with services.read_uow() as uow:
-        by_version = count_by_kek_version(uow.session)
-    click.echo(f"re-wrapped {changed} data keys; by KEK version now: {by_version}")
+
+        result = rewrap_data_keys(services, progress=advance)
+    click.echo(
+        f"re-wrapped {result.rewrapped} data keys; by KEK version now: {result.by_version}"
+    )
 
 
 # -- policy -------------------------------------------------------------------
@@ -492,8 +447,8 @@ def _progress(label: str) -> Any:
 
 
 def _deployment_verifier_key(settings: Settings) -> str | None:
-    from api.app import load_notary
     from audit.signer import SignerError
+    from gate.context import load_notary
 
     try:
         return load_notary(settings).verifier_key
@@ -573,8 +528,8 @@ def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
 @audit.command("public-key")
 def audit_public_key() -> None:
     """Print the checkpoint verifier key (C2SP note format) for auditors to keep."""
-    from api.app import load_notary
     from audit.signer import SignerError
+    from gate.context import load_notary
 
     try:
         click.echo(load_notary(_settings()).verifier_key)
@@ -585,26 +540,13 @@ def audit_public_key() -> None:
 @audit.command("checkpoint")
 def audit_checkpoint() -> None:
     """Cut a signed checkpoint now (if the log grew since the last one) and print it."""
-    from audit.log import lock_head
-    from audit.notary import latest_checkpoint
+    from gate.operator import cut_checkpoint
 
-    services = _services(_settings())
-    with services.uow() as uow:
-        lock_head(uow.session)
-        cut = services.notary.cut(
-            uow.session, clock=services.clock, policy_version=services.policy.version
-        )
-        services.commit(uow)
-    if cut is not None:
-        services.notary.publish(cut)
-        click.echo(cut.note, nl=False)
+    note = cut_checkpoint(_services(_settings()))
+    if note is None:
+        _fail("the log is empty: nothing to checkpoint")
         return
-    with services.read_uow() as uow:
-        latest = latest_checkpoint(uow.session)
-        if latest is None:
-            _fail("the log is empty: nothing to checkpoint")
-            return
-        click.echo(latest.note, nl=False)
+    click.echo(note, nl=False)
 
 
 @audit.command("prove")
@@ -619,8 +561,8 @@ def audit_prove(seq: int, size: int | None) -> None:
 
     services = _services(_settings())
     try:
-        with services.read_uow() as uow:
-            click.echo(json.dumps(inclusion(uow.session, seq=seq, size=size), indent=2))
+        with services.reading() as session:
+            click.echo(json.dumps(inclusion(session, seq=seq, size=size), indent=2))
     except DomainError as exc:
         _fail(exc.detail)
 
@@ -635,8 +577,8 @@ def audit_consistency(old: int, new: int) -> None:
 
     services = _services(_settings())
     try:
-        with services.read_uow() as uow:
-            click.echo(json.dumps(consistency(uow.session, old=old, new=new), indent=2))
+        with services.reading() as session:
+            click.echo(json.dumps(consistency(session, old=old, new=new), indent=2))
     except DomainError as exc:
         _fail(exc.detail)
 
@@ -651,9 +593,9 @@ def audit_export(directory: Path) -> None:
     if directory.exists() and any(directory.iterdir()):
         _fail(f"{directory} is not empty")
         return
-    with services.read_uow() as uow:
+    with services.reading() as session:
         report = export_log(
-            uow.session,
+            session,
             directory,
             verifier_key=services.notary.verifier_key,
             progress=_progress("exported"),

@@ -17,14 +17,11 @@ from typing import Any, Literal
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
-from audit.log import Record, append_entry, lock_head
 from consent.models import ConsentEvent, ConsentReceipt, ConsentState
 from consent.receipt import build_receipt
-from core.clock import Clock
-from core.errors import Conflict, InvalidInput, NotFound
-from policies.decide import ConsentFact
+from core.errors import Conflict, InvalidInput
+from policies.decide import ConsentFact, UnknownPurpose
 from policies.model import Policy
-from vault.members import member_exists
 
 RecordableStatus = Literal["granted", "withdrawn", "refused"]
 # Touchpoints (POS tills, offline apps) may sync late, but not from the future.
@@ -54,11 +51,6 @@ class BundledConsent(Conflict):
     title = "Separate consent cannot be bundled"
 
 
-class UnknownPurpose(InvalidInput):
-    slug = "unknown-purpose"
-    title = "Unknown purpose"
-
-
 @dataclass(frozen=True, slots=True)
 class ConsentChange:
     purposes: list[str]
@@ -78,53 +70,32 @@ class RecordedConsent:
     state: dict[str, dict[str, Any]]
 
 
+def new_receipt_id(change: ConsentChange) -> str | None:
+    """A grant gets a receipt; withdrawals and refusals do not."""
+    return str(uuid.uuid4()) if change.status == "granted" else None
+
+
 def record_consent(
     session: Session,
     *,
     policy: Policy,
     member_id: str,
     change: ConsentChange,
+    notices: dict[str, str | None],
+    receipt_id: str | None,
     recorded_by: str,
-    actor_role: str,
-    request_id: str | None,
-    clock: Clock,
+    audit_seq: int,
+    now: datetime,
 ) -> RecordedConsent:
-    """Append one event per purpose, update the state, audit it; flushes only.
+    """Append one event per purpose, update the state, keep the receipt; flushes only.
 
-    A withdrawal or refusal of a consent that was never granted is accepted and
-    recorded: it is the member's stated wish, and it must win over any grant
-    that a slower touchpoint syncs later with an earlier ``collected_at``.
+    ``change`` was checked by ``check_change`` (which gave ``notices``), and
+    the caller's unit of work holds the log-head lock and records the entry
+    ``audit_seq``. A withdrawal or refusal of a consent that was never granted
+    is accepted and recorded: it is the member's stated wish, and it must win
+    over any grant that a slower touchpoint syncs later with an earlier
+    ``collected_at``.
     """
-    now = clock()
-    notices = _validate(policy, change, now)
-    lock_head(session)  # serialise with every decision that reads this consent
-    if not member_exists(session, member_id):
-        raise NotFound("no such member", member_id=member_id)
-
-    receipt_id = str(uuid.uuid4()) if change.status == "granted" else None
-    appended = append_entry(
-        session,
-        Record(
-            action="consent.change",
-            decision="permit",
-            reason=f"consent-{change.status}",
-            policy=policy.version,
-            actor=recorded_by,
-            actor_role=actor_role,
-            purpose=change.purposes[0] if len(change.purposes) == 1 else None,
-            members=[member_id],
-            request_id=request_id,
-            detail={
-                "purposes": change.purposes,
-                "status": change.status,
-                "channel": change.channel,
-                "notice_versions": notices,
-                "receipt_id": receipt_id,
-            },
-        ),
-        clock=lambda: now,
-    )
-
     events: list[dict[str, Any]] = []
     states: dict[str, dict[str, Any]] = {}
     for pid in change.purposes:
@@ -140,7 +111,7 @@ def record_consent(
             notice_version=notices[pid],
             notice_sha256=notice.sha256 if notice else None,
             receipt_id=receipt_id,
-            audit_seq=appended.seq,
+            audit_seq=audit_seq,
         )
         session.add(event)
         session.flush()
@@ -168,10 +139,11 @@ def record_consent(
             )
         )
     session.flush()
-    return RecordedConsent(audit_seq=appended.seq, events=events, receipt=receipt, state=states)
+    return RecordedConsent(audit_seq=audit_seq, events=events, receipt=receipt, state=states)
 
 
-def _validate(policy: Policy, change: ConsentChange, now: datetime) -> dict[str, str | None]:
+def check_change(policy: Policy, change: ConsentChange, now: datetime) -> dict[str, str | None]:
+    """Every rule a change must meet, before anything is read; returns the notice per purpose."""
     if not change.purposes:
         raise InvalidInput("at least one purpose is required")
     if len(set(change.purposes)) != len(change.purposes):

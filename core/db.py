@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 from sqlalchemy import (
@@ -170,51 +169,10 @@ READ_ONLY_OPTION = "memberguard_read_only"
 
 
 def session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
-    """Sessions for the use cases; ``read_only`` ones never take SQLite's write lock."""
+    """Sessions for the use cases' units of work (``audit.uow``); ``read_only`` ones,
+    for work that records nothing, never take SQLite's write lock."""
     bind = engine.execution_options(**{READ_ONLY_OPTION: True}) if read_only else engine
     return sessionmaker(bind=bind, expire_on_commit=False, autoflush=False)
-
-
-class UnitOfWork:
-    """One use case, one transaction. Rolls back unless ``commit()`` is called.
-
-    Services receive ``uow.session`` and only ``flush()``; the use case decides
-    when the transaction commits (for reads: after the audit entry is written
-    and before any data is released).
-    """
-
-    def __init__(self, factory: SessionFactory) -> None:
-        self._factory = factory
-        self._session: Session | None = None
-
-    @property
-    def session(self) -> Session:
-        if self._session is None:
-            raise RuntimeError("unit of work used outside its `with` block")
-        return self._session
-
-    def __enter__(self) -> UnitOfWork:
-        self._session = self._factory()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        session = self.session
-        try:
-            session.rollback()
-        finally:
-            session.close()
-            self._session = None
-
-    def commit(self) -> None:
-        self.session.commit()
-
-    def rollback(self) -> None:
-        self.session.rollback()
 
 
 # Column types shared by the models of every area.

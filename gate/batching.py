@@ -127,8 +127,7 @@ class ReadBatcher:
         if not live:
             return
         try:
-            with self.services.uow() as uow:
-                outcomes = decide_reads(uow, self.services, [request for request, _ in live])
+            outcomes = decide_reads(self.services, [request for request, _ in live])
         except BaseException as exc:
             # Fail closed: a fresh error per caller, and nothing released. The
             # callers are answered first, whatever logging then does.

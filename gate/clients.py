@@ -1,177 +1,14 @@
-"""Client registry and authentication (the gate's first step).
-
-Nothing here is cached: a revoked client or key fails on its very next request.
-"""
+"""Client use cases: register, re-key, revoke, list. Each is one audited unit of work."""
 
 from __future__ import annotations
 
-import hashlib
-import re
-import secrets
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeGuard
+from typing import Any
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.orm import Session
-
-from audit.log import Record, append_entry
-from core.clock import Clock
-from core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
-from core.ids import is_valid_id, new_id
-from gate.models import GateApiKey, GateClient, GateClientPurpose
-from policies.model import Policy
-
-Role = Literal["client", "auditor", "admin"]
-ROLES: tuple[str, ...] = ("client", "auditor", "admin")
-SCOPES = frozenset({"members:write", "consents:read", "consents:write"})
-KEY_PREFIX = "mg_"
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-OPERATOR = "operator"  # the actor named in entries written from the CLI
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """The authenticated caller, with what it is granted."""
-
-    id: str
-    name: str
-    role: str
-    purposes: frozenset[str]
-    scopes: frozenset[str]
-
-    def require_role(self, *roles: str) -> None:
-        if self.role not in roles:
-            raise Forbidden(
-                f"this endpoint needs the role {' or '.join(roles)}", slug="role-required"
-            )
-
-    def require_scope(self, scope: str) -> None:
-        self.require_role("client")
-        if scope not in self.scopes:
-            raise Forbidden(f"this endpoint needs the scope {scope}", slug="scope-required")
-
-
-OPERATOR_ACTOR = Actor(
-    id=OPERATOR, name=OPERATOR, role="admin", purposes=frozenset(), scopes=frozenset()
-)
-
-
-def hash_key(raw_key: str) -> str:
-    return hashlib.sha256(raw_key.encode()).hexdigest()
-
-
-def new_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def well_formed_key(raw_key: str | None) -> TypeGuard[str]:
-    return raw_key is not None and raw_key.startswith(KEY_PREFIX) and len(raw_key) <= 128
-
-
-def authenticate(session: Session, raw_key: str | None) -> Actor:
-    if not well_formed_key(raw_key):
-        raise Unauthenticated("missing or malformed API key")
-    row = session.execute(
-        select(GateClient)
-        .join(GateApiKey, GateApiKey.client_id == GateClient.id)
-        .where(
-            GateApiKey.key_hash == hash_key(raw_key),
-            GateApiKey.revoked_at.is_(None),
-            GateClient.revoked_at.is_(None),
-        )
-    ).scalar_one_or_none()
-    if row is None:
-        raise Unauthenticated("unknown or revoked API key")
-    return _actor(row)
-
-
-def authenticate_many(session: Session, raw_keys: Iterable[str]) -> dict[str, Actor]:
-    """Authenticate several keys at once: the actor of each valid, unrevoked key.
-
-    The batched read path calls this under the log-head lock, so it is both the
-    authentication and the revocation re-check of ``ensure_active``: a key or a
-    client revoked by an earlier entry fails here. Malformed keys are left out
-    without a query; the rest cost one query, grants included.
-    """
-    by_hash = {hash_key(k): k for k in raw_keys if well_formed_key(k)}
-    if not by_hash:
-        return {}
-    clients: dict[str, tuple[str, str, str, str]] = {}
-    purposes: dict[str, set[str]] = {}
-    for key_hash, client_id, name, role, scopes, purpose in session.connection().execute(
-        _BY_KEY_HASH, {"hashes": list(by_hash)}
-    ):
-        clients[key_hash] = (client_id, name, role, scopes)
-        granted = purposes.setdefault(key_hash, set())
-        if purpose is not None:
-            granted.add(purpose)
-    return {
-        by_hash[key_hash]: Actor(
-            id=client_id,
-            name=name,
-            role=role,
-            purposes=frozenset(purposes[key_hash]),
-            scopes=frozenset(scopes.split()),
-        )
-        for key_hash, (client_id, name, role, scopes) in clients.items()
-    }
-
-
-_BY_KEY_HASH = (
-    select(
-        GateApiKey.key_hash,
-        GateClient.id,
-        GateClient.name,
-        GateClient.role,
-        GateClient.scopes,
-        GateClientPurpose.purpose,
-    )
-    .join(GateClient, GateApiKey.client_id == GateClient.id)
-    .outerjoin(GateClientPurpose, GateClientPurpose.client_id == GateClient.id)
-    .where(
-        GateApiKey.key_hash.in_(bindparam("hashes", expanding=True)),
-        GateApiKey.revoked_at.is_(None),
-        GateClient.revoked_at.is_(None),
-    )
-)
-
-
-def active_clients(session: Session, client_ids: Iterable[str]) -> set[str]:
-    """Which of these clients are not revoked (the operator always is), in one query."""
-    wanted = set(client_ids)
-    active = {OPERATOR} & wanted
-    wanted.discard(OPERATOR)
-    if wanted:
-        active.update(
-            session.scalars(
-                select(GateClient.id).where(
-                    GateClient.id.in_(list(wanted)), GateClient.revoked_at.is_(None)
-                )
-            )
-        )
-    return active
-
-
-def ensure_active(session: Session, actor: Actor) -> None:
-    """Re-check, under the log-head lock, that the client exists and was not revoked meanwhile.
-
-    Authentication ran before the lock; a revocation appends its own entry, so
-    checking again here orders every decision after any revocation logged
-    before it (and stops a running export on its next batch).
-    """
-    if actor.id not in active_clients(session, [actor.id]):
-        raise Unauthenticated("unknown or revoked API key")
-
-
-def _actor(client: GateClient) -> Actor:
-    return Actor(
-        id=client.id,
-        name=client.name,
-        role=client.role,
-        purposes=frozenset(p.purpose for p in client.purposes),
-        scopes=frozenset(client.scopes.split()),
-    )
+from audit import actions
+from gate.context import Services
+from principals import clients
+from principals.actor import Actor
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,169 +18,89 @@ class IssuedClient:
     audit_seq: int
 
 
-def add_client(
-    session: Session,
+def register_client(
+    services: Services,
     *,
-    policy: Policy,
+    actor: Actor,
     name: str,
     role: str,
     purposes: list[str],
     scopes: list[str],
-    actor: Actor,
     request_id: str | None,
-    clock: Clock,
 ) -> IssuedClient:
-    if not NAME_RE.match(name):
-        raise InvalidInput(
-            "name must be 1-64 characters: lower-case letters, digits, '_', '.', '-'"
+    """A new client and its first key (shown once; only its hash is stored)."""
+    clients.check_new_client(
+        services.policy, name=name, role=role, purposes=purposes, scopes=scopes
+    )
+    with services.uow(actor) as uow:
+        new = clients.create_client(
+            uow.session, name=name, role=role, purposes=purposes, scopes=scopes, now=uow.now
         )
-    if role not in ROLES:
-        raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
-    unknown = sorted(set(purposes) - set(policy.purposes))
-    if unknown:
-        raise InvalidInput(
-            f"{len(unknown)} purpose(s) are not in the policy",
-            known_purposes=sorted(policy.purposes),
+        seq = uow.record(
+            actions.client_created(
+                actor,
+                policy=services.policy.version,
+                client_id=new.client["id"],
+                name=name,
+                role=role,
+                purposes=purposes,
+                scopes=scopes,
+                request_id=request_id,
+            )
         )
-    bad_scopes = sorted(set(scopes) - SCOPES)
-    if bad_scopes:
-        raise InvalidInput(f"unknown scope(s); known scopes are {', '.join(sorted(SCOPES))}")
-    if role != "client" and (purposes or scopes):
-        raise InvalidInput("only clients are granted purposes and scopes")
-    if session.scalar(select(GateClient.id).where(GateClient.name == name)) is not None:
-        raise Conflict("a client with this name already exists", slug="client-exists")
-
-    now = clock()
-    client = GateClient(
-        id=new_id(), name=name, role=role, scopes=" ".join(sorted(set(scopes))), created_at=now
-    )
-    client.purposes = [GateClientPurpose(purpose=p) for p in sorted(set(purposes))]
-    session.add(client)
-    session.flush()
-    key = _issue_key(session, client.id, now)
-    appended = append_entry(
-        session,
-        Record(
-            action="client.create",
-            decision="permit",
-            reason="admin",
-            policy=policy.version,
-            actor=actor.id,
-            actor_role=actor.role,
-            request_id=request_id,
-            detail={
-                "client": client.id,
-                "name": name,
-                "role": role,
-                "purposes": sorted(set(purposes)),
-                "scopes": sorted(set(scopes)),
-            },
-        ),
-        clock=clock,
-    )
-    return IssuedClient(client=client_view(client), key=key, audit_seq=appended.seq)
-
-
-def issue_key(
-    session: Session,
-    *,
-    policy: Policy,
-    client_id: str,
-    actor: Actor,
-    clock: Clock,
-    replace: bool = False,
-) -> str:
-    """Another key for an existing, active client; ``replace`` revokes its other keys."""
-    client = session.get(GateClient, client_id) if is_valid_id(client_id) else None
-    if client is None or client.revoked_at is not None:
-        raise NotFound("no such active client")
-    now = clock()
-    if replace:
-        session.execute(
-            update(GateApiKey)
-            .where(GateApiKey.client_id == client_id, GateApiKey.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
-    key = _issue_key(session, client_id, now)
-    append_entry(
-        session,
-        Record(
-            action="client.key",
-            decision="permit",
-            reason="admin",
-            policy=policy.version,
-            actor=actor.id,
-            actor_role=actor.role,
-            detail={"client": client_id, "replaced_other_keys": replace},
-        ),
-        clock=clock,
-    )
-    return key
-
-
-def _issue_key(session: Session, client_id: str, now: Any) -> str:
-    key = new_key()
-    session.add(
-        GateApiKey(key_hash=hash_key(key), client_id=client_id, prefix=key[:10], created_at=now)
-    )
-    session.flush()
-    return key
+        uow.commit()
+    return IssuedClient(client=new.client, key=new.key, audit_seq=seq)
 
 
 def revoke_client(
-    session: Session,
+    services: Services,
     *,
-    policy: Policy,
-    client_id: str,
     actor: Actor,
+    client: str,
     request_id: str | None,
-    clock: Clock,
+    by_name: bool = False,
 ) -> int:
-    client = session.get(GateClient, client_id) if is_valid_id(client_id) else None
-    if client is None:
-        raise NotFound("no such client")
-    if client.revoked_at is not None:
-        raise Conflict("client is already revoked", slug="already-revoked")
-    now = clock()
-    client.revoked_at = now
-    session.execute(
-        update(GateApiKey)
-        .where(GateApiKey.client_id == client_id, GateApiKey.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
-    appended = append_entry(
-        session,
-        Record(
-            action="client.revoke",
-            decision="permit",
-            reason="admin",
-            policy=policy.version,
-            actor=actor.id,
-            actor_role=actor.role,
-            request_id=request_id,
-            detail={"client": client_id},
-        ),
-        clock=clock,
-    )
-    return appended.seq
+    """Revoke a client by id (``by_name``: or by name, for the CLI); returns the entry's seq."""
+    with services.uow(actor) as uow:
+        found = clients.find_client(uow.session, client) if by_name else None
+        client_id = found.id if found is not None else client
+        clients.revoke(uow.session, client_id=client_id, now=uow.now)
+        seq = uow.record(
+            actions.client_revoked(
+                actor, policy=services.policy.version, client_id=client_id, request_id=request_id
+            )
+        )
+        uow.commit()
+    return seq
 
 
-def list_clients(session: Session) -> list[dict[str, Any]]:
-    clients = session.scalars(select(GateClient).order_by(GateClient.created_at, GateClient.name))
-    return [client_view(c) for c in clients]
+def reissue_key(services: Services, *, actor: Actor, name: str, replace: bool) -> str:
+    """Another key for the named active client; ``replace`` revokes the others."""
+    with services.uow(actor) as uow:
+        found = clients.find_client(uow.session, name)
+        client_id = found.id if found is not None else name
+        key = clients.issue_key(uow.session, client_id=client_id, now=uow.now, replace=replace)
+        uow.record(
+            actions.client_key_issued(
+                actor,
+                policy=services.policy.version,
+                client_id=client_id,
+                replaced_other_keys=replace,
+            )
+        )
+        uow.commit()
+    return key
 
 
-def find_client(session: Session, name: str) -> GateClient | None:
-    return session.scalar(select(GateClient).where(GateClient.name == name))
+def list_clients(services: Services) -> list[dict[str, Any]]:
+    with services.reading() as session:
+        return clients.list_clients(session)
 
 
-def client_view(client: GateClient) -> dict[str, Any]:
-    return {
-        "id": client.id,
-        "name": client.name,
-        "role": client.role,
-        "purposes": sorted(p.purpose for p in client.purposes),
-        "scopes": sorted(client.scopes.split()),
-        "created_at": client.created_at.isoformat(),
-        "revoked_at": client.revoked_at.isoformat() if client.revoked_at else None,
-    }
+def client_state(services: Services, name: str) -> str | None:
+    """ "active", "revoked", or None for a name no client has."""
+    with services.reading() as session:
+        found = clients.find_client(session, name)
+        if found is None:
+            return None
+        return "revoked" if found.revoked_at is not None else "active"

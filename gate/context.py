@@ -1,57 +1,109 @@
-"""What the use cases need, built once by the app factory or the CLI."""
+"""The composition root: what every entry point needs, built in one place.
+
+``build_services(settings)`` builds the engine, keyring, checkpoint signer and
+policy from one ``Settings``; the API, the CLI (and the coming worker and web
+app) call it and nothing else builds them. ``Services`` carries only the
+collaborators every use case shares; a feature's own configuration is read
+from ``settings``, so the object does not grow a field per feature.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
-from audit.log import AuditUnavailable
 from audit.notary import Notary
+from audit.signer import load_signer_env, load_signer_file
+from audit.uow import AuditedUnitOfWork
 from core.clock import Clock, utc_now
-from core.db import SessionFactory, UnitOfWork
+from core.db import SessionFactory, build_engine, session_factory
+from core.settings import Settings
+from policies import load_policy
 from policies.model import Policy
-from vault.keys import Keyring
+from principals.actor import Actor
+from principals.clients import ensure_active
+from vault.keys import EnvKeyring, Keyring, LocalKeyFile
 
 
 @dataclass(frozen=True)
 class Services:
+    settings: Settings
     policy: Policy
     keyring: Keyring
-    session_factory: SessionFactory
-    # Sessions that never take SQLite's write lock: audit exports and reports.
-    read_session_factory: SessionFactory | None = None
+    notary: Notary
+    # Sessions for use cases (they take the write lock) ...
+    sessions: SessionFactory
+    # ... and for read-only work that records nothing (auditor queries,
+    # proofs, listings): never SQLite's write lock.
+    read_sessions: SessionFactory
     clock: Clock = utc_now
-    export_batch_size: int = 500
-    # Cuts signed checkpoints; None only where no signing key is configured
-    # (tests of other parts).
-    notary: Notary | None = None
 
-    def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.session_factory)
+    def uow(self, actor: Actor | None = None) -> AuditedUnitOfWork:
+        """One use case's audited unit of work (``with services.uow(actor) as uow:``).
 
-    def commit(self, uow: UnitOfWork) -> None:
-        """Commit an audited transaction, cutting a checkpoint first when one is due.
-
-        The checkpoint is cut in the same transaction, under the log-head lock
-        the transaction already holds, and published once committed.
+        With an ``actor`` whose key was checked before the lock, it is checked
+        again under it: a revocation appends its own entry, so every decision
+        is ordered after any revocation logged before it.
         """
-        cut = None
-        if self.notary is not None and self.notary.due(uow.session, self.clock()):
-            cut = self.notary.cut(uow.session, clock=self.clock, policy_version=self.policy.version)
-        commit_audited(uow)
-        if cut is not None and self.notary is not None:
-            self.notary.publish(cut)
+        return AuditedUnitOfWork(
+            self.sessions,
+            notary=self.notary,
+            clock=self.clock,
+            policy_version=self.policy.version,
+            # Member sessions are checked by their own token (principals), not here.
+            under_lock=(
+                partial(ensure_active, actor=actor)
+                if actor is not None and actor.kind != "member"
+                else None
+            ),
+        )
 
-    def read_uow(self) -> UnitOfWork:
-        return UnitOfWork(self.read_session_factory or self.session_factory)
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only session for work that records nothing; always rolled back."""
+        session = self.read_sessions()
+        try:
+            yield session
+        finally:
+            session.rollback()
+            session.close()
 
 
-def commit_audited(uow: UnitOfWork) -> None:
-    """Commit a transaction that holds an audit entry; a failure means nothing is released."""
-    try:
-        uow.commit()
-    except SQLAlchemyError as exc:
-        raise AuditUnavailable(
-            "the audit log could not be committed; nothing was released"
-        ) from exc
+def load_keyring(settings: Settings) -> Keyring:
+    if settings.key_provider == "env":
+        return EnvKeyring(settings.keyring_env).load()
+    return LocalKeyFile(settings.resolved_key_path).load()
+
+
+def load_notary(settings: Settings) -> Notary:
+    if settings.key_provider == "env":
+        private_key = load_signer_env(settings.audit_signer_env, name=settings.audit_origin)
+    else:
+        private_key = load_signer_file(settings.resolved_signer_path, name=settings.audit_origin)
+    return Notary(
+        origin=settings.audit_origin,
+        private_key=private_key,
+        every_entries=settings.checkpoint_every_entries,
+        every_seconds=settings.checkpoint_every_seconds,
+        sink=settings.resolved_checkpoint_dir,
+    )
+
+
+def build_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
+    """Everything from ``settings``; raises KeyringError, SignerError or PolicyError."""
+    engine = build_engine(
+        settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+    )
+    return Services(
+        settings=settings,
+        policy=load_policy(settings.policy_path),
+        keyring=load_keyring(settings),
+        notary=load_notary(settings),
+        sessions=session_factory(engine),
+        read_sessions=session_factory(engine, read_only=True),
+        clock=clock,
+    )

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from audit.log import Record, append_entry
+from audit import actions
 from consent.registry import ImportedConsent, import_consents
-from gate.clients import OPERATOR_ACTOR
 from gate.context import Services
+from principals.actor import OPERATOR_ACTOR
 from vault.members import create_members_bulk, validate_values
 
 # Given the new member id and the submitted record, the consent history to import.
@@ -35,33 +35,28 @@ def import_members(
     ]
     with services.uow() as uow:
         ids = create_members_bulk(
-            uow.session, policy=policy, keyring=services.keyring, batch=clean, clock=services.clock
+            uow.session, policy=policy, keyring=services.keyring, batch=clean, now=uow.now
         )
         events: list[ImportedConsent] = []
         if history is not None:
             for member_id, member in zip(ids, members, strict=True):
                 events.extend(history(member_id, member))
-        appended = append_entry(
-            uow.session,
-            Record(
-                action="member.import",
-                decision="permit",
-                reason="operator",
+        seq = uow.record(
+            actions.members_imported(
+                OPERATOR_ACTOR,
                 policy=policy.version,
-                actor=OPERATOR_ACTOR.id,
-                actor_role=OPERATOR_ACTOR.role,
-                members=ids,
-                detail={"source": source, "members": len(ids), "consent_events": len(events)},
-            ),
-            clock=services.clock,
+                member_ids=ids,
+                source=source,
+                consent_events=len(events),
+            )
         )
         import_consents(
             uow.session,
             policy=policy,
             events=events,
             recorded_by=OPERATOR_ACTOR.id,
-            audit_seq=appended.seq,
-            now=services.clock(),
+            audit_seq=seq,
+            now=uow.now,
         )
-        services.commit(uow)
+        uow.commit()
     return ids

@@ -11,28 +11,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session
 
-from audit.log import Record, append_entries, append_entry, lock_head
-from consent.registry import UnknownPurpose as UnknownPurposeError
+from audit import actions
 from consent.registry import consent_facts_for
-from core.db import UnitOfWork
 from core.errors import Forbidden, NotFound, Unauthenticated
 from core.ids import is_valid_id
-from gate.clients import Actor, authenticate_many, ensure_active
 from gate.context import Services
-from policies.decide import Decision, decide_lookup, decide_member, decide_purpose, deny
-from vault.masking import apply_view, pseudonym
-from vault.members import (
-    SealedMember,
-    load_sealed,
-    lookup,
-    normalise_lookup,
+from policies.decide import (
+    Decision,
+    UnknownPurpose,
+    decide_lookup,
+    decide_member,
+    decide_purpose,
+    deny,
 )
+from policies.model import Policy
+from principals.actor import Actor
+from principals.clients import authenticate_many
+from vault.keys import Keyring
+from vault.masking import Pseudonymiser, view_function
+from vault.members import SealedMember, load_sealed, lookup, normalise_lookup
 
 
 class ReadRefused(Forbidden):
@@ -57,7 +60,7 @@ class MemberNotFound(NotFound):
         self.audit_seq = audit_seq
 
 
-class UnknownPurpose(UnknownPurposeError):
+class UnknownPurposeRecorded(UnknownPurpose):
     def __init__(self, detail: str, *, audit_seq: int, known: list[str]) -> None:
         super().__init__(detail, known_purposes=known)
         self.audit_seq = audit_seq
@@ -71,12 +74,13 @@ _REFUSAL_TEXT = {
 }
 
 
-def refusal(services: Services, decision: Decision, seq: int) -> Exception:
+def refusal(policy: Policy, decision: Decision, seq: int) -> Exception:
+    """The error a recorded refusal raises; ``audit_seq`` names its entry."""
     if decision.reason == "unknown-purpose":
-        return UnknownPurpose(
+        return UnknownPurposeRecorded(
             "the purpose is not in the policy",
             audit_seq=seq,
-            known=sorted(services.policy.purposes),
+            known=sorted(policy.purposes),
         )
     if decision.reason == "member-not-found":
         return MemberNotFound(audit_seq=seq)
@@ -94,27 +98,53 @@ class MemberRelease:
     audit_seq: int
 
 
-def release_fields(
-    services: Services, actor: Actor, decision: Decision, sealed: SealedMember
-) -> dict[str, Any]:
-    values = sealed.open(services.keyring)
-    released: dict[str, Any] = {}
-    for name, view in decision.views.items():
-        if name not in values:
-            continue
-        if view == "pseudonym":
-            released[name] = pseudonym(
-                services.keyring.pseudonym_key_for(actor.id), sealed.member_id
-            )
-        else:
-            released[name] = apply_view(services.policy.fields[name].type, view, values[name])
-    return released
+class Release:
+    """What a permitted decision releases of a member: the fields in their views.
 
+    Views and the client's pseudonym key are resolved once per decision, so
+    an export applies them to thousands of members at the cost of one; a
+    single read is a release of one.
+    """
 
-def record_and_commit(uow: UnitOfWork, services: Services, record: Record) -> int:
-    seq = append_entry(uow.session, record, clock=services.clock).seq
-    services.commit(uow)
-    return seq
+    def __init__(self, policy: Policy, keyring: Keyring, actor: Actor, decision: Decision) -> None:
+        if decision.purpose is None or not decision.permitted:
+            raise ValueError("only a permitted decision releases anything")
+        self._keyring = keyring
+        pseudonymous = policy.purposes[decision.purpose].member_id == "pseudonym"
+        views = decision.views.items()
+        self._pseudonym: Callable[[str], str] | None = None
+        if pseudonymous or any(view == "pseudonym" for _name, view in views):
+            self._pseudonym = Pseudonymiser(keyring.pseudonym_key_for(actor.id))
+        self.label_key = "pseudonym" if pseudonymous else "id"
+        # None stands for the pseudonym view, which shows the member id's
+        # pseudonym rather than anything of the value.
+        self._views = [
+            (name, None if view == "pseudonym" else view_function(policy.fields[name].type, view))
+            for name, view in views
+        ]
+
+    def label(self, member_id: str) -> str:
+        if self._pseudonym is not None and self.label_key == "pseudonym":
+            return self._pseudonym(member_id)
+        return member_id
+
+    def fields(self, sealed: SealedMember) -> dict[str, Any]:
+        """Decrypt and show; call only once the decision's entry is committed."""
+        values = sealed.open(self._keyring)
+        released: dict[str, Any] = {}
+        for name, show in self._views:
+            if name not in values:
+                continue
+            if show is None:
+                assert self._pseudonym is not None
+                released[name] = self._pseudonym(sealed.member_id)
+            else:
+                released[name] = show(values[name])
+        return released
+
+    def line(self, sealed: SealedMember) -> dict[str, Any]:
+        """An export's line: the member under its label (id or pseudonym) and the fields."""
+        return {self.label_key: self.label(sealed.member_id), "fields": self.fields(sealed)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +175,11 @@ class Decided:
     audit_seq: int
 
     def release(self, services: Services) -> MemberRelease:
+        release = Release(services.policy, services.keyring, self.actor, self.decision)
         return MemberRelease(
             id=self.member_id,
             purpose=self.purpose,
-            fields=release_fields(services, self.actor, self.decision, self.sealed),
+            fields=release.fields(self.sealed),
             withheld=self.decision.withheld,
             audit_seq=self.audit_seq,
         )
@@ -165,10 +196,8 @@ class Refused:
 Outcome = Decided | Refused
 
 
-def decide_reads(
-    uow: UnitOfWork, services: Services, requests: Sequence[ReadRequest]
-) -> list[Outcome]:
-    """Decide, record and commit a batch of reads in one transaction (group commit).
+def decide_reads(services: Services, requests: Sequence[ReadRequest]) -> list[Outcome]:
+    """Decide, record and commit a batch of reads in one unit of work (group commit).
 
     Every request is decided under the log-head lock on the facts committed
     before the batch, each gets its own entry, and one commit makes them all
@@ -177,9 +206,19 @@ def decide_reads(
     one. If the append or the commit fails, ``AuditUnavailable`` is raised and
     no request of the batch releases anything.
     """
-    policy = services.policy
-    session = uow.session
-    lock_head(session)
+    with services.uow() as uow:
+        outcomes = _decide(uow.session, services.policy, requests, record=uow.record)
+        uow.commit()
+    return outcomes
+
+
+def _decide(
+    session: Session,
+    policy: Policy,
+    requests: Sequence[ReadRequest],
+    *,
+    record: Callable[[actions.Record], int],
+) -> list[Outcome]:
     actors = _authenticate(session, requests)
 
     outcomes: list[Outcome | None] = [None] * len(requests)
@@ -199,8 +238,8 @@ def decide_reads(
         )
 
     # The facts for the whole batch, one query each: the sealed rows of every
-    # member a permitted purpose names (a member without a data key does not
-    # exist, or was crypto-shredded), then their consent for those purposes.
+    # member a permitted purpose names (a member exists while they have a data
+    # key: ``vault.members``), then their consent for those purposes.
     candidates = [
         i for i, d in decisions.items() if d.permitted and is_valid_id(requests[i].member_id)
     ]
@@ -222,53 +261,37 @@ def decide_reads(
             decisions[index] = decide_member(
                 policy, decision, facts.get((request.member_id, request.purpose))
             )
-    released = {i for i, d in decisions.items() if d.permitted}
 
-    order = sorted(decisions)
-    records = []
-    for index in order:
+    for index in sorted(decisions):
         request, decision, actor = requests[index], decisions[index], actors[index]
-        member_sealed = sealed.get(request.member_id) if index in released else None
-        records.append(
-            Record(
-                action="member.read",
-                decision=decision.outcome,
-                reason=decision.reason,
+        member_sealed = sealed.get(request.member_id) if decision.permitted else None
+        seq = record(
+            actions.member_read(
+                actor,
                 policy=policy.version,
-                actor=actor.id,
-                actor_role=actor.role,
-                purpose=decision.purpose,
-                # A syntactically invalid id is attacker-chosen text: it is not
-                # written to the log, only the refusal is.
-                members=[request.member_id] if is_valid_id(request.member_id) else [],
-                fields=_released_views(decision, member_sealed),
+                decision=decision,
+                member_id=request.member_id if is_valid_id(request.member_id) else None,
+                released_views=_released_views(decision, member_sealed),
                 request_id=request.request_id,
             )
         )
-    appended = []
-    if records:
-        appended = append_entries(session, records, clock=services.clock)
-        services.commit(uow)
-    for index, entry in zip(order, appended, strict=True):
-        request, decision, actor = requests[index], decisions[index], actors[index]
-        member_sealed = sealed.get(request.member_id) if index in released else None
-        if member_sealed is not None and member_sealed.fields.keys() - decision.views.keys():
+        if member_sealed is None:
+            outcomes[index] = Refused(refusal(policy, decision, seq), actor)
+            continue
+        if member_sealed.fields.keys() - decision.views.keys():
             # Loaded for another read of the batch: never opened for this one.
             member_sealed = replace(
                 member_sealed,
                 fields={n: ct for n, ct in member_sealed.fields.items() if n in decision.views},
             )
-        if member_sealed is None:
-            outcomes[index] = Refused(refusal(services, decision, entry.seq), actor)
-        else:
-            outcomes[index] = Decided(
-                actor=actor,
-                decision=decision,
-                sealed=member_sealed,
-                member_id=request.member_id,
-                purpose=request.purpose,
-                audit_seq=entry.seq,
-            )
+        outcomes[index] = Decided(
+            actor=actor,
+            decision=decision,
+            sealed=member_sealed,
+            member_id=request.member_id,
+            purpose=request.purpose,
+            audit_seq=seq,
+        )
     decided = [outcome for outcome in outcomes if outcome is not None]
     if len(decided) != len(requests):  # not an assert: it must hold under -O too
         raise RuntimeError("a read of the batch was left without an outcome")
@@ -295,9 +318,8 @@ class LookupResult:
 
 
 def lookup_members(
-    uow: UnitOfWork,
-    *,
     services: Services,
+    *,
     actor: Actor,
     field_name: str,
     value: object,
@@ -307,43 +329,35 @@ def lookup_members(
     """Find members by phone or e-mail; only those the purpose admits are returned."""
     policy = services.policy
     normalised = normalise_lookup(field_name, value)  # bad input: 422 before anything is read
-    session = uow.session
-    lock_head(session)
-    ensure_active(session, actor)
-    decision = decide_purpose(policy, purpose=purpose, client_purposes=actor.purposes)
-    decision = decide_lookup(policy, decision, field_name)
-    admitted: list[str] = []
-    matched = 0
-    if decision.permitted:
-        candidates = lookup(
-            session, keyring=services.keyring, field_name=field_name, normalised=normalised
+    with services.uow(actor) as uow:
+        decision = decide_purpose(policy, purpose=purpose, client_purposes=actor.purposes)
+        decision = decide_lookup(policy, decision, field_name)
+        admitted: list[str] = []
+        matched = 0
+        if decision.permitted:
+            candidates = lookup(
+                uow.session, keyring=services.keyring, field_name=field_name, normalised=normalised
+            )
+            matched = len(candidates)
+            facts = consent_facts_for(uow.session, {(m, purpose) for m in candidates})
+            admitted = [
+                m
+                for m in candidates
+                if decide_member(policy, decision, facts.get((m, purpose))).permitted
+            ]
+        seq = uow.record(
+            actions.members_looked_up(
+                actor,
+                policy=policy.version,
+                decision=decision,
+                by=field_name,
+                matched=matched,
+                admitted=admitted,
+                request_id=request_id,
+            )
         )
-        matched = len(candidates)
-        facts = consent_facts_for(session, {(m, purpose) for m in candidates})
-        admitted = [
-            m
-            for m in candidates
-            if decide_member(policy, decision, facts.get((m, purpose))).permitted
-        ]
-    seq = record_and_commit(
-        uow,
-        services,
-        Record(
-            action="member.lookup",
-            decision=decision.outcome,
-            reason=decision.reason,
-            policy=policy.version,
-            actor=actor.id,
-            actor_role=actor.role,
-            purpose=decision.purpose,
-            members=admitted,
-            request_id=request_id,
-            # How many matched is recorded so that an auditor can see lookups
-            # that found members the purpose did not admit.
-            detail={"by": field_name, "matched": matched, "admitted": len(admitted)},
-        ),
-    )
+        uow.commit()
     if not decision.permitted:
-        raise refusal(services, decision, seq)
+        raise refusal(policy, decision, seq)
     # decide_lookup refuses pseudonymous purposes, so these are plain member ids.
     return LookupResult(ids=admitted, audit_seq=seq)

@@ -1,8 +1,12 @@
 """The gate's decision: pure, so that it can be tested exhaustively.
 
-Facts go in (policy, the purpose asked for, what the client is granted, whether
-the member exists, the member's current consent for the purpose); a decision
-comes out. Nothing here reads a clock, a database or a cache: a withdrawal is
+Facts go in (policy, the purpose asked for, what the client is granted, the
+member's current consent for the purpose); a decision comes out. Whether the
+member exists is the vault's fact (they have a data key); the gate refuses a
+member who does not with ``deny("member-not-found", purpose)`` after
+``decide_purpose``, so a client learns nothing through a purpose it lacks.
+
+Nothing here reads a clock, a database or a cache: a withdrawal is
 seen because the caller reads the consent state in the same transaction that
 records the decision.
 """
@@ -12,11 +16,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from core.errors import InvalidInput
 from policies.model import Policy
 
 Outcome = Literal["permit", "deny"]
 
 WITHHELD_NOT_IN_PURPOSE = "not-needed-for-purpose"
+
+
+class UnknownPurpose(InvalidInput):
+    """A purpose the policy does not define (in a read, a lookup, a consent change)."""
+
+    slug = "unknown-purpose"
+    title = "Unknown purpose"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,19 +110,3 @@ def decide_lookup(policy: Policy, purpose_decision: Decision, field_name: str) -
     if spec.member_id == "pseudonym" or view is None or view == "pseudonym":
         return deny("lookup-not-allowed", purpose_decision.purpose)
     return purpose_decision
-
-
-def decide(
-    policy: Policy,
-    *,
-    purpose: str,
-    client_purposes: frozenset[str],
-    member_exists: bool,
-    consent: ConsentFact | None,
-) -> Decision:
-    decision = decide_purpose(policy, purpose=purpose, client_purposes=client_purposes)
-    if not decision.permitted:
-        return decision
-    if not member_exists:
-        return deny("member-not-found", purpose)
-    return decide_member(policy, decision, consent)

@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,11 +31,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from audit.checkpoint import generate_signer
 from audit.notary import Notary
+from core.clock import Clock
 from core.db import build_engine
-from gate.clients import OPERATOR_ACTOR, add_client
-from gate.context import Services, commit_audited
+from core.settings import Settings
+from gate.clients import register_client
+from gate.context import Services
 from migrations import upgrade
 from policies import Policy, load_policy
+from principals import OPERATOR_ACTOR
 from vault.keys import Keyring
 
 BACKENDS = {
@@ -135,21 +139,53 @@ def signer() -> Ed25519PrivateKey:
     return generate_signer(ORIGIN)[0]
 
 
+# The suite's "now". Every clock the code under test reads is injected, so the
+# suite passes whatever the machine's date is (CI runs it under faketime too);
+# fixtures' dates (consent collected in November 2026, say) are before this.
+NOW = datetime(2026, 11, 22, 8, 0, 0, 123456, tzinfo=UTC)
+
+
+def ticking_clock(start: datetime = NOW) -> Clock:
+    """A clock that advances one millisecond per call, so every entry has its own time."""
+    state = {"now": start}
+
+    def clock() -> datetime:
+        state["now"] += timedelta(milliseconds=1)
+        return state["now"]
+
+    return clock
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return ticking_clock()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    # Small export batches, so that exports of a few members span several.
+    return Settings(home=tmp_path / "home", export_batch_size=7, max_body_bytes=16 * 1024)
+
+
 @pytest.fixture
 def services(
     policy: Policy,
     keyring: Keyring,
     session_factory: sessionmaker[Session],
     signer: Ed25519PrivateKey,
+    settings: Settings,
+    clock: Clock,
 ) -> Services:
     # Checkpoints every 50 entries, so that suites exercise the automatic cut.
     notary = Notary(origin=ORIGIN, private_key=signer, every_entries=50, every_seconds=3600)
     return Services(
+        settings=settings,
         policy=policy,
         keyring=keyring,
-        session_factory=session_factory,
-        export_batch_size=7,
         notary=notary,
+        sessions=session_factory,
+        read_sessions=session_factory,
+        clock=clock,
     )
 
 
@@ -195,19 +231,15 @@ def keys(services: Services) -> Keys:
     issued: dict[str, str] = {}
     ids: dict[str, str] = {}
     for name, (role, purposes, scopes) in specs.items():
-        with services.uow() as uow:
-            result = add_client(
-                uow.session,
-                policy=services.policy,
-                name=name,
-                role=role,
-                purposes=purposes,
-                scopes=scopes,
-                actor=OPERATOR_ACTOR,
-                request_id=None,
-                clock=services.clock,
-            )
-            commit_audited(uow)
+        result = register_client(
+            services,
+            actor=OPERATOR_ACTOR,
+            name=name,
+            role=role,
+            purposes=purposes,
+            scopes=scopes,
+            request_id=None,
+        )
         issued[name] = result.key
         ids[name] = result.client["id"]
     return Keys(**issued, ids=ids)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from core.clock import Clock
 from core.errors import InvalidInput, NotFound
 from core.ids import new_id
 from policies.model import Policy
@@ -89,10 +89,14 @@ def validate_values(
 
 
 def create_member(
-    session: Session, *, policy: Policy, keyring: Keyring, values: Mapping[str, Value], clock: Clock
+    session: Session,
+    *,
+    policy: Policy,
+    keyring: Keyring,
+    values: Mapping[str, Value],
+    now: datetime,
 ) -> str:
     member_id = new_id()
-    now = clock()
     data_key = new_data_key()
     version, wrapped = wrap_data_key(keyring, member_id, data_key)
     session.add(VaultMember(id=member_id, created_at=now, updated_at=now))
@@ -118,10 +122,9 @@ def create_members_bulk(
     policy: Policy,
     keyring: Keyring,
     batch: Iterable[Mapping[str, Value]],
-    clock: Clock,
+    now: datetime,
 ) -> list[str]:
     """Insert many already-validated members with executemany statements (imports, demo)."""
-    now = clock()
     members: list[dict[str, Any]] = []
     keys: list[dict[str, Any]] = []
     fields: list[dict[str, Any]] = []
@@ -175,12 +178,9 @@ def update_member(
     keyring: Keyring,
     member_id: str,
     values: Mapping[str, Value | None],
-    clock: Clock,
+    now: datetime,
 ) -> None:
-    member = session.get(VaultMember, member_id)
-    if member is None:
-        raise NotFound("no such member", member_id=member_id)
-    data_key = _data_key(session, keyring, member_id)
+    data_key = _data_key(session, keyring, member_id)  # NotFound: no such member (any more)
     names = list(values)
     session.execute(
         delete(VaultField).where(VaultField.member_id == member_id, VaultField.name.in_(names))
@@ -201,7 +201,7 @@ def update_member(
         data_key=data_key,
         values=present,
     )
-    member.updated_at = clock()
+    session.execute(update(VaultMember).where(VaultMember.id == member_id).values(updated_at=now))
     session.flush()
 
 
@@ -231,7 +231,44 @@ def _write_fields(
 
 
 def member_exists(session: Session, member_id: str) -> bool:
-    return session.scalar(select(VaultMember.id).where(VaultMember.id == member_id)) is not None
+    """A member exists while they have a data key.
+
+    This is the one definition: reads (``load_sealed``), lookups, exports,
+    consent reads and writes and updates all use it. A crypto-shredded member
+    keeps their ``vault_member`` row (consent history and the audit log name
+    the id) but has no data key, so for every use case they no longer exist.
+    """
+    return (
+        session.scalar(select(VaultDataKey.member_id).where(VaultDataKey.member_id == member_id))
+        is not None
+    )
+
+
+def existing_members_after(session: Session, after: str, *, limit: int) -> list[str]:
+    """The next ``limit`` existing members (``member_exists``) after ``after``, in id order."""
+    return list(
+        session.scalars(
+            select(VaultDataKey.member_id)
+            .where(VaultDataKey.member_id > after)
+            .order_by(VaultDataKey.member_id)
+            .limit(limit)
+        )
+    )
+
+
+def shred_member(session: Session, member_id: str) -> bool:
+    """Crypto-shred: destroy the data key, then the ciphertexts and blind-index entries.
+
+    Without the data key no ciphertext of the member can be decrypted, backups
+    included once the KEK that wrapped it is retired; deleting the blind-index
+    rows means no lookup can find the member either. Returns False if the
+    member did not exist (no data key). Flushes only.
+    """
+    removed = session.execute(delete(VaultDataKey).where(VaultDataKey.member_id == member_id))
+    session.execute(delete(VaultField).where(VaultField.member_id == member_id))
+    session.execute(delete(VaultBlindIndex).where(VaultBlindIndex.member_id == member_id))
+    session.flush()
+    return bool(removed.rowcount)
 
 
 def normalise_lookup(field_name: str, raw: object) -> str:
@@ -243,9 +280,11 @@ def normalise_lookup(field_name: str, raw: object) -> str:
 
 
 def lookup(session: Session, *, keyring: Keyring, field_name: str, normalised: str) -> list[str]:
+    """The members holding this value, among those that exist (``member_exists``)."""
     digest = blind_index(keyring, field_name, normalised)
     rows = session.scalars(
         select(VaultBlindIndex.member_id)
+        .join(VaultDataKey, VaultDataKey.member_id == VaultBlindIndex.member_id)
         .where(VaultBlindIndex.field == field_name, VaultBlindIndex.digest == digest)
         .order_by(VaultBlindIndex.member_id)
     )

@@ -82,7 +82,7 @@ def entries(
 ) -> Any:
     accept = request.headers.get("accept", "")
     if "application/x-ndjson" in accept or "text/csv" in accept:
-        rows = stream_entries(services.read_session_factory or services.session_factory, filters)
+        rows = stream_entries(services.read_sessions, filters)
         if "application/x-ndjson" in accept:
             return StreamingResponse(_ndjson(rows), media_type="application/x-ndjson")
         return StreamingResponse(
@@ -90,8 +90,8 @@ def entries(
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="audit-entries.csv"'},
         )
-    with services.read_uow() as uow:
-        items, next_cursor = page_entries(uow.session, filters, cursor=cursor, limit=limit)
+    with services.reading() as session:
+        items, next_cursor = page_entries(session, filters, cursor=cursor, limit=limit)
     return {"entries": items, "next_cursor": next_cursor}
 
 
@@ -124,9 +124,9 @@ def _csv(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
 
 @router.get("/head", response_model=AuditHeadOut)
 def head(services: ServicesDep) -> dict[str, Any]:
-    with services.read_uow() as uow:
-        current = read_head(uow.session)
-        latest = latest_checkpoint(uow.session)
+    with services.reading() as session:
+        current = read_head(session)
+        latest = latest_checkpoint(session)
         return {
             "size": current.size,
             "head_hash": current.head_hash,
@@ -140,8 +140,8 @@ Size = Annotated[int | None, Query(ge=1, le=2**62, description="A checkpointed t
 @router.get("/checkpoint")
 def checkpoint(services: ServicesDep, size: Size = None) -> dict[str, Any]:
     """The latest signed checkpoint, or the one cut at ``size``."""
-    with services.read_uow() as uow:
-        return get_checkpoint(uow.session, size)
+    with services.reading() as session:
+        return get_checkpoint(session, size)
 
 
 @router.get("/entries/{seq}/proof")
@@ -149,8 +149,8 @@ def entry_proof(
     services: ServicesDep, seq: Annotated[int, Path(ge=1, le=2**62)], size: Size = None
 ) -> dict[str, Any]:
     """Inclusion proof of entry ``seq`` in the checkpointed tree of ``size`` (default: latest)."""
-    with services.read_uow() as uow:
-        return inclusion(uow.session, seq=seq, size=size)
+    with services.reading() as session:
+        return inclusion(session, seq=seq, size=size)
 
 
 @router.get("/consistency")
@@ -160,15 +160,13 @@ def consistency_proof(
     to_size: Annotated[int, Query(alias="to", ge=1, le=2**62)],
 ) -> dict[str, Any]:
     """Proof that the checkpointed tree of ``to`` extends the one of ``from``."""
-    with services.read_uow() as uow:
-        return consistency(uow.session, old=from_size, new=to_size)
+    with services.reading() as session:
+        return consistency(session, old=from_size, new=to_size)
 
 
 @router.get("/public-key")
 def public_key(services: ServicesDep) -> dict[str, str]:
     """The checkpoint verifier key, as a C2SP note verifier key."""
-    if services.notary is None:
-        raise NotFound("this deployment has no checkpoint signing key")
     return {"verifier_key": services.notary.verifier_key}
 
 
@@ -193,11 +191,11 @@ def access_log(
     """
     if not is_valid_id(member_id):
         raise NotFound("no such member")
-    with services.read_uow() as uow:
+    with services.reading() as session:
         items, next_cursor = page_entries(
-            uow.session, EntryFilter(member=member_id), cursor=cursor, limit=limit
+            session, EntryFilter(member=member_id), cursor=cursor, limit=limit
         )
-        latest = latest_checkpoint(uow.session)
+        latest = latest_checkpoint(session)
         note = latest.note if latest is not None else None
     return {
         "member": member_id,

@@ -25,12 +25,9 @@ def readyz(request: Request) -> JSONResponse:
     services = request.app.state.services
     checks: dict[str, Any] = {}
     try:
-        session = services.session_factory()
-        try:
+        # A read-only session: readiness probes must never queue for SQLite's write lock.
+        with services.reading() as session:
             session.execute(text("SELECT 1 FROM audit_head WHERE id = 1")).one()
-        finally:
-            session.rollback()
-            session.close()
         checks["database"] = "ok"
     except SQLAlchemyError as exc:
         checks["database"] = f"unavailable ({type(exc).__name__})"

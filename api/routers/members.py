@@ -10,14 +10,7 @@ import structlog
 from fastapi import APIRouter, Body, Depends, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from api.deps import (
-    CurrentActor,
-    RequestId,
-    RequestUoW,
-    ServicesDep,
-    TransactionalRoute,
-    require_role,
-)
+from api.deps import CurrentActor, RequestId, ServicesDep, require_role
 from api.schemas import (
     ConsentIn,
     ConsentRecordedOut,
@@ -28,19 +21,14 @@ from api.schemas import (
 )
 from consent.registry import ConsentChange
 from core.errors import DomainError
+from gate.consents import read_member_consents, record_member_consent
 from gate.export import export_members
 from gate.reads import lookup_members
-from gate.writes import (
-    create_member_record,
-    read_member_consents,
-    record_member_consent,
-    update_member_record,
-)
+from gate.writes import create_member_record, update_member_record
 
 log = structlog.get_logger("memberguard.export")
 
 router = APIRouter(
-    route_class=TransactionalRoute,
     prefix="/v1/members",
     tags=["members"],
     dependencies=[Depends(require_role("client"))],
@@ -61,14 +49,13 @@ def _audit_seq(response: Response, seq: int) -> None:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CreatedOut)
 def create_member(
     body: MemberFields,
-    uow: RequestUoW,
     services: ServicesDep,
     actor: CurrentActor,
     request_id: RequestId,
     response: Response,
 ) -> dict[str, str]:
     written = create_member_record(
-        uow, services=services, actor=actor, values=body, request_id=request_id
+        services=services, actor=actor, values=body, request_id=request_id
     )
     _audit_seq(response, written.audit_seq)
     return {"id": written.id}
@@ -78,14 +65,13 @@ def create_member(
 def update_member(
     member_id: str,
     body: MemberFields,
-    uow: RequestUoW,
     services: ServicesDep,
     actor: CurrentActor,
     request_id: RequestId,
     response: Response,
 ) -> dict[str, str]:
     written = update_member_record(
-        uow, services=services, actor=actor, member_id=member_id, values=body, request_id=request_id
+        services=services, actor=actor, member_id=member_id, values=body, request_id=request_id
     )
     _audit_seq(response, written.audit_seq)
     return {"id": written.id}
@@ -94,7 +80,6 @@ def update_member(
 @router.post("/lookup", response_model=LookupOut)
 def lookup(
     body: LookupIn,
-    uow: RequestUoW,
     services: ServicesDep,
     actor: CurrentActor,
     request_id: RequestId,
@@ -102,8 +87,7 @@ def lookup(
 ) -> dict[str, list[str]]:
     field_name, value = ("phone", body.phone) if body.phone is not None else ("email", body.email)
     result = lookup_members(
-        uow,
-        services=services,
+        services,
         actor=actor,
         field_name=field_name,
         value=value,
@@ -152,7 +136,6 @@ def export(
 def record_consent(
     member_id: str,
     body: ConsentIn,
-    uow: RequestUoW,
     services: ServicesDep,
     actor: CurrentActor,
     request_id: RequestId,
@@ -166,8 +149,7 @@ def record_consent(
         notice_version=body.notice_version,
     )
     recorded = record_member_consent(
-        uow,
-        services=services,
+        services,
         actor=actor,
         member_id=member_id,
         change=change,
@@ -180,14 +162,13 @@ def record_consent(
 @router.get("/{member_id}/consents", response_model=ConsentStateOut)
 def consents(
     member_id: str,
-    uow: RequestUoW,
     services: ServicesDep,
     actor: CurrentActor,
     request_id: RequestId,
     response: Response,
 ) -> dict[str, Any]:
     states = read_member_consents(
-        uow, services=services, actor=actor, member_id=member_id, request_id=request_id
+        services=services, actor=actor, member_id=member_id, request_id=request_id
     )
     _audit_seq(response, states.audit_seq)
     return {"purposes": states.purposes}

@@ -18,8 +18,8 @@ from api.routers.members import PurposeQuery
 from api.schemas import MemberOut
 from core.errors import Unauthenticated
 from gate.batching import ReadBatcher
-from gate.clients import well_formed_key
 from gate.reads import ReadRequest, Refused
+from principals.clients import well_formed_key
 
 router = APIRouter(prefix="/v1/members", tags=["members"])
 

@@ -6,14 +6,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from core.settings import Settings
 from gate.context import Services
 from tests.conftest import Keys
 
 
 @pytest.fixture
 def app_client(services: Services) -> Iterator[TestClient]:
-    app = create_app(Settings(max_body_bytes=16 * 1024), services=services)
+    app = create_app(services=services)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

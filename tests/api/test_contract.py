@@ -383,14 +383,14 @@ def test_every_consent_change_is_audited_in_the_same_transaction(
 
 
 def test_a_grant_stamped_in_the_future_cannot_outrank_a_later_withdrawal(
-    app_client: TestClient, keys: Keys, member_id: str
+    app_client: TestClient, keys: Keys, member_id: str, services: Services
 ) -> None:
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
-    ahead = (datetime.now(UTC) + timedelta(minutes=4)).isoformat()
+    ahead = (services.clock() + timedelta(minutes=4)).isoformat()
     grant(app_client, keys.crm, member_id, "marketing_sms", at=ahead)
     # Collected after the grant was recorded, but stamped before the grant's clock.
-    now = datetime.now(UTC).isoformat()
+    now = services.clock().isoformat()
     withdrawn = grant(app_client, keys.crm, member_id, "marketing_sms", status="withdrawn", at=now)
     assert withdrawn["state"]["marketing_sms"]["status"] == "withdrawn"
     read = app_client.get(f"/v1/members/{member_id}?purpose=marketing_sms", headers=auth(keys.sms))
@@ -416,8 +416,8 @@ def test_lookup_is_refused_for_a_field_the_purpose_cannot_see_or_a_pseudonymous_
 def test_a_running_export_stops_when_its_client_is_revoked(
     app_client: TestClient, keys: Keys, services: Services
 ) -> None:
-    from gate.clients import authenticate
     from gate.export import export_members
+    from principals.clients import authenticate
 
     for n in range(20):
         created = app_client.post(
@@ -426,8 +426,8 @@ def test_a_running_export_stops_when_its_client_is_revoked(
             headers=auth(keys.crm),
         )
         grant(app_client, keys.crm, created.json()["id"], "analytics")
-    with services.uow() as uow:
-        actor = authenticate(uow.session, keys.analytics)
+    with services.reading() as session:
+        actor = authenticate(session, keys.analytics)
     export = export_members(services, actor=actor, purpose="analytics", request_id=None)
     first = next(export.lines)
     assert "pseudonym" in first
@@ -439,7 +439,7 @@ def test_a_running_export_stops_when_its_client_is_revoked(
     )
     with pytest.raises(Unauthenticated):
         list(export.lines)
-    assert export.stats["released"] <= services.export_batch_size
+    assert export.stats["released"] <= services.settings.export_batch_size
 
 
 def test_access_log_lists_every_touch_with_unbroken_back_links(

@@ -64,18 +64,10 @@ def test_a_pattern_digit_means_an_ascii_digit(app_client: TestClient, keys: Keys
 def test_replacing_a_clients_key_revokes_the_old_one(
     app_client: TestClient, keys: Keys, services: Services
 ) -> None:
-    from gate.clients import OPERATOR_ACTOR, issue_key
+    from gate.clients import reissue_key
+    from principals import OPERATOR_ACTOR
 
-    with services.uow() as uow:
-        new = issue_key(
-            uow.session,
-            policy=services.policy,
-            client_id=keys.ids["sms"],
-            actor=OPERATOR_ACTOR,
-            clock=services.clock,
-            replace=True,
-        )
-        uow.commit()
+    new = reissue_key(services, actor=OPERATOR_ACTOR, name="sms", replace=True)
     assert (
         app_client.get("/v1/members?purpose=marketing_sms", headers=auth(keys.sms)).status_code
         == 401

@@ -28,8 +28,9 @@ from audit.log import read_head
 from audit.merkle import ProofError, verify_consistency, verify_inclusion
 from audit.models import AuditCheckpoint
 from gate.context import Services
+from principals.clients import create_client
 from tests.api.conftest import auth
-from tests.conftest import ORIGIN, Keys
+from tests.conftest import NOW, ORIGIN, Keys
 from tests.integration.conftest import append_entries
 
 PROBLEM = "application/problem+json"
@@ -113,14 +114,15 @@ class Log:
 def log(
     app_client: TestClient, keys: Keys, member_id: str, services: Services, session: Session
 ) -> Log:
-    """Two checkpoints, both cut by the notary on its own: at the first commit (the member's
-    creation) and once the log has grown by 50, plus entries past the latest checkpoint."""
+    """Two checkpoints, both cut by the notary on its own: at the first commit (the first
+    client's registration) and once the log has grown by 50, plus entries past the latest
+    checkpoint."""
     for purpose in ("customer_service", "membership"):
         read = app_client.get(f"/v1/members/{member_id}?purpose={purpose}", headers=auth(keys.crm))
         assert read.status_code == 200, read.text
     with services.uow() as uow:
         append_entries(uow.session, 50)
-        services.commit(uow)
+        uow.commit()
     read = app_client.get(f"/v1/members/{member_id}?purpose=membership", headers=auth(keys.crm))
     assert read.status_code == 200, read.text
     sizes = list(session.scalars(select(AuditCheckpoint.size).order_by(AuditCheckpoint.size)))
@@ -290,12 +292,19 @@ def test_checkpoint_at_a_size_with_no_checkpoint_is_404_no_checkpoint(
 
 
 def test_latest_checkpoint_before_any_cut_is_404_no_checkpoint(
-    app_client: TestClient, keys: Keys, session: Session
+    app_client: TestClient, session: Session, services: Services
 ) -> None:
-    # Registering the clients was logged but did not cut a checkpoint.
+    # Every audited commit cuts a checkpoint when none exists yet, so a log with
+    # entries and no checkpoint is made below the unit of work: an auditor
+    # registered without an entry, and one entry appended and committed raw.
+    auditor = create_client(
+        session, name="raw-auditor", role="auditor", purposes=[], scopes=[], now=NOW
+    )
+    append_entries(session, 1)
+    session.commit()
     assert read_head(session).size > 0
     assert session.scalar(select(func.count()).select_from(AuditCheckpoint)) == 0
-    response = app_client.get("/v1/audit/checkpoint", headers=auth(keys.auditor))
+    response = app_client.get("/v1/audit/checkpoint", headers=auth(auditor.key))
     assert_problem(response, 404, "no-checkpoint")
 
 

@@ -8,7 +8,6 @@ from sqlalchemy.orm import Session
 from api.app import create_app
 from audit.online import verify_log
 from audit.queries import EntryFilter, page_entries
-from core.settings import Settings
 from gate.context import Services
 from tests.api.conftest import auth, grant
 from tests.conftest import Keys
@@ -84,7 +83,7 @@ def test_withdrawal_takes_effect_on_the_very_next_read(
 def test_an_app_started_again_after_shutdown_still_serves_reads(
     services: Services, keys: Keys, member_id: str
 ) -> None:
-    app = create_app(Settings(), services=services)
+    app = create_app(services=services)
     url = f"/v1/members/{member_id}?purpose=customer_service"
     for _run in range(2):  # each run of the lifespan ends by closing the read batcher
         with TestClient(app, raise_server_exceptions=False) as client:

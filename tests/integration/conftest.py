@@ -9,38 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
-from audit.log import Appended, Record, append_entry
+from audit.actions import Action, Record
+from audit.log import Appended, append_entry
 from core.clock import Clock
 from core.db import build_engine
 from tests.api.conftest import app_client  # noqa: F401  (a fixture)
+from tests.conftest import NOW, ticking_clock
 
 # The audit tables whose append-only triggers tamper tests have to get past.
 AUDIT_TABLES = ("audit_entry", "audit_entry_member")
 POLICY = "0" * 64
-T0 = datetime(2026, 11, 22, 8, 0, 0, 123456, tzinfo=UTC)
-
-
-def ticking_clock(start: datetime = T0) -> Clock:
-    """A clock that advances one millisecond per call, so every entry has its own time."""
-    state = {"now": start}
-
-    def clock() -> datetime:
-        state["now"] += timedelta(milliseconds=1)
-        return state["now"]
-
-    return clock
+T0 = NOW
 
 
 def record(n: int, *, members: tuple[str, ...] = ()) -> Record:
     """An ordinary read record: ids and names only, as the gate writes them."""
     return Record(
-        action="member.read",
+        action=Action.MEMBER_READ,
         decision="permit",
         reason="contract",
         policy=POLICY,

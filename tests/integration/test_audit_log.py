@@ -18,7 +18,7 @@ from audit.log import append_entries as append_entries_batch
 from audit.models import AuditEntry, AuditEntryMember
 from audit.online import verify_log
 from core.clock import Clock
-from core.db import UnitOfWork, build_engine, session_factory
+from core.db import build_engine, session_factory
 from tests.conftest import FreshDatabase
 from tests.integration.conftest import T0, append_entries, member_ref, record, ticking_clock
 
@@ -67,10 +67,10 @@ def test_leaf_and_chain_hashes_are_the_ones_design_defines(session: Session) -> 
 def test_the_first_chain_hash_starts_from_32_zero_bytes(fresh_database: FreshDatabase) -> None:
     engine = build_engine(fresh_database.url)
     try:
-        with UnitOfWork(session_factory(engine)) as uow:
-            appended = append_entries(uow.session, 1)
-            uow.commit()
-            raw = bytes(uow.session.scalar(select(AuditEntry.entry).where(AuditEntry.seq == 1)))
+        with session_factory(engine)() as session:
+            appended = append_entries(session, 1)
+            session.commit()
+            raw = bytes(session.scalar(select(AuditEntry.entry).where(AuditEntry.seq == 1)))
     finally:
         engine.dispose()
     assert appended[0].seq == 1

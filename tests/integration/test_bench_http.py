@@ -70,7 +70,7 @@ def bench_home(sqlite_only: None, tmp_path: Path) -> Iterator[SmokeContext]:
             quick=True, db_url=None, home=home, members=120, keys=keys, services=services
         )
     finally:
-        services.session_factory.kw["bind"].dispose()  # type: ignore[attr-defined]
+        services.sessions.kw["bind"].dispose()  # type: ignore[attr-defined]
 
 
 def test_consent_churn_over_http_counts_zero_violations(bench_home: SmokeContext) -> None:
@@ -91,9 +91,9 @@ def test_baseline_answers_the_same_field_set_as_the_gated_read(
 ) -> None:
     url = Settings(home=bench_home.home, database_url=None).resolved_database_url
     assert build_plain_table(bench_home.services, url) == 120
-    with bench_home.services.read_uow() as uow:
-        member = uow.session.query(VaultMember.id).order_by(VaultMember.id).first()[0]
-    gated_app = create_app(Settings(home=bench_home.home), services=bench_home.services)
+    with bench_home.services.reading() as session:
+        member = session.query(VaultMember.id).order_by(VaultMember.id).first()[0]
+    gated_app = create_app(services=bench_home.services)
     with TestClient(gated_app) as gated, TestClient(create_baseline_app(url)) as plain:
         a = gated.get(
             f"/v1/members/{member}",

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import event, select
 
 import audit.notary
-from audit.log import append_entry, lock_head
+from audit.log import append_entry
 from audit.models import AuditCheckpoint
 from gate.context import Services
 from tests.integration.conftest import record
@@ -24,7 +24,7 @@ def commit_entries(services: Services, count: int) -> None:
     for n in range(count):
         with services.uow() as uow:
             append_entry(uow.session, record(n), clock=services.clock)
-            services.commit(uow)
+            uow.commit()
 
 
 def checkpoint_sizes(services: Services) -> list[int]:
@@ -36,14 +36,10 @@ def checkpoint_sizes(services: Services) -> list[int]:
 
 def cut_now(services: Services) -> None:
     """An on-demand cut, as ``memberguard audit checkpoint`` does it."""
-    assert services.notary is not None
     with services.uow() as uow:
-        lock_head(uow.session)
-        cut = services.notary.cut(
-            uow.session, clock=services.clock, policy_version=services.policy.version
-        )
-        assert cut is not None
-        services.commit(uow)
+        uow.cut_checkpoint()
+        uow.commit()
+    assert uow.checkpoint is not None
 
 
 def known_cut(services: Services) -> Any:

@@ -10,9 +10,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consent.models import ConsentEvent
-from consent.registry import ConsentChange, consent_facts_for, record_consent
+from consent.registry import ConsentChange, consent_facts_for
+from gate.consents import record_member_consent
 from gate.context import Services
-from vault.members import create_member
+from gate.writes import create_member_record
+from principals.clients import authenticate
+from tests.conftest import Keys
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 events = st.lists(
@@ -27,19 +30,17 @@ events = st.lists(
 )
 @given(history=events)
 def test_state_is_the_latest_collected_change_and_history_keeps_every_event(
-    services: Services, session: Session, history: list[tuple[str, int]]
+    services: Services, keys: Keys, session: Session, history: list[tuple[str, int]]
 ) -> None:
-    member = create_member(
-        session,
-        policy=services.policy,
-        keyring=services.keyring,
-        values={"name": "张三", "phone": "+8613812345678"},
-        clock=services.clock,
-    )
+    with services.reading() as reading:
+        crm = authenticate(reading, keys.crm)
+    member = create_member_record(
+        services, actor=crm, values={"name": "张三", "phone": "+8613812345678"}, request_id=None
+    ).id
     for status, day in history:
-        record_consent(
-            session,
-            policy=services.policy,
+        record_member_consent(
+            services,
+            actor=crm,
             member_id=member,
             change=ConsentChange(
                 purposes=["marketing_sms"],
@@ -47,10 +48,7 @@ def test_state_is_the_latest_collected_change_and_history_keeps_every_event(
                 channel="app",
                 collected_at=BASE + timedelta(days=day),
             ),
-            recorded_by="test",
-            actor_role="client",
             request_id=None,
-            clock=services.clock,
         )
     # Expected: the latest collected change wins; among changes collected at the same
     # moment, a withdrawal or refusal wins over a grant (the last one recorded).

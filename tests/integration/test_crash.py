@@ -12,10 +12,9 @@ from pathlib import Path
 
 from audit.log import append_entry
 from bench.crash_check import Load, check_log, run
-from core.clock import utc_now
-from core.db import UnitOfWork, build_engine, session_factory
+from core.db import build_engine, session_factory
 from migrations import upgrade
-from tests.integration.conftest import member_ref, record
+from tests.integration.conftest import member_ref, record, ticking_clock
 
 
 def test_sigkill_mid_load_keeps_every_answered_read_in_a_valid_log(tmp_path: Path) -> None:
@@ -35,12 +34,13 @@ def test_crash_check_flags_a_200_whose_entry_is_not_in_the_log(tmp_path: Path) -
     upgrade(url=url)
     engine = build_engine(url)
     try:
-        with UnitOfWork(session_factory(engine)) as uow:
+        tick = ticking_clock()
+        with session_factory(engine)() as session:
             appended = [
-                append_entry(uow.session, record(n, members=(member_ref(n),)), clock=utc_now)
+                append_entry(session, record(n, members=(member_ref(n),)), clock=tick)
                 for n in range(2)
             ]
-            uow.commit()
+            session.commit()
     finally:
         engine.dispose()
     load = Load()

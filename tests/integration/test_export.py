@@ -16,47 +16,44 @@ from sqlalchemy.orm import Session
 
 from audit.log import AuditUnavailable
 from audit.queries import EntryFilter, page_entries
+from audit.uow import AuditedUnitOfWork
 from cli.demo_data import generate_members
 from consent.registry import ImportedConsent
-from core.db import UnitOfWork
 from core.errors import Unauthenticated
 from core.ids import new_id
-from gate.clients import OPERATOR_ACTOR, Actor, add_client, authenticate
-from gate.context import Services, commit_audited
+from gate.clients import register_client
+from gate.context import Services
 from gate.export import export_members
 from gate.imports import import_members
-from gate.reads import release_fields
-from policies.decide import decide_purpose
+from gate.reads import Decided, ReadRequest, decide_reads
+from principals import OPERATOR_ACTOR, Actor
+from principals.clients import authenticate
 from tests.api.conftest import auth, grant
 from tests.conftest import Keys
 from vault.keys import Keyring
 from vault.masking import pseudonym
-from vault.members import SealedMember, load_sealed
+from vault.members import SealedMember
 from vault.models import VaultDataKey, VaultMember
 
 # Consent histories, cycled over the members: only "granted" admits to analytics.
 HISTORIES = ("granted", "granted", "withdrawn", "refused", "none")
-MEMBERS = 14  # two full batches of services.export_batch_size (7), then an empty one
+MEMBERS = 14  # two full batches of settings.export_batch_size (7), then an empty one
 
 
 @pytest.fixture
 def actor(services: Services) -> Actor:
     """A registered analytics client, as authentication would return it."""
-    with services.uow() as uow:
-        issued = add_client(
-            uow.session,
-            policy=services.policy,
-            name="analytics-test",
-            role="client",
-            purposes=["analytics"],
-            scopes=[],
-            actor=OPERATOR_ACTOR,
-            request_id=None,
-            clock=services.clock,
-        )
-        commit_audited(uow)
-    with services.uow() as uow:
-        return authenticate(uow.session, issued.key)
+    issued = register_client(
+        services,
+        actor=OPERATOR_ACTOR,
+        name="analytics-test",
+        role="client",
+        purposes=["analytics"],
+        scopes=[],
+        request_id=None,
+    )
+    with services.reading() as session:
+        return authenticate(session, issued.key)
 
 
 @dataclasses.dataclass
@@ -149,23 +146,34 @@ def test_export_lines_are_byte_for_byte_what_the_single_member_read_path_release
     exported: Exported, services: Services, keys: Keys, client: str, purpose: str, label: str
 ) -> None:
     """The export's own release path (views and pseudonym key resolved once per
-    export) must give what ``gate.reads.release_fields`` gives, key order
-    included: clients match on these bytes."""
-    with services.uow() as uow:
-        actor = authenticate(uow.session, getattr(keys, client))
+    export) must give what the single-member read path (``decide_reads``, then
+    ``Decided.release``) gives, key order included: clients match on these bytes."""
+    credential = getattr(keys, client)
+    with services.reading() as session:
+        actor = authenticate(session, credential)
     lines = list(export_members(services, actor=actor, purpose=purpose, request_id=None).lines)
 
-    decision = decide_purpose(services.policy, purpose=purpose, client_purposes=actor.purposes)
     admitted = exported.granted if purpose == "analytics" else exported.granted | exported.others
     key = services.keyring.pseudonym_key_for(actor.id)
-    with services.uow() as uow:
-        sealed = load_sealed(uow.session, sorted(admitted), decision.views.keys())
+    members = sorted(admitted)
+    reads = [
+        ReadRequest(
+            credential=credential,
+            member_id=member,
+            purpose=purpose,
+            request_id=None,
+            roles=("client",),
+        )
+        for member in members
+    ]
+    outcomes = decide_reads(services, reads)
+    assert all(isinstance(outcome, Decided) for outcome in outcomes), outcomes
     expected = {
         member: {
             label: pseudonym(key, member) if label == "pseudonym" else member,
-            "fields": release_fields(services, actor, decision, sealed[member]),
+            "fields": outcome.release(services).fields,  # type: ignore[union-attr]
         }
-        for member in admitted
+        for member, outcome in zip(members, outcomes, strict=True)
     }
 
     def ndjson(line: dict[str, Any]) -> str:
@@ -190,10 +198,10 @@ def batch_members(services: Services, session: Session, count: int) -> list[str]
 def test_a_consent_withdrawn_during_an_export_takes_effect_in_the_next_batch(
     app_client: TestClient, services: Services, keys: Keys, session: Session
 ) -> None:
-    members = batch_members(services, session, 2 * services.export_batch_size)
-    withdrawn = members[services.export_batch_size + 2]  # in the second batch
-    with services.uow() as uow:
-        actor = authenticate(uow.session, keys.analytics)
+    members = batch_members(services, session, 2 * services.settings.export_batch_size)
+    withdrawn = members[services.settings.export_batch_size + 2]  # in the second batch
+    with services.reading() as session:
+        actor = authenticate(session, keys.analytics)
     key = services.keyring.pseudonym_key_for(actor.id)
     export = export_members(services, actor=actor, purpose="analytics", request_id=None)
     first = next(export.lines)  # the first batch is decided, the second is not
@@ -209,7 +217,7 @@ def test_a_consent_withdrawn_during_an_export_takes_effect_in_the_next_batch(
 def test_a_member_whose_data_key_was_shredded_is_neither_released_nor_named(
     services: Services, session: Session, actor: Actor
 ) -> None:
-    members = batch_members(services, session, services.export_batch_size + 3)
+    members = batch_members(services, session, services.settings.export_batch_size + 3)
     shredded = members[2]
     with services.uow() as uow:
         uow.session.execute(delete(VaultDataKey).where(VaultDataKey.member_id == shredded))
@@ -227,16 +235,16 @@ def test_a_member_whose_data_key_was_shredded_is_neither_released_nor_named(
 def test_an_export_batch_whose_audit_commit_fails_releases_and_decrypts_nothing(
     services: Services, session: Session, actor: Actor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    members = batch_members(services, session, 2 * services.export_batch_size)
+    members = batch_members(services, session, 2 * services.settings.export_batch_size)
     commits = 0
-    commit = Services.commit
+    commit = AuditedUnitOfWork.commit
 
-    def failing_second_commit(self: Services, uow: UnitOfWork) -> None:
+    def failing_second_commit(self: AuditedUnitOfWork) -> list:
         nonlocal commits
         commits += 1
         if commits == 2:
             raise AuditUnavailable("the audit log could not be committed (test)")
-        commit(self, uow)
+        return commit(self)
 
     opened: list[str] = []
     open_member = SealedMember.open
@@ -245,17 +253,17 @@ def test_an_export_batch_whose_audit_commit_fails_releases_and_decrypts_nothing(
         opened.append(self.member_id)
         return open_member(self, keyring)
 
-    monkeypatch.setattr(Services, "commit", failing_second_commit)
+    monkeypatch.setattr(AuditedUnitOfWork, "commit", failing_second_commit)
     monkeypatch.setattr(SealedMember, "open", counting_open)
     export = export_members(services, actor=actor, purpose="analytics", request_id=None)
     released = []
     with pytest.raises(AuditUnavailable):
         for line in export.lines:
             released.append(line)
-    first_batch = members[: services.export_batch_size]
+    first_batch = members[: services.settings.export_batch_size]
     assert opened == first_batch  # the second batch was never decrypted
     assert len(released) == len(first_batch)
-    for member in members[services.export_batch_size :]:
+    for member in members[services.settings.export_batch_size :]:
         named = page_entries(
             session, EntryFilter(member=member, action="member.export"), cursor=None, limit=10
         )[0]
@@ -300,7 +308,9 @@ def export_peak(services: Services, actor: Actor) -> tuple[int, int]:
 def test_export_memory_stays_flat_as_the_member_count_grows(
     services: Services, actor: Actor
 ) -> None:
-    services = dataclasses.replace(services, export_batch_size=BATCH)
+    services = dataclasses.replace(
+        services, settings=services.settings.model_copy(update={"export_batch_size": BATCH})
+    )
     load_consenting_members(services, SMALL, seed=1)
     export_peak(services, actor)  # warm caches so the small run is not inflated
     released_small, peak_small = export_peak(services, actor)

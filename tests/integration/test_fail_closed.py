@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import Engine, func, select
@@ -22,14 +23,17 @@ from sqlalchemy import Engine, func, select
 from api.app import create_app
 from audit.log import Head, read_head
 from audit.models import AuditEntry
+from audit.notary import Notary
 from audit.online import verify_log
+from core.clock import Clock
 from core.db import build_engine, session_factory
 from core.settings import Settings
-from gate.clients import OPERATOR_ACTOR, add_client
-from gate.context import Services, commit_audited
+from gate.clients import register_client
+from gate.context import Services
 from policies import Policy
+from principals import OPERATOR_ACTOR
 from tests.api.conftest import MEMBER, auth
-from tests.conftest import FreshDatabase
+from tests.conftest import ORIGIN, FreshDatabase
 from vault.keys import Keyring
 
 FAIL_MESSAGE = "audit storage failure (test)"
@@ -84,23 +88,34 @@ class Gate:
 
 
 @pytest.fixture
-def gate(fresh_database: FreshDatabase, policy: Policy, keyring: Keyring) -> Iterator[Gate]:
+def gate(
+    fresh_database: FreshDatabase,
+    policy: Policy,
+    keyring: Keyring,
+    signer: Ed25519PrivateKey,
+    settings: Settings,
+    clock: Clock,
+) -> Iterator[Gate]:
     engine = build_engine(fresh_database.url)
-    services = Services(policy=policy, keyring=keyring, session_factory=session_factory(engine))
-    with services.uow() as uow:
-        issued = add_client(
-            uow.session,
-            policy=policy,
-            name="crm",
-            role="client",
-            purposes=["delivery", "customer_service"],
-            scopes=["members:write"],
-            actor=OPERATOR_ACTOR,
-            request_id=None,
-            clock=services.clock,
-        )
-        commit_audited(uow)
-    app = create_app(Settings(max_body_bytes=16 * 1024), services=services)
+    services = Services(
+        settings=settings,
+        policy=policy,
+        keyring=keyring,
+        notary=Notary(origin=ORIGIN, private_key=signer, every_entries=50, every_seconds=3600),
+        sessions=session_factory(engine),
+        read_sessions=session_factory(engine, read_only=True),
+        clock=clock,
+    )
+    issued = register_client(
+        services,
+        actor=OPERATOR_ACTOR,
+        name="crm",
+        role="client",
+        purposes=["delivery", "customer_service"],
+        scopes=["members:write"],
+        request_id=None,
+    )
+    app = create_app(services=services)
     try:
         with TestClient(app, raise_server_exceptions=False) as client:
             created = client.post("/v1/members", json=MEMBER, headers=auth(issued.key))

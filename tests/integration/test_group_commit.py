@@ -19,21 +19,24 @@ import gate.batching
 from audit.log import AuditUnavailable, read_head
 from audit.models import AuditEntry
 from audit.online import verify_log
-from consent.registry import ConsentChange, consent_facts_for, record_consent
-from core.db import UnitOfWork
+from audit.uow import AuditedUnitOfWork
+from consent.registry import ConsentChange, consent_facts_for
 from core.errors import Forbidden, Unauthenticated
 from gate.batching import ReadBatcher
-from gate.clients import OPERATOR_ACTOR, authenticate, authenticate_many, revoke_client
-from gate.context import Services, commit_audited
+from gate.clients import revoke_client
+from gate.consents import record_member_consent
+from gate.context import Services
 from gate.reads import (
     Decided,
     MemberNotFound,
     ReadRefused,
     ReadRequest,
     Refused,
-    UnknownPurpose,
+    UnknownPurposeRecorded,
     decide_reads,
 )
+from principals import OPERATOR_ACTOR
+from principals.clients import authenticate, authenticate_many
 from tests.api.conftest import MEMBER
 from tests.conftest import Keys
 from vault.members import create_member
@@ -46,30 +49,28 @@ def new_member(services: Services) -> str:
             policy=services.policy,
             keyring=services.keyring,
             values=MEMBER,
-            clock=services.clock,
+            now=uow.now,
         )
         uow.commit()
     return member
 
 
-def set_consent(services: Services, member: str, purpose: str, status: str) -> None:
-    with services.uow() as uow:
-        record_consent(
-            uow.session,
-            policy=services.policy,
-            member_id=member,
-            change=ConsentChange(
-                purposes=[purpose],
-                status=status,  # type: ignore[arg-type]
-                channel="app",
-                collected_at=services.clock(),
-            ),
-            recorded_by="test",
-            actor_role="client",
-            request_id=None,
-            clock=services.clock,
-        )
-        commit_audited(uow)
+def set_consent(services: Services, key: str, member: str, purpose: str, status: str) -> None:
+    """Record a consent change the way the API does, as the client holding ``key``."""
+    with services.reading() as session:
+        actor = authenticate(session, key)
+    record_member_consent(
+        services,
+        actor=actor,
+        member_id=member,
+        change=ConsentChange(
+            purposes=[purpose],
+            status=status,  # type: ignore[arg-type]
+            channel="app",
+            collected_at=services.clock(),
+        ),
+        request_id=None,
+    )
 
 
 def request(key: str, member: str, purpose: str = "customer_service") -> ReadRequest:
@@ -79,9 +80,9 @@ def request(key: str, member: str, purpose: str = "customer_service") -> ReadReq
 
 
 def read_entries_after(services: Services, seq: int) -> list[int]:
-    with services.uow() as uow:
+    with services.reading() as session:
         return list(
-            uow.session.scalars(
+            session.scalars(
                 select(AuditEntry.seq)
                 .where(AuditEntry.seq > seq, AuditEntry.action == "member.read")
                 .order_by(AuditEntry.seq)
@@ -90,8 +91,8 @@ def read_entries_after(services: Services, seq: int) -> list[int]:
 
 
 def head_size(services: Services) -> int:
-    with services.uow() as uow:
-        return read_head(uow.session).size
+    with services.reading() as session:
+        return read_head(session).size
 
 
 def test_a_batch_gives_each_read_its_own_outcome_and_entry(services: Services, keys: Keys) -> None:
@@ -109,15 +110,14 @@ def test_a_batch_gives_each_read_its_own_outcome_and_entry(services: Services, k
         request("mg_" + "x" * 43, member),  # unknown key: not recorded
         request(keys.auditor, member),  # wrong role: not recorded
     ]
-    with services.uow() as uow:
-        outcomes = decide_reads(uow, services, batch)
+    outcomes = decide_reads(services, batch)
 
     assert len(outcomes) == len(batch)
     permitted = [outcomes[i] for i in (0, 5, 6)]
     assert all(isinstance(o, Decided) for o in permitted)
     assert isinstance(outcomes[1], Refused) and isinstance(outcomes[1].error, ReadRefused)
     assert outcomes[1].error.slug == "consent-required"
-    assert isinstance(outcomes[2], Refused) and isinstance(outcomes[2].error, UnknownPurpose)
+    assert isinstance(outcomes[2], Refused) and isinstance(outcomes[2].error, UnknownPurposeRecorded)
     assert isinstance(outcomes[3], Refused) and isinstance(outcomes[3].error, MemberNotFound)
     assert isinstance(outcomes[4], Refused) and isinstance(outcomes[4].error, ReadRefused)
     assert outcomes[4].error.slug == "purpose-not-allowed"
@@ -137,20 +137,18 @@ def test_a_batch_gives_each_read_its_own_outcome_and_entry(services: Services, k
 
     released = permitted[0].release(services)
     assert released.id == member and released.fields["name"] == "张*"
-    with services.uow() as uow:
-        assert verify_log(uow.session).ok  # back-links of the member read twice
+    with services.reading() as session:
+        assert verify_log(session).ok  # back-links of the member read twice
 
 
 def test_a_batch_reads_consent_as_committed_before_it(services: Services, keys: Keys) -> None:
     """A withdrawal committed before the batch refuses the batch's reads."""
     member = new_member(services)
-    set_consent(services, member, "marketing_sms", "granted")
-    with services.uow() as uow:
-        (first,) = decide_reads(uow, services, [request(keys.crm, member, "marketing_sms")])
+    set_consent(services, keys.crm, member, "marketing_sms", "granted")
+    (first,) = decide_reads(services, [request(keys.crm, member, "marketing_sms")])
     assert isinstance(first, Decided)
-    set_consent(services, member, "marketing_sms", "withdrawn")
-    with services.uow() as uow:
-        outcomes = decide_reads(uow, services, [request(keys.crm, member, "marketing_sms")] * 3)
+    set_consent(services, keys.crm, member, "marketing_sms", "withdrawn")
+    outcomes = decide_reads(services, [request(keys.crm, member, "marketing_sms")] * 3)
     assert all(isinstance(o, Refused) and o.error.slug == "consent-required" for o in outcomes)  # type: ignore[union-attr]
 
 
@@ -158,19 +156,9 @@ def test_a_client_revoked_before_the_batch_is_refused_unrecorded(
     services: Services, keys: Keys
 ) -> None:
     member = new_member(services)
-    with services.uow() as uow:
-        revoke_client(
-            uow.session,
-            policy=services.policy,
-            client_id=keys.ids["crm"],
-            actor=OPERATOR_ACTOR,
-            request_id=None,
-            clock=services.clock,
-        )
-        commit_audited(uow)
+    revoke_client(services, actor=OPERATOR_ACTOR, client=keys.ids["crm"], request_id=None)
     before = head_size(services)
-    with services.uow() as uow:
-        (outcome,) = decide_reads(uow, services, [request(keys.crm, member)])
+    (outcome,) = decide_reads(services, [request(keys.crm, member)])
     assert isinstance(outcome, Refused) and isinstance(outcome.error, Unauthenticated)
     assert read_entries_after(services, before) == []
 
@@ -183,14 +171,12 @@ class HeldBatches:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def __call__(
-        self, uow: UnitOfWork, services: Services, requests: Sequence[ReadRequest]
-    ) -> list:
+    def __call__(self, services: Services, requests: Sequence[ReadRequest]) -> list:
         self.sizes.append(len(requests))
         if len(self.sizes) == 1:
             self.entered.set()
             assert self.release.wait(10)
-        return decide_reads(uow, services, requests)
+        return decide_reads(services, requests)
 
 
 def test_reads_that_arrive_during_a_commit_share_the_next_one(
@@ -214,8 +200,8 @@ def test_reads_that_arrive_during_a_commit_share_the_next_one(
     assert all(isinstance(o, Decided) for o in outcomes)
     seqs = [o.audit_seq for o in outcomes]  # type: ignore[union-attr]
     assert seqs == sorted(seqs) and len(set(seqs)) == 21
-    with services.uow() as uow:
-        assert verify_log(uow.session).ok
+    with services.reading() as session:
+        assert verify_log(session).ok
 
 
 def test_a_batch_that_cannot_be_recorded_releases_nothing_to_anyone(
@@ -224,10 +210,10 @@ def test_a_batch_that_cannot_be_recorded_releases_nothing_to_anyone(
     members = [new_member(services) for _ in range(2)]
     before = head_size(services)
 
-    def failing_commit(uow: UnitOfWork) -> None:
+    def failing_commit(self: AuditedUnitOfWork) -> list:
         raise AuditUnavailable("the audit log could not be committed; nothing was released")
 
-    monkeypatch.setattr(Services, "commit", lambda self, uow: failing_commit(uow))
+    monkeypatch.setattr(AuditedUnitOfWork, "commit", failing_commit)
     held = HeldBatches()
     monkeypatch.setattr(gate.batching, "decide_reads", held)
     batcher = ReadBatcher(services)
@@ -242,8 +228,8 @@ def test_a_batch_that_cannot_be_recorded_releases_nothing_to_anyone(
     assert all(isinstance(e, AuditUnavailable) for e in errors)
     assert len({id(e) for e in errors}) == len(errors)  # one error object per caller
     assert head_size(services) == before
-    with services.uow() as uow:
-        assert uow.session.scalar(select(AuditEntry.seq).where(AuditEntry.seq > before)) is None
+    with services.reading() as session:
+        assert session.scalar(select(AuditEntry.seq).where(AuditEntry.seq > before)) is None
 
 
 def test_an_unexpected_error_fails_the_batch_closed(
@@ -272,11 +258,11 @@ def test_a_thread_ended_by_an_error_hands_what_is_queued_to_a_new_one(
     member = new_member(services)
     batches: list[int] = []
 
-    def fatal_once(uow: UnitOfWork, services_: Services, requests: Sequence[ReadRequest]) -> list:
+    def fatal_once(services_: Services, requests: Sequence[ReadRequest]) -> list:
         batches.append(len(requests))
         if len(batches) == 1:
             raise Fatal
-        return decide_reads(uow, services_, requests)
+        return decide_reads(services_, requests)
 
     ended: list[type[BaseException]] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: ended.append(args.exc_type))
@@ -359,27 +345,27 @@ def test_a_closed_batcher_refuses_new_reads(services: Services, keys: Keys) -> N
         batcher.submit(request(keys.crm, new_member(services)))
 
 
-def test_consent_facts_for_returns_exactly_the_pairs_asked(services: Services) -> None:
+def test_consent_facts_for_returns_exactly_the_pairs_asked(services: Services, keys: Keys) -> None:
     a, b = new_member(services), new_member(services)
-    set_consent(services, a, "marketing_sms", "granted")
-    set_consent(services, a, "analytics", "granted")
-    set_consent(services, b, "analytics", "withdrawn")
-    with services.uow() as uow:
-        facts = consent_facts_for(uow.session, {(a, "marketing_sms"), (b, "analytics")})
+    set_consent(services, keys.crm, a, "marketing_sms", "granted")
+    set_consent(services, keys.crm, a, "analytics", "granted")
+    set_consent(services, keys.crm, b, "analytics", "withdrawn")
+    with services.reading() as session:
+        facts = consent_facts_for(session, {(a, "marketing_sms"), (b, "analytics")})
     # (a, analytics) matches the query's member and purpose lists but was not asked for.
     assert set(facts) == {(a, "marketing_sms"), (b, "analytics")}
     assert facts[(a, "marketing_sms")].status == "granted"
     assert facts[(b, "analytics")].status == "withdrawn"
-    with services.uow() as uow:
-        assert consent_facts_for(uow.session, set()) == {}
+    with services.reading() as session:
+        assert consent_facts_for(session, set()) == {}
 
 
 def test_authenticate_many_gives_each_key_its_client_and_grants(
     services: Services, keys: Keys
 ) -> None:
-    with services.uow() as uow:
+    with services.reading() as session:
         actors = authenticate_many(
-            uow.session, [keys.crm, keys.sms, keys.auditor, "mg_unknown", "not-a-key"]
+            session, [keys.crm, keys.sms, keys.auditor, "mg_unknown", "not-a-key"]
         )
     assert set(actors) == {keys.crm, keys.sms, keys.auditor}
     assert actors[keys.crm].purposes == {
@@ -391,5 +377,5 @@ def test_authenticate_many_gives_each_key_its_client_and_grants(
     assert actors[keys.crm].scopes == {"members:write", "consents:read", "consents:write"}
     assert actors[keys.sms].purposes == {"marketing_sms"}
     assert actors[keys.auditor].role == "auditor" and actors[keys.auditor].purposes == set()
-    with services.uow() as uow:
-        assert actors[keys.crm] == authenticate(uow.session, keys.crm)
+    with services.reading() as session:
+        assert actors[keys.crm] == authenticate(session, keys.crm)

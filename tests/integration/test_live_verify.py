@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from audit.online import verify_log
-from core.db import UnitOfWork, build_engine, session_factory
+from core.db import build_engine, session_factory
 from tests.conftest import FreshDatabase
-from tests.integration.conftest import append_entries
+from tests.integration.conftest import append_entries, ticking_clock
 
 
 def test_appends_committed_during_verification_are_not_reported(
@@ -15,15 +15,16 @@ def test_appends_committed_during_verification_are_not_reported(
 ) -> None:
     engine = build_engine(fresh_database.url)
     writer = session_factory(engine)
+    clock = ticking_clock()
     try:
-        with UnitOfWork(writer) as uow:
-            append_entries(uow.session, 6)
-            uow.commit()
+        with writer() as session:
+            append_entries(session, 6, clock=clock)
+            session.commit()
 
         def append_meanwhile(_done: int, _total: int) -> None:
-            with UnitOfWork(writer) as uow:
-                append_entries(uow.session, 1)
-                uow.commit()
+            with writer() as session:
+                append_entries(session, 1, clock=clock)
+                session.commit()
 
         with session_factory(engine, read_only=True)() as reader:
             report = verify_log(reader, batch=2, progress=append_meanwhile)
@@ -42,9 +43,9 @@ def test_a_read_only_session_does_not_hold_writers_up(fresh_database: FreshDatab
             reader.execute(
                 text("SELECT COUNT(*) FROM audit_entry")
             ).scalar_one()  # transaction open
-            with UnitOfWork(session_factory(engine)) as uow:
-                append_entries(uow.session, 2)
-                uow.commit()  # would wait for the reader if it held SQLite's write lock
+            with session_factory(engine)() as session:
+                append_entries(session, 2)
+                session.commit()  # would wait for the reader if it held SQLite's write lock
             reader.rollback()
     finally:
         engine.dispose()

@@ -29,6 +29,11 @@ def append(services: Services, n: int, *, commit: bool = True) -> None:
             uow.commit()
 
 
+def head_size(services: Services) -> int:
+    with services.reading() as session:
+        return read_head(session).size
+
+
 def remembered(services: Services) -> tuple[int, str, tuple[bytes, ...]] | None:
     with services.uow() as uow:
         return audit.tree._EDGES.get(uow.session.get_bind())
@@ -52,10 +57,11 @@ def test_an_edge_remembered_in_a_rolled_back_transaction_is_not_used(
     services: Services,
 ) -> None:
     for n in range(5):
-        append(services, n)
-    append(services, 99, commit=False)  # remembered at size 6, then rolled back
+        append(services, n)  # the first commit also cuts a checkpoint (an entry of its own)
+    size = head_size(services)
+    append(services, 99, commit=False)  # remembered at size + 1, then rolled back
     edge = remembered(services)
-    assert edge is not None and edge[0] == 6
+    assert edge is not None and edge[0] == size + 1
     for n in range(5, 12):
         append(services, n)
     assert_log_verifies(services)
@@ -64,13 +70,14 @@ def test_an_edge_remembered_in_a_rolled_back_transaction_is_not_used(
 def test_an_edge_of_another_history_of_the_same_size_is_not_used(services: Services) -> None:
     for n in range(3):
         append(services, n)
-    append(services, 100, commit=False)  # size 4 with entry 100, rolled back
+    size = head_size(services) + 1
+    append(services, 100, commit=False)  # entry 100 at ``size``, rolled back
     stale = remembered(services)
-    append(services, 200)  # size 4 with entry 200, committed
+    append(services, 200)  # entry 200 at ``size``, committed
     with services.uow() as uow:
-        assert read_head(uow.session).size == 4
+        assert read_head(uow.session).size == size
         bind = uow.session.get_bind()
-    assert stale is not None and stale[0] == 4
+    assert stale is not None and stale[0] == size
     audit.tree._EDGES[bind] = stale  # same size, different chain hash
     for n in range(4, 9):
         append(services, n)

@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from audit.actions import Record
 from audit.checkpoint import (
     Checkpoint,
     format_checkpoint,
@@ -41,15 +42,15 @@ from audit.checkpoint import (
     sign_note,
 )
 from audit.entry import ZERO_HASH, canonical_bytes, chain_hash, leaf_hash
-from audit.log import Record, append_entry, read_head
+from audit.log import append_entry, read_head
 from audit.merkle import root_from_leaves
 from audit.models import AuditCheckpoint, AuditMerkleNode
 from audit.notary import Notary
 from audit.offline import export_log, verify_export
 from audit.online import verify_log
+from audit.uow import AuditedUnitOfWork
 from cli.main import main
-from core.clock import utc_now
-from core.db import UnitOfWork, build_engine, session_factory
+from core.db import build_engine, session_factory
 from gate.context import Services
 from tests.conftest import ORIGIN
 from tests.integration.conftest import append_entries, ticking_clock, unguarded_connection
@@ -106,12 +107,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     env = {**ENV, "MEMBERGUARD_HOME": str(home)}
     cli(env, "demo", "--members", "40", "--no-serve")
     engine = build_engine(f"sqlite:///{home / 'memberguard.db'}")
+    clock = ticking_clock()
     try:
         for count in (12, 4, 2):  # reads, a checkpoint after the first two batches
-            with UnitOfWork(session_factory(engine)) as uow:
+            with session_factory(engine)() as session:
                 for n in range(count):
-                    append_entry(uow.session, read(n), clock=utc_now)
-                uow.commit()
+                    append_entry(session, read(n), clock=clock)
+                session.commit()
             if count != 2:
                 cli(env, "audit", "checkpoint")
     finally:
@@ -246,7 +248,7 @@ def test_an_export_from_each_backend_verifies_offline(
     for count in (3, 55, 4):
         with services.uow() as uow:
             append_entries(uow.session, count, clock=ticking_clock())
-            services.commit(uow)
+            uow.commit()
     written = export_log(session, tmp_path, verifier_key=services.notary.verifier_key)
     report = verify_export(tmp_path, verifier_key=services.notary.verifier_key)
     assert (report.ok, report.failure) == (True, None)
@@ -646,10 +648,16 @@ def online(tree_unguarded: Connection, signer: Ed25519PrivateKey) -> Online:
     )
     notary = Notary(origin=ORIGIN, private_key=signer)
     clock = ticking_clock()
+    for count in (5, 5):
+        # Each cut in a unit of work, which records it as the next entry.
+        with AuditedUnitOfWork(
+            sessions, notary=notary, clock=clock, policy_version="0" * 64
+        ) as uow:
+            append_entries(uow.session, count, clock=clock)
+            uow.cut_checkpoint()
+            uow.commit()
+        assert uow.checkpoint is not None
     with sessions() as session:
-        for count in (5, 5):
-            append_entries(session, count, clock=clock)
-            assert notary.cut(session, clock=clock, policy_version="0" * 64) is not None
         append_entries(session, 2, clock=clock)
         session.commit()
         report = verify_log(session, verifier_key=notary.verifier_key)

@@ -19,7 +19,7 @@ from audit.log import Appended
 from audit.models import AuditEntry, AuditEntryMember
 from audit.online import VerifyReport, verify_log
 from cli.main import main
-from core.db import UnitOfWork, build_engine, session_factory
+from core.db import build_engine, session_factory
 from tests.conftest import FreshDatabase
 from tests.integration.conftest import append_entries, lift_guards, member_ref
 
@@ -218,9 +218,9 @@ def test_an_entry_inserted_behind_the_heads_back_is_named(
 def committed_log(fresh: FreshDatabase, *, tamper_seq: int | None = None) -> None:
     engine = build_engine(fresh.url)
     try:
-        with UnitOfWork(session_factory(engine)) as uow:
-            append_entries(uow.session, N)
-            uow.commit()
+        with session_factory(engine)() as session:
+            append_entries(session, N)
+            session.commit()
         if tamper_seq is not None:
             with engine.connect() as conn:
                 lift_guards(conn, engine.dialect.name)

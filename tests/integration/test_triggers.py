@@ -11,14 +11,14 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
-from consent.registry import ConsentChange, record_consent
-from core.clock import utc_now
+from consent.registry import ConsentChange
 from core.db import build_engine
+from gate.consents import record_member_consent
 from gate.context import Services
-from tests.conftest import FreshDatabase
-from vault.members import create_member
+from gate.writes import create_member_record
+from principals.clients import authenticate
+from tests.conftest import FreshDatabase, Keys
 
 # A column each table may not have changed, and the value an edit would set.
 APPEND_ONLY = {
@@ -30,18 +30,16 @@ APPEND_ONLY = {
 
 
 @pytest.fixture
-def logged_grant(session: Session, services: Services) -> str:
+def logged_grant(services: Services, keys: Keys) -> str:
     """One granted consent: an audit entry, its member row, a consent event, a receipt."""
-    member = create_member(
-        session,
-        policy=services.policy,
-        keyring=services.keyring,
-        values={"name": "王芳", "phone": "13912345678"},
-        clock=utc_now,
-    )
-    record_consent(
-        session,
-        policy=services.policy,
+    with services.reading() as session:
+        crm = authenticate(session, keys.crm)
+    member = create_member_record(
+        services, actor=crm, values={"name": "王芳", "phone": "13912345678"}, request_id=None
+    ).id
+    record_member_consent(
+        services,
+        actor=crm,
         member_id=member,
         change=ConsentChange(
             purposes=["marketing_sms"],
@@ -49,12 +47,8 @@ def logged_grant(session: Session, services: Services) -> str:
             channel="app",
             collected_at=datetime(2026, 11, 1, 2, 0, tzinfo=UTC),
         ),
-        recorded_by="crm",
-        actor_role="client",
         request_id=None,
-        clock=utc_now,
     )
-    session.commit()
     return member
 
 

@@ -1,4 +1,9 @@
-"""Policy loading, validation messages, versioning and the pure decision."""
+"""Policy loading, validation messages, versioning and the pure decision functions.
+
+The decision is tested through the functions the gate runs, in its order:
+``decide_purpose``, the member-not-found refusal, ``decide_member``; and
+``decide_lookup`` for lookups.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policies import PolicyError, load_policy
-from policies.decide import ConsentFact, decide
+from policies.decide import (
+    WITHHELD_NOT_IN_PURPOSE,
+    ConsentFact,
+    Decision,
+    decide_lookup,
+    decide_member,
+    decide_purpose,
+    deny,
+)
 from policies.loader import default_policy_dir
 from policies.model import VIEWS_BY_TYPE
 from vault.masking import apply_view
@@ -173,14 +186,50 @@ def test_every_view_the_policy_allows_is_implemented(
 CLIENT_ALL = frozenset(POLICY.purposes)
 
 
+def read_decision(
+    purpose: str,
+    client_purposes: frozenset[str],
+    member_exists: bool,
+    consent: ConsentFact | None,
+) -> Decision:
+    """A single read's decision, composed as gate/reads.py ``_decide`` composes it.
+
+    ``decide_purpose`` first; a permitted purpose for a member without a data
+    key is refused as not found; only then does ``decide_member`` look at consent.
+    """
+    decision = decide_purpose(POLICY, purpose=purpose, client_purposes=client_purposes)
+    if decision.permitted and not member_exists:
+        decision = deny("member-not-found", purpose)
+    if decision.permitted:
+        decision = decide_member(POLICY, decision, consent)
+    return decision
+
+
+def assert_purpose_permit(decision: Decision, purpose: str) -> None:
+    """``decide_purpose``'s permit: the purpose's legal basis, its fields, the rest withheld."""
+    spec = POLICY.purposes[purpose]
+    assert decision == Decision(
+        outcome="permit",
+        reason=f"legal-basis:{spec.legal_basis}",
+        purpose=purpose,
+        views=dict(spec.fields),
+        withheld={
+            name: WITHHELD_NOT_IN_PURPOSE for name in POLICY.fields if name not in spec.fields
+        },
+    )
+
+
+# Which step of the production path settles each case: "purpose"
+# (decide_purpose), "existence" (the gate's member-not-found refusal) or
+# "member" (decide_member, on the member's consent).
 @pytest.mark.parametrize(
-    ("purpose", "granted", "exists", "consent", "outcome", "reason"),
+    ("purpose", "granted", "exists", "consent", "outcome", "reason", "settled_by"),
     [
-        ("nope", CLIENT_ALL, True, None, "deny", "unknown-purpose"),
-        ("delivery", frozenset(), True, None, "deny", "purpose-not-allowed"),
-        ("delivery", CLIENT_ALL, False, None, "deny", "member-not-found"),
-        ("delivery", CLIENT_ALL, True, None, "permit", "legal-basis:contract"),
-        ("marketing_sms", CLIENT_ALL, True, None, "deny", "consent-required"),
+        ("nope", CLIENT_ALL, True, None, "deny", "unknown-purpose", "purpose"),
+        ("delivery", frozenset(), True, None, "deny", "purpose-not-allowed", "purpose"),
+        ("delivery", CLIENT_ALL, False, None, "deny", "member-not-found", "existence"),
+        ("delivery", CLIENT_ALL, True, None, "permit", "legal-basis:contract", "member"),
+        ("marketing_sms", CLIENT_ALL, True, None, "deny", "consent-required", "member"),
         (
             "marketing_sms",
             CLIENT_ALL,
@@ -188,6 +237,7 @@ CLIENT_ALL = frozenset(POLICY.purposes)
             ConsentFact("withdrawn", "privacy-2026-01"),
             "deny",
             "consent-required",
+            "member",
         ),
         (
             "marketing_sms",
@@ -196,6 +246,7 @@ CLIENT_ALL = frozenset(POLICY.purposes)
             ConsentFact("refused", "privacy-2026-01"),
             "deny",
             "consent-required",
+            "member",
         ),
         (
             "marketing_sms",
@@ -204,6 +255,7 @@ CLIENT_ALL = frozenset(POLICY.purposes)
             ConsentFact("granted", "privacy-2026-01"),
             "permit",
             "legal-basis:consent",
+            "member",
         ),
         (
             "personalization",
@@ -212,23 +264,46 @@ CLIENT_ALL = frozenset(POLICY.purposes)
             ConsentFact("granted", "privacy-2025-06"),
             "deny",
             "consent-outdated",
+            "member",
         ),
     ],
 )
-def test_decision_table(purpose, granted, exists, consent, outcome, reason) -> None:  # type: ignore[no-untyped-def]
-    decision = decide(
-        POLICY, purpose=purpose, client_purposes=granted, member_exists=exists, consent=consent
-    )
+def test_decision_table(purpose, granted, exists, consent, outcome, reason, settled_by) -> None:  # type: ignore[no-untyped-def]
+    # Each step's own output, in the order production runs them.
+    by_purpose = decide_purpose(POLICY, purpose=purpose, client_purposes=granted)
+    if settled_by == "purpose":
+        assert (by_purpose.outcome, by_purpose.reason) == (outcome, reason)
+        # A refusal of the purpose is final: decide_member passes it through.
+        assert decide_member(POLICY, by_purpose, consent) == by_purpose
+    else:
+        assert_purpose_permit(by_purpose, purpose)
+        if settled_by == "existence":
+            assert not exists
+            not_found = deny("member-not-found", purpose)
+            assert (not_found.outcome, not_found.reason, not_found.purpose) == (
+                outcome,
+                reason,
+                purpose,
+            )
+        else:
+            assert exists
+            by_member = decide_member(POLICY, by_purpose, consent)
+            assert (by_member.outcome, by_member.reason) == (outcome, reason)
+            if by_member.permitted:
+                assert by_member == by_purpose
+    # And the composition, as the read path runs it.
+    decision = read_decision(purpose, granted, exists, consent)
     assert (decision.outcome, decision.reason) == (outcome, reason)
     if outcome == "deny":
         assert decision.views == {}
+        assert decision.withheld == {}
 
 
 def test_purpose_check_comes_before_member_existence() -> None:
     # A client must not learn whether a member exists through a purpose it lacks.
-    decision = decide(
-        POLICY, purpose="delivery", client_purposes=frozenset(), member_exists=False, consent=None
-    )
+    by_purpose = decide_purpose(POLICY, purpose="delivery", client_purposes=frozenset())
+    assert (by_purpose.outcome, by_purpose.reason) == ("deny", "purpose-not-allowed")
+    decision = read_decision("delivery", frozenset(), member_exists=False, consent=None)
     assert decision.reason == "purpose-not-allowed"
 
 
@@ -240,12 +315,11 @@ def test_purpose_check_comes_before_member_existence() -> None:
 def test_a_permit_releases_only_the_purposes_fields_and_withholds_the_rest(
     purpose: str, status: str, notice: str
 ) -> None:
-    decision = decide(
-        POLICY,
-        purpose=purpose,
-        client_purposes=CLIENT_ALL,
-        member_exists=True,
-        consent=ConsentFact(status, notice),
+    by_purpose = decide_purpose(POLICY, purpose=purpose, client_purposes=CLIENT_ALL)
+    assert_purpose_permit(by_purpose, purpose)
+    decision = decide_member(POLICY, by_purpose, ConsentFact(status, notice))
+    assert decision == read_decision(
+        purpose, CLIENT_ALL, member_exists=True, consent=ConsentFact(status, notice)
     )
     spec = POLICY.purposes[purpose]
     if decision.permitted:
@@ -257,6 +331,57 @@ def test_a_permit_releases_only_the_purposes_fields_and_withholds_the_rest(
     else:
         assert spec.needs_consent
         assert status != "granted" or notice not in spec.accepted_notices
+        assert (decision.views, decision.withheld) == ({}, {})
+
+
+@pytest.mark.parametrize(
+    ("purpose", "granted", "field_name", "outcome", "reason"),
+    [
+        ("delivery", CLIENT_ALL, "phone", "permit", "legal-basis:contract"),
+        ("customer_service", CLIENT_ALL, "email", "permit", "legal-basis:contract"),
+        # Consent is then decided per member found (decide_member), as for a read.
+        ("marketing_sms", CLIENT_ALL, "phone", "permit", "legal-basis:consent"),
+        # Only by a field the purpose itself may see.
+        ("delivery", CLIENT_ALL, "email", "deny", "lookup-not-allowed"),
+        # Never for a pseudonymous purpose.
+        ("analytics", CLIENT_ALL, "phone", "deny", "lookup-not-allowed"),
+        # Refusals of the purpose come first and pass through unchanged.
+        ("delivery", frozenset(), "phone", "deny", "purpose-not-allowed"),
+        ("nope", CLIENT_ALL, "phone", "deny", "unknown-purpose"),
+    ],
+)
+def test_lookup_decision_table(
+    purpose: str, granted: frozenset[str], field_name: str, outcome: str, reason: str
+) -> None:
+    # As gate/reads.py ``lookup_members`` runs them: decide_purpose, then decide_lookup.
+    by_purpose = decide_purpose(POLICY, purpose=purpose, client_purposes=granted)
+    decision = decide_lookup(POLICY, by_purpose, field_name)
+    assert (decision.outcome, decision.reason) == (outcome, reason)
+    if by_purpose.permitted:
+        assert_purpose_permit(by_purpose, purpose)
+    else:
+        assert decision == by_purpose
+    if decision.permitted:
+        assert decision == by_purpose
+    else:
+        assert decision.views == {}
+
+
+def test_a_pseudonymous_purpose_may_not_look_up_even_by_a_field_it_sees(
+    policy_dir: Path,
+) -> None:
+    # A lookup by phone answered with a pseudonym would re-identify the data set.
+    target = policy_dir / "purposes.toml"
+    text = target.read_text()
+    old = 'member_id = "pseudonym"\nfields = { birthday = "year",'
+    assert old in text
+    target.write_text(text.replace(old, old.replace("{ ", '{ phone = "masked", '), 1))
+    policy = load_policy(policy_dir)
+    assert policy.purposes["analytics"].fields["phone"] == "masked"
+    by_purpose = decide_purpose(policy, purpose="analytics", client_purposes=CLIENT_ALL)
+    assert by_purpose.permitted
+    decision = decide_lookup(policy, by_purpose, "phone")
+    assert (decision.outcome, decision.reason) == ("deny", "lookup-not-allowed")
 
 
 def test_a_purpose_can_take_a_fields_default_view(policy_dir: Path) -> None:

@@ -1,0 +1,419 @@
+"""Every action the audit log records, and the one builder that writes each entry.
+
+An entry is built nowhere else: use cases call a builder and hand the result
+to their unit of work (``audit.uow.AuditedUnitOfWork.record``). Each action
+states whether it releases member data, and how the entry says which: the
+breach workflow (affected members) and GDPR Art. 19 (who must be told of a
+correction or erasure) are computed from this table over the log, so an
+action that releases data must say so here or it is invisible to both.
+
+Entries hold ids, names, views and decisions, never personal values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal, Protocol
+
+from policies.decide import Decision
+
+ActorKind = Literal["client", "member", "staff"]
+
+
+class Release(StrEnum):
+    """What a permitted entry of an action lets leave memberguard."""
+
+    NONE = "none"
+    """A change or an event: nothing of a member leaves."""
+    FIELDS = "fields"
+    """Field values, in the views the entry's ``fields`` map names (field → view)."""
+    IDENTITY = "identity"
+    """Which members hold a contact value (a lookup): their ids, no field values."""
+    CONSENT = "consent"
+    """The members' consent state, no field values."""
+
+
+class Action(StrEnum):
+    MEMBER_CREATE = "member.create"
+    MEMBER_UPDATE = "member.update"
+    MEMBER_IMPORT = "member.import"
+    MEMBER_READ = "member.read"
+    MEMBER_LOOKUP = "member.lookup"
+    MEMBER_EXPORT = "member.export"
+    CONSENT_CHANGE = "consent.change"
+    CONSENT_READ = "consent.read"
+    CLIENT_CREATE = "client.create"
+    CLIENT_KEY = "client.key"
+    CLIENT_REVOKE = "client.revoke"
+    KEYS_REWRAP = "keys.rewrap"
+    AUDIT_CHECKPOINT = "audit.checkpoint"
+
+    @property
+    def release(self) -> Release:
+        return _RELEASES[self]
+
+
+_RELEASES: dict[Action, Release] = {
+    Action.MEMBER_CREATE: Release.NONE,
+    Action.MEMBER_UPDATE: Release.NONE,
+    Action.MEMBER_IMPORT: Release.NONE,
+    Action.MEMBER_READ: Release.FIELDS,
+    Action.MEMBER_LOOKUP: Release.IDENTITY,
+    Action.MEMBER_EXPORT: Release.FIELDS,
+    Action.CONSENT_CHANGE: Release.NONE,
+    Action.CONSENT_READ: Release.CONSENT,
+    Action.CLIENT_CREATE: Release.NONE,
+    Action.CLIENT_KEY: Release.NONE,
+    Action.CLIENT_REVOKE: Release.NONE,
+    Action.KEYS_REWRAP: Release.NONE,
+    Action.AUDIT_CHECKPOINT: Release.NONE,
+}
+
+
+def released(entry: Mapping[str, Any]) -> tuple[Release, dict[str, str]]:
+    """What a stored entry (parsed) released to its actor: the kind, and fields with views.
+
+    Refusals release nothing, whatever the action; so do entries of actions
+    this version does not know (written by a newer one), which a caller that
+    must not miss releases should treat as an error rather than as nothing.
+    """
+    try:
+        action = Action(entry.get("action"))
+    except ValueError:
+        return Release.NONE, {}
+    if entry.get("decision") != "permit" or action.release is Release.NONE:
+        return Release.NONE, {}
+    fields = entry.get("fields") or {}
+    return action.release, dict(fields) if action.release is Release.FIELDS else {}
+
+
+class Principal(Protocol):
+    """Who acts: what an entry records of them (``principals.Actor`` is one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def kind(self) -> ActorKind: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An entry before the log numbers, times and hashes it. Built only by the builders below."""
+
+    action: Action
+    decision: str
+    reason: str
+    policy: str
+    actor: str | None = None
+    actor_role: str | None = None
+    actor_kind: ActorKind | None = None
+    purpose: str | None = None
+    members: Sequence[str] = ()
+    fields: dict[str, str] | None = None
+    request_id: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+def _by(
+    who: Principal,
+    action: Action,
+    *,
+    policy: str,
+    decision: str = "permit",
+    reason: str,
+    purpose: str | None = None,
+    members: Sequence[str] = (),
+    fields: dict[str, str] | None = None,
+    request_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> Record:
+    return Record(
+        action=action,
+        decision=decision,
+        reason=reason,
+        policy=policy,
+        actor=who.id,
+        actor_role=who.role,
+        actor_kind=who.kind,
+        purpose=purpose,
+        members=members,
+        fields=fields,
+        request_id=request_id,
+        detail=detail,
+    )
+
+
+# -- members -------------------------------------------------------------------
+
+
+def member_created(
+    who: Principal, *, policy: str, member_id: str, fields: Sequence[str], request_id: str | None
+) -> Record:
+    return _by(
+        who,
+        Action.MEMBER_CREATE,
+        policy=policy,
+        reason="members:write",
+        members=[member_id],
+        fields={name: "written" for name in sorted(fields)},
+        request_id=request_id,
+    )
+
+
+def member_updated(
+    who: Principal,
+    *,
+    policy: str,
+    member_id: str,
+    changes: Mapping[str, object],
+    request_id: str | None,
+) -> Record:
+    """``changes`` maps each field to its new value; only whether it was cleared is recorded."""
+    return _by(
+        who,
+        Action.MEMBER_UPDATE,
+        policy=policy,
+        reason="members:write",
+        members=[member_id],
+        fields={
+            name: ("cleared" if value is None else "written")
+            for name, value in sorted(changes.items())
+        },
+        request_id=request_id,
+    )
+
+
+def members_imported(
+    who: Principal, *, policy: str, member_ids: Sequence[str], source: str, consent_events: int
+) -> Record:
+    return _by(
+        who,
+        Action.MEMBER_IMPORT,
+        policy=policy,
+        reason="operator",
+        members=member_ids,
+        detail={"source": source, "members": len(member_ids), "consent_events": consent_events},
+    )
+
+
+def member_read(
+    who: Principal,
+    *,
+    policy: str,
+    decision: Decision,
+    member_id: str | None,
+    released_views: dict[str, str],
+    request_id: str | None,
+) -> Record:
+    """A gated read, refusals included. ``member_id`` None: the id was not even well formed,
+    and attacker-chosen text is not written to the log, only the refusal is."""
+    return _by(
+        who,
+        Action.MEMBER_READ,
+        policy=policy,
+        decision=decision.outcome,
+        reason=decision.reason,
+        purpose=decision.purpose,
+        members=[member_id] if member_id is not None else [],
+        fields=released_views,
+        request_id=request_id,
+    )
+
+
+def members_looked_up(
+    who: Principal,
+    *,
+    policy: str,
+    decision: Decision,
+    by: str,
+    matched: int,
+    admitted: Sequence[str],
+    request_id: str | None,
+) -> Record:
+    # How many matched is recorded so that an auditor can see lookups that
+    # found members the purpose did not admit.
+    return _by(
+        who,
+        Action.MEMBER_LOOKUP,
+        policy=policy,
+        decision=decision.outcome,
+        reason=decision.reason,
+        purpose=decision.purpose,
+        members=admitted,
+        request_id=request_id,
+        detail={"by": by, "matched": matched, "admitted": len(admitted)},
+    )
+
+
+def members_exported(
+    who: Principal,
+    *,
+    policy: str,
+    decision: Decision,
+    member_ids: Sequence[str],
+    batch: int | None,
+    examined: int,
+    request_id: str | None,
+) -> Record:
+    """One batch of an export (``batch`` None: the export was refused before any batch)."""
+    if not decision.permitted:
+        return _by(
+            who,
+            Action.MEMBER_EXPORT,
+            policy=policy,
+            decision="deny",
+            reason=decision.reason,
+            purpose=decision.purpose,
+            request_id=request_id,
+        )
+    return _by(
+        who,
+        Action.MEMBER_EXPORT,
+        policy=policy,
+        reason=decision.reason,
+        purpose=decision.purpose,
+        members=member_ids,
+        fields=dict(decision.views),
+        request_id=request_id,
+        detail={"batch": batch, "examined": examined, "released": len(member_ids)},
+    )
+
+
+# -- consent -------------------------------------------------------------------
+
+
+def consent_changed(
+    who: Principal,
+    *,
+    policy: str,
+    member_id: str,
+    purposes: Sequence[str],
+    status: str,
+    channel: str,
+    notice_versions: Mapping[str, str | None],
+    receipt_id: str | None,
+    request_id: str | None,
+) -> Record:
+    return _by(
+        who,
+        Action.CONSENT_CHANGE,
+        policy=policy,
+        reason=f"consent-{status}",
+        purpose=purposes[0] if len(purposes) == 1 else None,
+        members=[member_id],
+        request_id=request_id,
+        detail={
+            "purposes": list(purposes),
+            "status": status,
+            "channel": channel,
+            "notice_versions": dict(notice_versions),
+            "receipt_id": receipt_id,
+        },
+    )
+
+
+def consent_read(who: Principal, *, policy: str, member_id: str, request_id: str | None) -> Record:
+    return _by(
+        who,
+        Action.CONSENT_READ,
+        policy=policy,
+        reason="consents:read",
+        members=[member_id],
+        request_id=request_id,
+    )
+
+
+# -- clients and keys ----------------------------------------------------------
+
+
+def client_created(
+    who: Principal,
+    *,
+    policy: str,
+    client_id: str,
+    name: str,
+    role: str,
+    purposes: Sequence[str],
+    scopes: Sequence[str],
+    request_id: str | None,
+) -> Record:
+    return _by(
+        who,
+        Action.CLIENT_CREATE,
+        policy=policy,
+        reason="admin",
+        request_id=request_id,
+        detail={
+            "client": client_id,
+            "name": name,
+            "role": role,
+            "purposes": sorted(set(purposes)),
+            "scopes": sorted(set(scopes)),
+        },
+    )
+
+
+def client_key_issued(
+    who: Principal, *, policy: str, client_id: str, replaced_other_keys: bool
+) -> Record:
+    return _by(
+        who,
+        Action.CLIENT_KEY,
+        policy=policy,
+        reason="admin",
+        detail={"client": client_id, "replaced_other_keys": replaced_other_keys},
+    )
+
+
+def client_revoked(
+    who: Principal, *, policy: str, client_id: str, request_id: str | None
+) -> Record:
+    return _by(
+        who,
+        Action.CLIENT_REVOKE,
+        policy=policy,
+        reason="admin",
+        request_id=request_id,
+        detail={"client": client_id},
+    )
+
+
+def data_keys_rewrapped(
+    who: Principal,
+    *,
+    policy: str,
+    to_version: int,
+    rewrapped: int,
+    members_after: str,
+    members_through: str,
+) -> Record:
+    return _by(
+        who,
+        Action.KEYS_REWRAP,
+        policy=policy,
+        reason="operator",
+        detail={
+            "to_version": to_version,
+            "rewrapped": rewrapped,
+            "members_after": members_after,
+            "members_through": members_through,
+        },
+    )
+
+
+# -- the log itself ------------------------------------------------------------
+
+
+def checkpoint_cut(*, policy: str, size: int, root: bytes, origin: str) -> Record:
+    """Recorded by the log itself (no actor): the signed checkpoint at ``size``."""
+    return Record(
+        action=Action.AUDIT_CHECKPOINT,
+        decision="permit",
+        reason="checkpoint",
+        policy=policy,
+        detail={"size": size, "root": root.hex(), "origin": origin},
+    )

@@ -1,0 +1,95 @@
+"""Consent use cases: record a change collected at a touchpoint, read the current state.
+
+Both open their unit of work, which takes the log-head lock before the
+member's consent is read: a consent read's entry can never be ordered after a
+change it did not see, on any database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from audit import actions
+from consent.registry import (
+    ConsentChange,
+    RecordedConsent,
+    check_change,
+    consent_states,
+    new_receipt_id,
+    record_consent,
+)
+from core.errors import NotFound
+from core.ids import is_valid_id
+from gate.context import Services
+from principals.actor import Actor
+from vault.members import member_exists
+
+
+def record_member_consent(
+    services: Services,
+    *,
+    actor: Actor,
+    member_id: str,
+    change: ConsentChange,
+    request_id: str | None,
+) -> RecordedConsent:
+    actor.require_scope("consents:write")
+    if not is_valid_id(member_id):
+        raise NotFound("no such member")
+    notices = check_change(services.policy, change, services.clock())  # 4xx before any lock
+    with services.uow(actor) as uow:
+        if not member_exists(uow.session, member_id):
+            raise NotFound("no such member", member_id=member_id)
+        receipt_id = new_receipt_id(change)
+        seq = uow.record(
+            actions.consent_changed(
+                actor,
+                policy=services.policy.version,
+                member_id=member_id,
+                purposes=change.purposes,
+                status=change.status,
+                channel=change.channel,
+                notice_versions=notices,
+                receipt_id=receipt_id,
+                request_id=request_id,
+            )
+        )
+        recorded = record_consent(
+            uow.session,
+            policy=services.policy,
+            member_id=member_id,
+            change=change,
+            notices=notices,
+            receipt_id=receipt_id,
+            recorded_by=actor.id,
+            audit_seq=seq,
+            now=uow.now,
+        )
+        uow.commit()
+    return recorded
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentStates:
+    purposes: dict[str, dict[str, Any]]
+    audit_seq: int
+
+
+def read_member_consents(
+    services: Services, *, actor: Actor, member_id: str, request_id: str | None
+) -> ConsentStates:
+    actor.require_scope("consents:read")
+    if not is_valid_id(member_id):
+        raise NotFound("no such member")
+    with services.uow(actor) as uow:
+        if not member_exists(uow.session, member_id):
+            raise NotFound("no such member")
+        states = consent_states(uow.session, member_id)
+        seq = uow.record(
+            actions.consent_read(
+                actor, policy=services.policy.version, member_id=member_id, request_id=request_id
+            )
+        )
+        uow.commit()
+    return ConsentStates(purposes=states, audit_seq=seq)

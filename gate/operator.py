@@ -1,0 +1,77 @@
+"""Operator use cases run from the CLI: re-wrapping data keys, cutting a checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from audit import actions
+from audit.notary import latest_checkpoint
+from gate.context import Services
+from principals.actor import OPERATOR_ACTOR
+from vault.members import count_by_kek_version, rewrap_batch
+
+REWRAP_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrapped:
+    rewrapped: int
+    by_version: dict[int, int]
+
+
+def data_keys_by_version(services: Services) -> dict[int, int]:
+    with services.reading() as session:
+        return count_by_kek_version(session)
+
+
+def rewrap_data_keys(
+    services: Services, *, progress: Callable[[int], None] | None = None
+) -> Rewrapped:
+    """Re-wrap every data key under the newest KEK, batch by batch (resumable).
+
+    Each batch is one audited unit of work whose entry names the range of
+    member ids it covered; a batch in which every key was already current
+    records nothing. ``progress`` is called once per batch of ``REWRAP_BATCH`` keys.
+    """
+    changed = 0
+    after = ""
+    while True:
+        with services.uow(OPERATOR_ACTOR) as uow:
+            n, last = rewrap_batch(
+                uow.session, keyring=services.keyring, after=after, limit=REWRAP_BATCH
+            )
+            if last is None:
+                break
+            if n:
+                uow.record(
+                    actions.data_keys_rewrapped(
+                        OPERATOR_ACTOR,
+                        policy=services.policy.version,
+                        to_version=services.keyring.active_version,
+                        rewrapped=n,
+                        members_after=after,
+                        members_through=last,
+                    )
+                )
+            uow.commit()
+        changed += n
+        if progress is not None:
+            progress(REWRAP_BATCH)
+        after = last
+    return Rewrapped(rewrapped=changed, by_version=data_keys_by_version(services))
+
+
+def cut_checkpoint(services: Services) -> str | None:
+    """Cut a signed checkpoint now if the log grew since the last one; the latest note.
+
+    None only when the log is empty.
+    """
+    with services.uow(OPERATOR_ACTOR) as uow:
+        uow.cut_checkpoint()
+        uow.commit()
+    if uow.checkpoint is not None:
+        return uow.checkpoint.note
+    with services.reading() as session:
+        latest = latest_checkpoint(session)
+        return latest.note if latest is not None else None

@@ -1,0 +1,42 @@
+"""The authenticated caller, whatever signed it in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from audit.actions import ActorKind
+from core.errors import Forbidden
+
+OPERATOR = "operator"  # the actor named in entries written from the CLI
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts, and what they are granted.
+
+    ``kind`` says what signed them in: ``client`` (a system's API key),
+    ``member`` (a member's session) or ``staff`` (a person: an auditor's or
+    admin's key, a console session, the operator at the CLI). ``role`` says
+    what they may do.
+    """
+
+    id: str
+    name: str
+    role: str
+    kind: ActorKind
+    purposes: frozenset[str] = frozenset()
+    scopes: frozenset[str] = frozenset()
+
+    def require_role(self, *roles: str) -> None:
+        if self.role not in roles:
+            raise Forbidden(
+                f"this endpoint needs the role {' or '.join(roles)}", slug="role-required"
+            )
+
+    def require_scope(self, scope: str) -> None:
+        self.require_role("client")
+        if scope not in self.scopes:
+            raise Forbidden(f"this endpoint needs the scope {scope}", slug="scope-required")
+
+
+OPERATOR_ACTOR = Actor(id=OPERATOR, name=OPERATOR, role="admin", kind="staff")
