@@ -68,3 +68,30 @@ def test_an_audit_entry_shape_takes_the_fast_path_with_the_same_bytes(
 
     monkeypatch.setattr(audit.entry, "_canonical_slowly", not_taken)
     assert canonical_bytes(entry) == expected
+
+
+class _SkewedEncoder:
+    """A msgspec encoder that disagrees with the definition (as a future release might)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def encode(self, value: Any) -> bytes:
+        return self.real.encode(value).replace(b":", b": ")
+
+
+def test_a_valid_entry_verifies_even_when_msgspec_encodes_differently(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = _canonical_slowly({"v": 1, "seq": 3, "action": "member.read", "members": ["m"]})
+    monkeypatch.setattr(audit.entry, "_ENCODER", _SkewedEncoder(audit.entry._ENCODER))
+    assert audit.entry.parse_entry(raw)["seq"] == 3
+    assert audit.entry.parse_entries([raw, raw]) is None  # the batch defers to parse_entry
+
+
+def test_a_non_canonical_entry_is_still_refused_when_msgspec_encodes_differently(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(audit.entry, "_ENCODER", _SkewedEncoder(audit.entry._ENCODER))
+    with pytest.raises(audit.entry.NonCanonicalEntry):
+        audit.entry.parse_entry(b'{"seq": 3, "v": 1}')
