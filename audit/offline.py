@@ -21,7 +21,7 @@ import json
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -37,9 +37,7 @@ from audit.checkpoint import KeyFormatError, parse_verifier_key
 from audit.entry import parse_entries
 from audit.log import read_head
 from audit.models import AuditCheckpoint, AuditEntry
-from audit.verify import BLOCK, LogVerifier, summarise_block
-
-Progress = Callable[[int, int], None]
+from audit.verify import BLOCK, LogVerifier, Progress, summarise_block
 
 
 @dataclass(frozen=True, slots=True)

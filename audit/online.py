@@ -30,7 +30,7 @@ from audit.entry import parse_entries
 from audit.log import Head, read_head
 from audit.models import AuditCheckpoint, AuditEntry, AuditEntryMember, AuditMerkleNode
 from audit.tree import tree_root
-from audit.verify import LogVerifier
+from audit.verify import LogVerifier, Progress
 from core.clock import from_micros
 
 
@@ -42,8 +42,6 @@ class VerifyReport:
     first_bad_seq: int | None = None
     reason: str | None = None
 
-
-Progress = Callable[[int, int], None]
 
 # The query columns of audit_entry, in the order they are checked and named.
 PROJECTIONS = ("action", "actor", "purpose", "decision", "reason")

@@ -20,6 +20,7 @@ version is still made, in the same order, with the same messages
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from audit.checkpoint import (
@@ -40,6 +41,9 @@ from audit.entry import (
 from audit.merkle import NODE_PREFIX, Frontier
 
 _sha256 = hashlib.sha256
+# Verification progress: (entries verified, entries in all).
+Progress = Callable[[int, int], None]
+
 _MISSING = object()
 
 BAD_LINKS = "member back-links do not name each member's previous entry"

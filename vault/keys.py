@@ -44,7 +44,7 @@ def _derive(root: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(root)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Keyring:
     keks: dict[int, bytes]
     index_key: bytes = field(repr=False)
@@ -65,6 +65,11 @@ class Keyring:
 
     def __repr__(self) -> str:
         return f"Keyring(kek_versions={sorted(self.keks)})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis's and IPython's printers walk a dataclass's fields, key
+        # material included, unless the class says how to print it.
+        printer.text(repr(self))
 
     @property
     def active_version(self) -> int:

@@ -30,20 +30,9 @@ from functools import partial
 
 import phonenumbers
 
-FULL_MASK = "***"
+from policies.model import VIEWS_BY_TYPE
 
-# Which views exist for which field types, besides "clear" (which every type has).
-_VIEWS: dict[str, frozenset[str]] = {
-    "name": frozenset({"masked"}),
-    "phone": frozenset({"masked"}),
-    "email": frozenset({"masked"}),
-    "id_number": frozenset({"masked"}),
-    "date": frozenset({"masked", "year", "month_day"}),
-    "address": frozenset({"masked", "region"}),
-    "text": frozenset({"masked"}),
-    "enum": frozenset(),
-    "integer": frozenset(),
-}
+FULL_MASK = "***"
 
 # Chinese compound (two-character) surnames, from the Hundred Family Surnames
 # plus the traditional spellings of the most common ones. A name starting with
@@ -205,11 +194,15 @@ _REGION = re.compile(
 
 
 def apply_view(field_type: str, view: str, value: str | int) -> str | int:
-    """Return ``value`` as ``view`` shows it for a field of ``field_type``."""
-    if view == "clear" and field_type in _VIEWS:
-        return value
-    if view not in _VIEWS.get(field_type, frozenset()):
+    """Return ``value`` as ``view`` shows it for a field of ``field_type``.
+
+    The views are the policy's (``policies.model.VIEWS_BY_TYPE``), but for
+    ``pseudonym``, which shows the member id's pseudonym, not the value.
+    """
+    if view == "pseudonym" or view not in VIEWS_BY_TYPE.get(field_type, frozenset()):
         raise ValueError(f"view {view!r} does not apply to {field_type!r}")
+    if view == "clear":
+        return value
     if not isinstance(value, str):
         raise ValueError(f"view {view!r} of {field_type!r} needs a string value")
     if field_type == "date":
@@ -229,10 +222,10 @@ def view_function(field_type: str, view: str) -> Callable[[str | int], str | int
     ``apply_view(field_type, view, value)`` for every value, errors included.
     A view that does not exist for the type raises here already.
     """
-    if view == "clear" and field_type in _VIEWS:
-        return _unchanged
-    if view not in _VIEWS.get(field_type, frozenset()):
+    if view == "pseudonym" or view not in VIEWS_BY_TYPE.get(field_type, frozenset()):
         raise ValueError(f"view {view!r} does not apply to {field_type!r}")
+    if view == "clear":
+        return _unchanged
     return partial(apply_view, field_type, view)
 
 
