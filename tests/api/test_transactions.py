@@ -1,67 +1,494 @@
-"""No transaction outlives its endpoint's thread (the stall the HTTP bench found)."""
+"""No transaction outlives its endpoint's thread (the stall the HTTP bench found).
+
+Each endpoint calls one use case, which opens, commits (or rolls back) and
+closes its own unit of work inside the thread it runs in; the key check is a
+short read-only transaction of its own. A transaction left open across a
+threadpool hop holds SQLite's write lock, or the log-head row lock elsewhere,
+while it waits for a free thread: under load every thread then waits for it.
+
+These tests run the app on a database of its own (``fresh_database``) with
+real commits, so a transaction left open is a real lock, seen from another
+connection, and a real connection checked out of the pool.
+"""
 
 from __future__ import annotations
 
-import inspect
+import ast
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy import Engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
-from api.deps import in_transaction
-from api.routers import audit, clients, members, reads
-from core.db import UnitOfWork
+import audit.uow
+from api.app import create_app
+from audit.log import HEAD_ID, lock_head
+from audit.models import AuditCheckpoint, AuditHead
+from audit.notary import Notary
+from audit.uow import AuditedUnitOfWork
+from core.clock import Clock
+from core.db import build_engine, session_factory
+from core.ids import new_id
+from core.settings import Settings
+from gate.clients import register_client
+from gate.context import Services
+from gate.operator import cut_checkpoint
+from policies import Policy
+from principals import OPERATOR_ACTOR
+from tests.api.conftest import MEMBER, auth
+from tests.conftest import ORIGIN, FreshDatabase
+from vault.keys import Keyring
+
+API = Path(__file__).resolve().parents[2] / "api"
+# A consent change every rule accepts, collected before the suite's NOW.
+CONSENT = {
+    "purposes": ["marketing_sms"],
+    "status": "granted",
+    "channel": "app",
+    "collected_at": "2026-11-01T10:00:00+08:00",
+}
+# Far less than SQLite's writer queue wait (30 s): a write stuck behind a
+# leaked transaction would take at least that long.
+AT_ONCE_SECONDS = 10.0
 
 
-class RecordingSession:
-    def __init__(self) -> None:
-        self.rolled_back = 0
-
-    def rollback(self) -> None:
-        self.rolled_back += 1
-
-    def close(self) -> None:
-        pass
+@dataclass
+class Began:
+    session: Session
+    transaction: SessionTransaction
+    thread: int
+    ended_in: int | None = None
 
 
-def test_every_endpoint_that_takes_the_request_unit_of_work_rolls_back_in_its_thread() -> None:
-    routes = [
-        route
-        for router in (
-            reads.router,
-            members.router,
-            clients.router,
-            audit.router,
-            audit.members_router,
-        )
-        for route in router.routes
-        if isinstance(route, APIRoute) and "uow" in inspect.signature(route.endpoint).parameters
+@dataclass
+class Transactions:
+    """Every root transaction the services' sessions began: in which thread, ended in which."""
+
+    all: list[Began] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def watch(self, factory: sessionmaker[Session]) -> None:
+        event.listen(factory, "after_transaction_create", self._created)
+        event.listen(factory, "after_transaction_end", self._ended)
+
+    def _created(self, session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is None:
+            with self._lock:
+                self.all.append(Began(session, transaction, threading.get_ident()))
+
+    def _ended(self, session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is None:
+            with self._lock:
+                for began in self.all:
+                    if began.transaction is transaction:
+                        began.ended_in = threading.get_ident()
+
+    def open(self) -> list[Began]:
+        with self._lock:
+            return [b for b in self.all if b.ended_in is None]
+
+    def crossed_threads(self) -> list[Began]:
+        with self._lock:
+            return [b for b in self.all if b.ended_in is not None and b.ended_in != b.thread]
+
+
+@dataclass
+class Live:
+    """The app on a database of its own, its transactions watched."""
+
+    database: FreshDatabase
+    engine: Engine
+    services: Services
+    client: TestClient
+    transactions: Transactions
+    crm: str
+    auditor: str
+    admin: str
+
+    def head_lock_is_free(self) -> bool:
+        """Can another connection take the log-head lock within a second?"""
+        if self.database.backend == "sqlite":
+            path = make_url(self.database.url).database
+            assert path is not None
+            conn = sqlite3.connect(path, timeout=1, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # the write lock every audited transaction holds
+                conn.execute("ROLLBACK")
+                return True
+            except sqlite3.OperationalError:  # database is locked
+                return False
+            finally:
+                conn.close()
+        probe = build_engine(self.database.url)
+        try:
+            with probe.connect() as conn:
+                if self.database.backend == "postgresql":
+                    conn.exec_driver_sql("SET lock_timeout = '1s'")
+                else:
+                    conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 1")
+                try:
+                    conn.execute(
+                        select(AuditHead.size).where(AuditHead.id == HEAD_ID).with_for_update()
+                    ).one()
+                    return True
+                except OperationalError:  # lock timeout
+                    return False
+                finally:
+                    conn.rollback()
+        finally:
+            probe.dispose()
+
+    def assert_nothing_left_open(self) -> None:
+        assert self.transactions.open() == []
+        assert self.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert self.transactions.crossed_threads() == []
+
+
+@pytest.fixture
+def live(
+    fresh_database: FreshDatabase,
+    policy: Policy,
+    keyring: Keyring,
+    signer: Ed25519PrivateKey,
+    settings: Settings,
+    clock: Clock,
+) -> Iterator[Live]:
+    engine = build_engine(fresh_database.url)
+    sessions = session_factory(engine)
+    read_sessions = session_factory(engine, read_only=True)
+    transactions = Transactions()
+    transactions.watch(sessions)
+    transactions.watch(read_sessions)
+    services = Services(
+        settings=settings,
+        policy=policy,
+        keyring=keyring,
+        notary=Notary(origin=ORIGIN, private_key=signer, every_entries=50, every_seconds=3600),
+        sessions=sessions,
+        read_sessions=read_sessions,
+        clock=clock,
+    )
+
+    def key(name: str, role: str, purposes: list[str], scopes: list[str]) -> str:
+        return register_client(
+            services,
+            actor=OPERATOR_ACTOR,
+            name=name,
+            role=role,
+            purposes=purposes,
+            scopes=scopes,
+            request_id=None,
+        ).key
+
+    crm = key(
+        "crm",
+        "client",
+        ["membership", "customer_service", "marketing_sms", "analytics"],
+        ["members:write", "consents:read", "consents:write"],
+    )
+    auditor = key("auditor", "auditor", [], [])
+    admin = key("admin", "admin", [], [])
+    try:
+        with TestClient(create_app(services=services), raise_server_exceptions=False) as client:
+            yield Live(fresh_database, engine, services, client, transactions, crm, auditor, admin)
+    finally:
+        for began in transactions.open():  # only a failed test leaves any
+            began.session.rollback()
+            began.session.close()
+        engine.dispose()
+
+
+def count_locks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the log-head locks the units of work take (one per ``with services.uow()``)."""
+    taken: list[int] = []
+    real = audit.uow.lock_head
+
+    def counting(session: Session) -> Any:
+        taken.append(threading.get_ident())
+        return real(session)
+
+    monkeypatch.setattr(audit.uow, "lock_head", counting)
+    return taken
+
+
+def create_member(live: Live) -> str:
+    started = time.monotonic()
+    created = live.client.post("/v1/members", json=MEMBER, headers=auth(live.crm))
+    assert created.status_code == 201, created.text
+    assert time.monotonic() - started < AT_ONCE_SECONDS
+    return created.json()["id"]
+
+
+def fail_under_the_lock(live: Live, taken: list[int]) -> Response:
+    """A consent change for a well-formed id no member has: the use case takes the
+    lock, then finds no member and raises (404) inside its unit of work."""
+    before = len(taken)
+    response = live.client.post(
+        f"/v1/members/{new_id()}/consents", json=CONSENT, headers=auth(live.crm)
+    )
+    assert response.status_code == 404, response.text
+    assert response.json()["type"] == "not-found"
+    assert len(taken) == before + 1  # it did fail after taking the lock
+    return response
+
+
+def test_a_write_that_fails_under_the_lock_leaves_no_transaction_and_the_next_goes_through(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member = create_member(live)
+    taken = count_locks(monkeypatch)
+    for _ in range(3):  # not once by luck: each failure releases what it took
+        fail_under_the_lock(live, taken)
+        live.assert_nothing_left_open()
+        assert live.head_lock_is_free()
+
+    # The next writes go through at once, the same use case included.
+    create_member(live)
+    started = time.monotonic()
+    recorded = live.client.post(
+        f"/v1/members/{member}/consents", json=CONSENT, headers=auth(live.crm)
+    )
+    assert recorded.status_code == 201, recorded.text
+    assert time.monotonic() - started < AT_ONCE_SECONDS
+    live.assert_nothing_left_open()
+    assert live.head_lock_is_free()
+
+
+def test_the_checks_see_a_unit_of_work_that_a_failing_use_case_leaves_open(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test above can fail: a use case whose unit of work is not closed when
+    it raises leaves a transaction holding the lock, and the checks see it."""
+    assert live.head_lock_is_free()
+    taken = count_locks(monkeypatch)
+    leaked: list[Session] = []
+
+    def leak(self: AuditedUnitOfWork, *_exc: object) -> None:
+        leaked.append(self.session)  # neither rolled back nor closed
+
+    monkeypatch.setattr(AuditedUnitOfWork, "__exit__", leak)
+    fail_under_the_lock(live, taken)
+    assert len(leaked) == 1
+    assert [b.session for b in live.transactions.open()] == leaked
+    assert live.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+    assert not live.head_lock_is_free()
+    with pytest.raises(AssertionError):
+        live.assert_nothing_left_open()
+
+    leaked[0].rollback()
+    leaked[0].close()
+    assert live.head_lock_is_free()
+    assert live.transactions.open() == []
+
+
+def test_the_checks_see_a_transaction_that_crosses_threads(live: Live) -> None:
+    """A transaction begun in one thread and ended in another (what a unit of work
+    opened by a dependency and closed by the endpoint does) is caught."""
+    session = live.services.sessions()
+    opener = threading.Thread(target=lock_head, args=(session,))
+    opener.start()
+    opener.join(10)
+    assert not live.head_lock_is_free()
+    session.rollback()  # here, in the test's thread
+    session.close()
+    assert live.head_lock_is_free()
+    assert len(live.transactions.crossed_threads()) == 1
+    with pytest.raises(AssertionError):
+        live.assert_nothing_left_open()
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    route: str  # the route's path template
+    path: str
+    key: str | None
+    status: int
+    json: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def every_endpoint(live: Live) -> list[Call]:
+    """Calls (successes and failures) of every endpoint the app has, in an order that works."""
+    member = create_member(live)
+    revoked = register_client(
+        live.services,
+        actor=OPERATOR_ACTOR,
+        name="to-be-revoked",
+        role="client",
+        purposes=[],
+        scopes=[],
+        request_id=None,
+    ).client["id"]
+    cut_checkpoint(live.services)  # a second checkpoint, to relate to the first
+    with live.services.reading() as session:
+        first, second = session.scalars(
+            select(AuditCheckpoint.size).order_by(AuditCheckpoint.size)
+        ).all()
+    unknown = new_id()
+    crm, auditor, admin = live.crm, live.auditor, live.admin
+    m, c, a = "/v1/members", "/v1/clients", "/v1/audit"
+    return [
+        Call("GET", "/healthz", "/healthz", None, 200),
+        Call("GET", "/readyz", "/readyz", None, 200),
+        Call("GET", "/openapi.json", "/openapi.json", crm, 200),
+        Call("GET", "/docs", "/docs", crm, 200),
+        Call("POST", m, m, crm, 201, json=MEMBER),
+        Call("POST", m, m, crm, 422, json={"name": ""}),
+        Call("PATCH", m + "/{member_id}", f"{m}/{member}", crm, 200, json={"tier": "银卡"}),
+        Call("PATCH", m + "/{member_id}", f"{m}/{unknown}", crm, 404, json={"tier": "银卡"}),
+        Call("POST", m + "/{member_id}/consents", f"{m}/{member}/consents", crm, 201, CONSENT),
+        Call("POST", m + "/{member_id}/consents", f"{m}/{unknown}/consents", crm, 404, CONSENT),
+        Call("GET", m + "/{member_id}/consents", f"{m}/{member}/consents", crm, 200),
+        Call("GET", m + "/{member_id}/consents", f"{m}/{unknown}/consents", crm, 404),
+        Call(
+            "POST",
+            m + "/lookup",
+            f"{m}/lookup",
+            crm,
+            200,
+            json={"phone": MEMBER["phone"], "purpose": "customer_service"},
+        ),
+        Call("GET", m, f"{m}?purpose=analytics", crm, 200),
+        Call("GET", m, f"{m}?purpose=delivery", crm, 403),
+        Call("GET", m + "/{member_id}", f"{m}/{member}?purpose=customer_service", crm, 200),
+        Call("GET", m + "/{member_id}", f"{m}/{unknown}?purpose=customer_service", crm, 404),
+        Call("GET", m + "/{member_id}/access-log", f"{m}/{member}/access-log", auditor, 200),
+        Call("GET", a + "/entries", f"{a}/entries", auditor, 200),
+        Call(
+            "GET",
+            a + "/entries",
+            a + "/entries",
+            auditor,
+            200,
+            headers={"Accept": "application/x-ndjson"},
+        ),
+        Call(
+            "GET",
+            a + "/entries",
+            a + "/entries",
+            auditor,
+            200,
+            headers={"Accept": "text/csv"},
+        ),
+        Call("GET", a + "/head", f"{a}/head", auditor, 200),
+        Call("GET", a + "/checkpoint", f"{a}/checkpoint", auditor, 200),
+        Call("GET", a + "/entries/{seq}/proof", f"{a}/entries/1/proof", auditor, 200),
+        Call("GET", a + "/consistency", f"{a}/consistency?from={first}&to={second}", auditor, 200),
+        Call("GET", a + "/public-key", f"{a}/public-key", auditor, 200),
+        Call("GET", c, c, admin, 200),
+        Call("POST", c, c, admin, 201, json={"name": "new-client", "role": "auditor"}),
+        Call("POST", c, c, admin, 409, json={"name": "new-client", "role": "auditor"}),
+        Call("DELETE", c + "/{client_id}", f"{c}/{revoked}", admin, 204),
+        Call("DELETE", c + "/{client_id}", f"{c}/{revoked}", admin, 409),
+        Call("DELETE", c + "/{client_id}", f"{c}/{unknown}", admin, 404),
+        Call("POST", m, m, admin, 403, json=MEMBER),  # refused by the role dependency
     ]
-    assert len(routes) >= 7  # the write and audited-read endpoints
-    for route in routes:
-        assert hasattr(route.endpoint, "__wrapped__"), f"{route.path} is not in_transaction"
 
 
-def test_in_transaction_rolls_back_when_the_endpoint_fails() -> None:
-    session = RecordingSession()
-    uow = UnitOfWork(lambda: session)  # type: ignore[arg-type, return-value]
+def test_every_endpoint_begins_and_ends_its_transactions_in_one_thread(live: Live) -> None:
+    calls = every_endpoint(live)
+    routes = {
+        (method, route.path)
+        for route in live.client.app.routes  # type: ignore[attr-defined]
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+    uncovered = routes - {(call.method, call.route) for call in calls}
+    assert uncovered == set(), "add these endpoints to every_endpoint()"
 
-    @in_transaction
-    def endpoint(*, uow: UnitOfWork) -> None:
-        raise RuntimeError("boom")
+    test_thread = threading.get_ident()
+    for call in calls:
+        began = len(live.transactions.all)
+        headers = {**call.headers, **(auth(call.key) if call.key else {})}
+        response = live.client.request(call.method, call.path, json=call.json, headers=headers)
+        assert response.status_code == call.status, (call, response.text)
+        where = f"{call.method} {call.path}"
+        assert live.transactions.open() == [], f"{where} left a transaction open"
+        assert live.transactions.crossed_threads() == [], f"{where} ended one in another thread"
+        assert live.engine.pool.checkedout() == 0, where  # type: ignore[attr-defined]
+        ran = live.transactions.all[began:]
+        assert all(b.thread != test_thread for b in ran), where  # the app's threads, not ours
+        if call.route not in ("/healthz", "/v1/audit/public-key"):
+            assert ran, f"{where} began no transaction: the check above saw nothing"
+    assert live.head_lock_is_free()
 
-    with uow, pytest.raises(RuntimeError):
-        endpoint(uow=uow)
-    assert session.rolled_back >= 2  # in the endpoint, then again on exit (harmless)
+
+# -- the API layer never commits ------------------------------------------------
+
+COMMIT_CALL = re.compile(r"\.commit\s*\(")
+SESSION_NAMES = {"Session", "sessionmaker", "scoped_session"}
 
 
-def test_in_transaction_leaves_a_successful_endpoint_alone() -> None:
-    session = RecordingSession()
-    uow = UnitOfWork(lambda: session)  # type: ignore[arg-type, return-value]
+def transaction_handling(source: str) -> list[str]:
+    """What in ``source`` handles a transaction itself: ``.commit(`` anywhere in
+    the text, any ``commit`` attribute (a call or a reference), an import of
+    SQLAlchemy's ORM sessions."""
+    found = [f"`{m.group()}` at offset {m.start()}" for m in COMMIT_CALL.finditer(source)]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr == "commit":
+            found.append(f"`.commit` on line {node.lineno}")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy"):
+            found.extend(
+                f"import of {alias.name} on line {node.lineno}"
+                for alias in node.names
+                if alias.name in SESSION_NAMES or alias.name == "orm"
+            )
+        elif isinstance(node, ast.Import):
+            found.extend(
+                f"import of {alias.name} on line {node.lineno}"
+                for alias in node.names
+                if alias.name.startswith("sqlalchemy.orm")
+            )
+    return found
 
-    @in_transaction
-    def endpoint(*, uow: UnitOfWork) -> str:
-        return "ok"
 
-    with uow:
-        assert endpoint(uow=uow) == "ok"
-        assert session.rolled_back == 0
+def api_modules() -> list[Path]:
+    return sorted([*API.glob("*.py"), *(API / "routers").glob("*.py")])
+
+
+def test_the_api_layer_never_commits_or_opens_sessions_itself() -> None:
+    modules = api_modules()
+    assert API / "deps.py" in modules and API / "routers" / "members.py" in modules
+    found = {
+        str(path.relative_to(API.parent)): transaction_handling(path.read_text("utf-8"))
+        for path in modules
+    }
+    assert {path: hits for path, hits in found.items() if hits} == {}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def f(uow):\n    uow.commit()\n",
+        "def f(session):\n    session.commit ()\n",
+        "def f(session):\n    return session.commit\n",
+        "from sqlalchemy.orm import Session\n",
+        "from sqlalchemy import orm\n",
+        "import sqlalchemy.orm\n",
+    ],
+)
+def test_the_commit_check_finds_what_it_looks_for(source: str) -> None:
+    assert transaction_handling(source) != []
+
+
+def test_the_commit_check_leaves_other_code_alone() -> None:
+    source = (
+        "from sqlalchemy import text\n"
+        "from sqlalchemy.exc import SQLAlchemyError\n"
+        "def f(services):\n    return services.reading()\n"
+    )
+    assert transaction_handling(source) == []

@@ -122,7 +122,7 @@ def test_concurrent_audited_units_of_work_get_the_seqs_they_were_given(
     total = WRITERS * APPENDS + len(cuts)
     returned = sorted(s for per_writer in seqs for s in per_writer)
     assert returned == list(range(1, total + 1))
-    assert 1 + (WRITERS * APPENDS) // 50 <= len(cuts)  # the first commit, then every 50
+    assert len(cuts) >= 1 + (WRITERS * APPENDS) // 50  # the first commit, then every 50
     check_stored_log(fresh_database, total, members=WRITERS * APPENDS)
     engine = build_engine(fresh_database.url)
     try:

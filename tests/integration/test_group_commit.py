@@ -117,7 +117,8 @@ def test_a_batch_gives_each_read_its_own_outcome_and_entry(services: Services, k
     assert all(isinstance(o, Decided) for o in permitted)
     assert isinstance(outcomes[1], Refused) and isinstance(outcomes[1].error, ReadRefused)
     assert outcomes[1].error.slug == "consent-required"
-    assert isinstance(outcomes[2], Refused) and isinstance(outcomes[2].error, UnknownPurposeRecorded)
+    assert isinstance(outcomes[2], Refused)
+    assert isinstance(outcomes[2].error, UnknownPurposeRecorded)
     assert isinstance(outcomes[3], Refused) and isinstance(outcomes[3].error, MemberNotFound)
     assert isinstance(outcomes[4], Refused) and isinstance(outcomes[4].error, ReadRefused)
     assert outcomes[4].error.slug == "purpose-not-allowed"
