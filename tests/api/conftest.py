@@ -1,8 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
+import fastapi.routing
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -15,6 +18,24 @@ def app_client(services: Services) -> Iterator[TestClient]:
     app = create_app(services=services)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
+
+
+def app_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, path template) of every route the app serves, included routers flattened.
+
+    FastAPI 0.130+ keeps an included router as one entry of ``app.routes``, so
+    a plain walk over ``app.routes`` sees none of the API; the route contexts
+    are FastAPI's own flattening. HEAD is served wherever GET is.
+    """
+    contexts: Iterable[Any]
+    iterate = getattr(fastapi.routing, "iter_route_contexts", None)
+    contexts = iterate(app.routes) if iterate is not None else app.routes
+    return sorted(
+        (method, context.path)
+        for context in contexts
+        for method in (getattr(context, "methods", None) or ())
+        if method != "HEAD"
+    )
 
 
 def auth(key: str) -> dict[str, str]:

@@ -1,9 +1,8 @@
 """Smoke tests of the HTTP benchmarks: consent churn and the ungated baseline.
 
 The servers are real subprocesses on a real SQLite file (``bench.server``),
-so these tests build their own home and do not run inside the savepoint of
-the ``backend`` fixture; on the other backends they skip (``python -m bench
---db URL`` covers those by hand).
+so these tests build their own home and run once, outside the ``backend``
+fixture (``python -m bench --db URL`` covers the other databases by hand).
 """
 
 from __future__ import annotations
@@ -52,13 +51,7 @@ class SmokeContext:
 
 
 @pytest.fixture
-def sqlite_only(backend: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("HTTP bench smoke runs on SQLite; use `python -m bench --db URL` for others")
-
-
-@pytest.fixture
-def bench_home(sqlite_only: None, tmp_path: Path) -> Iterator[SmokeContext]:
+def bench_home(tmp_path: Path) -> Iterator[SmokeContext]:
     home = tmp_path / "home"
     settings = Settings(home=home, database_url=None)
     run_init(settings, echo=False)
@@ -73,6 +66,7 @@ def bench_home(sqlite_only: None, tmp_path: Path) -> Iterator[SmokeContext]:
         services.sessions.kw["bind"].dispose()  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 def test_consent_churn_over_http_counts_zero_violations(bench_home: SmokeContext) -> None:
     rows = churn.run(bench_home, seconds=1.5, connections=4, members=8)
     assert len(rows) == 1
@@ -86,6 +80,7 @@ def test_consent_churn_over_http_counts_zero_violations(bench_home: SmokeContext
     assert row["reads_logged"] == row["reads"]
 
 
+@pytest.mark.slow
 def test_baseline_answers_the_same_field_set_as_the_gated_read(
     bench_home: SmokeContext,
 ) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from audit.log import append_entry
 from bench.crash_check import Load, check_log, run
 from core.db import build_engine, session_factory
@@ -17,6 +19,7 @@ from migrations import upgrade
 from tests.integration.conftest import member_ref, record, ticking_clock
 
 
+@pytest.mark.slow
 def test_sigkill_mid_load_keeps_every_answered_read_in_a_valid_log(tmp_path: Path) -> None:
     result = run(None, 3.0, members=300, threads=8, home=tmp_path)
     assert result["violations"] == []

@@ -177,11 +177,10 @@ def test_failed_read_commits_nothing(failed_read: FailedRead, gate: Gate) -> Non
         assert report.ok, report.reason
 
 
+@pytest.mark.backends("postgresql")  # the only one with deferred triggers to fail a COMMIT
 def test_read_answers_503_and_commits_nothing_when_the_commit_fails_on_postgresql(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip(f"{backend} has no deferred triggers to make a COMMIT fail")
     gate: Gate = request.getfixturevalue("gate")
     head_before = gate.head()
     gate.break_audit(FAIL_ON_COMMIT)

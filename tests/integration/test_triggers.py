@@ -85,12 +85,11 @@ def test_delete_from_an_append_only_table_is_rejected(
     assert snapshot(connection, table) == before
 
 
+@pytest.mark.backends("postgresql")  # TRUNCATE ends the test transaction elsewhere
 @pytest.mark.parametrize("table", list(APPEND_ONLY))
 def test_truncate_of_an_append_only_table_is_rejected_on_postgresql(
     backend: str, connection: Connection, logged_grant: str, table: str
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip(f"{backend}: TRUNCATE ends the test transaction; see the fresh-database test")
     before = snapshot(connection, table)
     assert before, f"{table} has no row for the trigger to guard"
     # CASCADE gets past the truncate-guard foreign key, so the trigger itself answers.
@@ -100,6 +99,7 @@ def test_truncate_of_an_append_only_table_is_rejected_on_postgresql(
     assert snapshot(connection, table) == before
 
 
+@pytest.mark.backends("mariadb")  # SQLite has no TRUNCATE; PostgreSQL is covered above
 def test_truncate_of_every_append_only_table_is_rejected_on_mariadb(
     backend: str, fresh_database: FreshDatabase
 ) -> None:
@@ -107,8 +107,6 @@ def test_truncate_of_every_append_only_table_is_rejected_on_mariadb(
 
     TRUNCATE commits implicitly there, hence a database of its own.
     """
-    if backend != "mariadb":
-        pytest.skip(f"{backend}: SQLite has no TRUNCATE; PostgreSQL is covered above")
     engine = build_engine(fresh_database.url)
     try:
         for table in APPEND_ONLY:
