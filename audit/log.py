@@ -3,8 +3,9 @@
 Appends serialise on the single ``audit_head`` row: ``SELECT … FOR UPDATE``
 on PostgreSQL and MySQL (READ COMMITTED), and ``BEGIN IMMEDIATE`` on SQLite
 (see ``core.db``), with the primary key on ``seq`` as the backstop. The append
-only flushes: the caller's unit of work commits it together with the change or
-decision it records, and nothing is released before that commit.
+only flushes: the audited unit of work (``audit.uow``) calls it at commit, so
+the entries are committed together with the change or decision they record,
+and nothing is released before that commit.
 """
 
 from __future__ import annotations
@@ -108,9 +109,10 @@ def _latest_per_member(count: int) -> DriverStatement:
 def lock_head(session: Session) -> Head:
     """Take the log-head lock for the rest of the transaction; returns the head.
 
-    Use cases call this *before* reading the facts a decision rests on
-    (consent, membership), so that decisions are serialised in log order: an
-    entry's decision saw every change recorded by the entries before it.
+    The audited unit of work (``audit.uow``) calls this when it opens, before
+    a use case reads the facts a decision rests on (consent, membership), so
+    that decisions are serialised in log order: an entry's decision saw every
+    change recorded by the entries before it.
     Locking again later in the same transaction is free: the head read under
     the lock is kept for the transaction (and moved on by each append in it).
     """

@@ -25,8 +25,9 @@ from sqlalchemy.orm import Session
 
 from audit import actions
 from audit.actions import Record
-from audit.log import Appended, AuditUnavailable, Head, append_entries, lock_head, locked_head
+from audit.log import Appended, AuditUnavailable, append_entries, lock_head, locked_head
 from audit.notary import CutCheckpoint, Notary
+from audit.tree import MissingNode
 from core.clock import Clock
 
 
@@ -49,6 +50,7 @@ class AuditedUnitOfWork:
         self._policy_version = policy_version
         self._session: Session | None = None
         self._pending: list[Record] = []
+        self._promised: list[int] = []
         self._force_checkpoint = False
         self._now: datetime | None = None
         self.committed: list[Appended] = []
@@ -63,7 +65,7 @@ class AuditedUnitOfWork:
     def __enter__(self) -> AuditedUnitOfWork:
         self._session = self._sessions()
         try:
-            self.head: Head = lock_head(self._session)
+            lock_head(self._session)
             if self._under_lock is not None:
                 self._under_lock(self._session)
         except BaseException:
@@ -84,7 +86,7 @@ class AuditedUnitOfWork:
 
     def _close(self) -> None:
         session, self._session = self._session, None
-        self._pending = []
+        self._pending, self._promised = [], []
         if session is not None:
             try:
                 session.rollback()
@@ -108,7 +110,8 @@ class AuditedUnitOfWork:
         if head is None:  # a savepoint rolled back past the lock, say
             raise AuditUnavailable("the audit log lock was lost; nothing was released")
         self._pending.append(record)
-        return head.size + len(self._pending)
+        self._promised.append(head.size + len(self._pending))
+        return self._promised[-1]
 
     def cut_checkpoint(self) -> None:
         """Cut a checkpoint at commit even if none is due yet (``memberguard audit checkpoint``)."""
@@ -123,13 +126,12 @@ class AuditedUnitOfWork:
         session = self.session
         now = self.now
         pending, self._pending = self._pending, []
-        head = locked_head(session)
-        expected = head.size + 1 if head is not None else None
+        promised, self._promised = self._promised, []
         appended = append_entries(session, pending, clock=lambda: now) if pending else []
-        if appended and appended[0].seq != expected:
-            # An entry was appended around the unit of work, so the seqs the
-            # use case was given are wrong: refuse rather than mislabel.
-            raise AuditUnavailable("the audit log moved under this transaction; nothing was saved")
+        if [entry.seq for entry in appended] != promised:
+            # Something appended around the unit of work after ``record`` gave
+            # out its seqs: a bug. Nothing is committed rather than mislabelled.
+            raise RuntimeError("entries were appended around the unit of work; nothing was saved")
         cut = None
         try:
             if self._force_checkpoint or self._notary.due(session, now):
@@ -148,7 +150,7 @@ class AuditedUnitOfWork:
                         clock=lambda: now,
                     )
             session.commit()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, MissingNode) as exc:
             raise AuditUnavailable(
                 "the audit log could not be committed; nothing was released"
             ) from exc
