@@ -239,17 +239,26 @@ def event_view(event: ConsentEvent) -> dict[str, Any]:
 def consent_facts_for(
     session: Session, pairs: Collection[tuple[str, str]]
 ) -> dict[tuple[str, str], ConsentFact]:
-    """Current consent for several (member, purpose) pairs, in one query."""
+    """Current consent for several (member, purpose) pairs, in one query.
+
+    The batched reads, lookups and export batches all decide on this. Equal
+    facts share one (immutable) ``ConsentFact``: a batch of hundreds of
+    members holds a handful of distinct (status, notice) pairs.
+    """
     if not pairs:
         return {}
     members = sorted({member for member, _ in pairs})
     purposes = sorted({purpose for _, purpose in pairs})
     rows = session.connection().execute(_FACTS, {"members": members, "purposes": purposes})
-    return {
-        (member, purpose): ConsentFact(status=status, notice_version=notice_version)
-        for member, purpose, status, notice_version in rows
-        if (member, purpose) in pairs
-    }
+    shared: dict[tuple[str, str | None], ConsentFact] = {}
+    facts: dict[tuple[str, str], ConsentFact] = {}
+    for member, purpose, status, notice_version in rows.all():
+        if (member, purpose) in pairs:
+            fact = shared.get((status, notice_version))
+            if fact is None:
+                fact = shared[status, notice_version] = ConsentFact(status, notice_version)
+            facts[member, purpose] = fact
+    return facts
 
 
 _FACTS = select(

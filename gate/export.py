@@ -14,7 +14,7 @@ from typing import Any
 from audit import actions
 from consent.registry import consent_facts_for
 from gate.context import Services
-from gate.reads import Release, refusal
+from gate.reads import FieldRelease, refusal
 from policies.decide import decide_member, decide_purpose
 from principals.actor import Actor
 from vault.members import existing_members_after, load_sealed
@@ -60,7 +60,7 @@ def export_members(
 
     stats = {"batches": 0, "examined": 0, "released": 0}
     batch_size = services.settings.export_batch_size
-    release = Release(policy, services.keyring, actor, purpose_decision)
+    release = FieldRelease(policy, services.keyring, actor, purpose_decision)
     fields = purpose_decision.views.keys()
 
     def batch(after: str) -> tuple[str | None, int | None, list[dict[str, Any]]]:

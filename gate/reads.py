@@ -98,7 +98,7 @@ class MemberRelease:
     audit_seq: int
 
 
-class Release:
+class FieldRelease:
     """What a permitted decision releases of a member: the fields in their views.
 
     Views and the client's pseudonym key are resolved once per decision, so
@@ -175,7 +175,7 @@ class Decided:
     audit_seq: int
 
     def release(self, services: Services) -> MemberRelease:
-        release = Release(services.policy, services.keyring, self.actor, self.decision)
+        release = FieldRelease(services.policy, services.keyring, self.actor, self.decision)
         return MemberRelease(
             id=self.member_id,
             purpose=self.purpose,

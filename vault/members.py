@@ -246,14 +246,13 @@ def member_exists(session: Session, member_id: str) -> bool:
 
 def existing_members_after(session: Session, after: str, *, limit: int) -> list[str]:
     """The next ``limit`` existing members (``member_exists``) after ``after``, in id order."""
-    return list(
-        session.scalars(
-            select(VaultDataKey.member_id)
-            .where(VaultDataKey.member_id > after)
-            .order_by(VaultDataKey.member_id)
-            .limit(limit)
-        )
+    statement = (
+        select(VaultDataKey.member_id)
+        .where(VaultDataKey.member_id > after)
+        .order_by(VaultDataKey.member_id)
+        .limit(limit)
     )
+    return list(session.scalars(statement).all())  # one fetch, not a fetch per row
 
 
 def shred_member(session: Session, member_id: str) -> bool:
