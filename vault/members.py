@@ -246,13 +246,11 @@ def member_exists(session: Session, member_id: str) -> bool:
 
 def existing_members_after(session: Session, after: str, *, limit: int) -> list[str]:
     """The next ``limit`` existing members (``member_exists``) after ``after``, in id order."""
-    statement = (
-        select(VaultDataKey.member_id)
-        .where(VaultDataKey.member_id > after)
-        .order_by(VaultDataKey.member_id)
-        .limit(limit)
-    )
-    return list(session.scalars(statement).all())  # one fetch, not a fetch per row
+    # On the table, not the ORM entity, and one fetch: an export examines
+    # every member, and ORM row processing cost more than the query did.
+    key = VaultDataKey.__table__.c.member_id
+    statement = select(key).where(key > after).order_by(key).limit(limit)
+    return [member_id for (member_id,) in session.execute(statement).all()]
 
 
 def shred_member(session: Session, member_id: str) -> bool:
