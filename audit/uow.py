@@ -50,7 +50,7 @@ class AuditedUnitOfWork:
         self._policy_version = policy_version
         self._session: Session | None = None
         self._pending: list[Record] = []
-        self._promised: list[int] = []
+        self._first_seq = 0  # the seq ``record`` gave the first pending entry
         self._force_checkpoint = False
         self._now: datetime | None = None
         self.committed: list[Appended] = []
@@ -86,7 +86,7 @@ class AuditedUnitOfWork:
 
     def _close(self) -> None:
         session, self._session = self._session, None
-        self._pending, self._promised = [], []
+        self._pending = []
         if session is not None:
             try:
                 session.rollback()
@@ -106,12 +106,13 @@ class AuditedUnitOfWork:
         The seq is known now because this transaction holds the log-head lock:
         no one else can append before it commits.
         """
-        head = locked_head(self.session)
-        if head is None:  # a savepoint rolled back past the lock, say
-            raise AuditUnavailable("the audit log lock was lost; nothing was released")
+        if not self._pending:
+            head = locked_head(self.session)
+            if head is None:  # a savepoint rolled back past the lock, say
+                raise AuditUnavailable("the audit log lock was lost; nothing was released")
+            self._first_seq = head.size + 1
         self._pending.append(record)
-        self._promised.append(head.size + len(self._pending))
-        return self._promised[-1]
+        return self._first_seq + len(self._pending) - 1
 
     def cut_checkpoint(self) -> None:
         """Cut a checkpoint at commit even if none is due yet (``memberguard audit checkpoint``)."""
@@ -126,9 +127,8 @@ class AuditedUnitOfWork:
         session = self.session
         now = self.now
         pending, self._pending = self._pending, []
-        promised, self._promised = self._promised, []
         appended = append_entries(session, pending, clock=lambda: now) if pending else []
-        if [entry.seq for entry in appended] != promised:
+        if appended and appended[0].seq != self._first_seq:  # the rest follow, contiguous
             # Something appended around the unit of work after ``record`` gave
             # out its seqs: a bug. Nothing is committed rather than mislabelled.
             raise RuntimeError("entries were appended around the unit of work; nothing was saved")
