@@ -391,9 +391,7 @@ def _rewrap(settings: Settings) -> None:
             bar.update(step)
 
         result = rewrap_data_keys(services, progress=advance)
-    click.echo(
-        f"re-wrapped {result.rewrapped} data keys; by KEK version now: {result.by_version}"
-    )
+    click.echo(f"re-wrapped {result.rewrapped} data keys; by KEK version now: {result.by_version}")
 
 
 # -- policy -------------------------------------------------------------------
