@@ -62,7 +62,9 @@ _RELEASES: dict[Action, Release] = {
     Action.MEMBER_READ: Release.FIELDS,
     Action.MEMBER_LOOKUP: Release.IDENTITY,
     Action.MEMBER_EXPORT: Release.FIELDS,
-    Action.CONSENT_CHANGE: Release.NONE,
+    # The answer carries the member's resulting state, which later-collected
+    # events recorded by others may have decided: that is a release.
+    Action.CONSENT_CHANGE: Release.CONSENT,
     Action.CONSENT_READ: Release.CONSENT,
     Action.CLIENT_CREATE: Release.NONE,
     Action.CLIENT_KEY: Release.NONE,
@@ -72,17 +74,21 @@ _RELEASES: dict[Action, Release] = {
 }
 
 
+class UnknownAction(ValueError):
+    """An entry names an action this version of memberguard does not know."""
+
+
 def released(entry: Mapping[str, Any]) -> tuple[Release, dict[str, str]]:
     """What a stored entry (parsed) released to its actor: the kind, and fields with views.
 
-    Refusals release nothing, whatever the action; so do entries of actions
-    this version does not know (written by a newer one), which a caller that
-    must not miss releases should treat as an error rather than as nothing.
+    Refusals release nothing, whatever the action. An action this version
+    does not know (written by a newer one) raises ``UnknownAction`` rather
+    than counting as nothing: breach scoping must not miss a release.
     """
     try:
         action = Action(entry.get("action"))
     except ValueError:
-        return Release.NONE, {}
+        raise UnknownAction(f"entry {entry.get('seq')}: unknown action") from None
     if entry.get("decision") != "permit" or action.release is Release.NONE:
         return Release.NONE, {}
     fields = entry.get("fields") or {}

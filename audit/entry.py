@@ -60,6 +60,8 @@ def canonical_bytes(entry: dict[str, Any]) -> bytes:
     the definition, as is anything msgspec refuses to encode: so the bytes,
     and the errors, are always the definition's.
     """
+    if not _FAST_PATH:
+        return _canonical_slowly(entry)
     try:
         raw = _ENCODER.encode(entry)
         if _DECODER.decode(raw) == entry:
@@ -100,6 +102,8 @@ def parse_entry(raw: bytes) -> dict[str, Any]:
     only the json module's definition can fail an entry. Error texts never
     quote the bytes.
     """
+    if not _FAST_PATH:
+        return _parse_slowly(raw)
     try:
         entry = _DECODER.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
@@ -134,6 +138,8 @@ def parse_entries(raws: list[bytes]) -> list[dict[str, Any]] | None:
     proper prefix of the other (an object ends at its closing brace, and
     anything msgspec lets follow it is whitespace, never the separating comma).
     """
+    if not _FAST_PATH:
+        return None
     try:
         entries = [_DECODER.decode(raw) for raw in raws]
         for entry in entries:
@@ -186,6 +192,31 @@ _ENCODER = msgspec.json.Encoder(order="sorted")
 # Nesting this deep (brackets counted, an upper bound) goes to the json module,
 # whose recursion limit (about 990 levels) is lower than msgspec's.
 _DEEP = 800
+
+# What the fast path must encode exactly as the definition does: every kind
+# of value an entry holds, the escapes JSON allows choices in, keys whose
+# code-point order differs from their UTF-16 order, the int64 bounds.
+_PROBES: tuple[dict[str, Any], ...] = (
+    {"v": 1, "seq": 9_223_372_036_854_775_807, "at": -9_223_372_036_854_775_808, "n": 0},
+    {"null": None, "yes": True, "no": False, "empty": {}, "none": [], "nested": [[{"a": [1]}]]},
+    {"s": '"\\/\b\f\n\r\t\x00\x1f\x7f\u2028\u2029é张三😀', "\ufb01": 1, "😀": 2, "z": 3},
+    {"members": ["a" * 24, "b"], "member_prev": {"a" * 24: 7}, "fields": {"phone": "masked"}},
+)
+
+
+def _agrees_with_definition(encoder: Any) -> bool:
+    """Does ``encoder`` write exactly the definition's bytes for every probe?"""
+    try:
+        return all(encoder.encode(probe) == _canonical_slowly(probe) for probe in _PROBES)
+    except Exception:  # an encoder that fails a probe is not the definition
+        return False
+
+
+# Checked once, at import, against the msgspec actually installed: if a
+# release encodes anything differently, every entry takes the definition's
+# path (slower, never wrong), so msgspec can never write or accept an entry
+# the definition would not.
+_FAST_PATH = _agrees_with_definition(_ENCODER)
 
 
 def leaf_hash(raw: bytes) -> bytes:

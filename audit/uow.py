@@ -25,7 +25,14 @@ from sqlalchemy.orm import Session
 
 from audit import actions
 from audit.actions import Record
-from audit.log import Appended, AuditUnavailable, append_entries, lock_head, locked_head
+from audit.log import (
+    Appended,
+    AuditUnavailable,
+    append_entries,
+    head_at_lock,
+    lock_head,
+    locked_head,
+)
 from audit.notary import CutCheckpoint, Notary
 from audit.tree import MissingNode
 from core.clock import Clock
@@ -134,7 +141,12 @@ class AuditedUnitOfWork:
             raise RuntimeError("entries were appended around the unit of work; nothing was saved")
         cut = None
         try:
-            if self._force_checkpoint or self._notary.due(session, now):
+            # A transaction that appended nothing cuts only on demand: the
+            # next one that appends will, if one is due.
+            found, moved = head_at_lock(session), locked_head(session)
+            appended_any = found is not None and moved is not None and moved.size > found.size
+            due = appended_any and self._notary.due(session, now)
+            if self._force_checkpoint or due:
                 cut = self._notary.cut(session, now=now)
                 if cut is not None:
                     append_entries(

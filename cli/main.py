@@ -299,7 +299,7 @@ def clients_revoke(client: str) -> None:
     services = _services(_settings())
     try:
         seq = revoke_client(
-            services, actor=OPERATOR_ACTOR, client=client, request_id=None, by_name=True
+            services, actor=OPERATOR_ACTOR, client=client, request_id=None, accept_name=True
         )
     except DomainError as exc:
         _fail(exc.detail)

@@ -1,4 +1,7 @@
-"""Database plumbing: engine per dialect, declarative base, unit of work.
+"""Database plumbing: engine per dialect, declarative base, session factories.
+
+The audited unit of work that every use case runs in is ``audit.uow``: it
+needs the log, and ``core`` sits below every other package.
 
 The schema is created only by the alembic migrations in ``migrations/``; the
 models here describe it for the ORM. Three dialects are supported: SQLite (the

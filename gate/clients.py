@@ -58,11 +58,11 @@ def revoke_client(
     actor: Actor,
     client: str,
     request_id: str | None,
-    by_name: bool = False,
+    accept_name: bool = False,
 ) -> int:
-    """Revoke a client by id (``by_name``: or by name, for the CLI); returns the entry's seq."""
+    """Revoke a client by id (``accept_name``: or by name, for the CLI); returns the entry's seq."""
     with services.uow(actor) as uow:
-        found = clients.find_client(uow.session, client) if by_name else None
+        found = clients.find_client(uow.session, client) if accept_name else None
         client_id = found.id if found is not None else client
         clients.revoke(uow.session, client_id=client_id, now=uow.now)
         seq = uow.record(

@@ -54,12 +54,7 @@ class Services:
             notary=self.notary,
             clock=self.clock,
             policy_version=self.policy.version,
-            # Member sessions are checked by their own token (principals), not here.
-            under_lock=(
-                partial(ensure_active, actor=actor)
-                if actor is not None and actor.kind != "member"
-                else None
-            ),
+            under_lock=partial(ensure_active, actor=actor) if actor is not None else None,
         )
 
     @contextmanager

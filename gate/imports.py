@@ -29,8 +29,13 @@ def import_members(
 ) -> list[str]:
     """Validate, encrypt and store one batch; returns the new member ids in input order."""
     policy = services.policy
+    today = services.clock().date()
     clean = [
-        {k: v for k, v in validate_values(policy, member, partial=False).items() if v is not None}
+        {
+            k: v
+            for k, v in validate_values(policy, member, partial=False, today=today).items()
+            if v is not None
+        }
         for member in members
     ]
     with services.uow() as uow:

@@ -124,9 +124,11 @@ class FieldRelease:
         ]
 
     def label(self, member_id: str) -> str:
-        if self._pseudonym is not None and self.label_key == "pseudonym":
-            return self._pseudonym(member_id)
-        return member_id
+        if self.label_key == "id":
+            return member_id
+        if self._pseudonym is None:  # never the id in place of a pseudonym
+            raise RuntimeError("a pseudonymous release has no pseudonymiser")
+        return self._pseudonym(member_id)
 
     def fields(self, sealed: SealedMember) -> dict[str, Any]:
         """Decrypt and show; call only once the decision's entry is committed."""

@@ -28,7 +28,8 @@ def create_member_record(
     request_id: str | None,
 ) -> Written:
     actor.require_scope("members:write")
-    clean = validate_values(services.policy, values, partial=False)  # 422 before any lock
+    # Bad input is 422 before any lock is taken.
+    clean = validate_values(services.policy, values, partial=False, today=services.clock().date())
     present = {k: v for k, v in clean.items() if v is not None}
     with services.uow(actor) as uow:
         member_id = create_member(
@@ -62,7 +63,7 @@ def update_member_record(
     actor.require_scope("members:write")
     if not is_valid_id(member_id):
         raise NotFound("no such member")
-    clean = validate_values(services.policy, values, partial=True)
+    clean = validate_values(services.policy, values, partial=True, today=services.clock().date())
     with services.uow(actor) as uow:
         update_member(  # NotFound unless the member exists (has a data key)
             uow.session,

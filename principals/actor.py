@@ -26,6 +26,10 @@ class Actor:
     kind: ActorKind
     purposes: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
+    # The SHA-256 of the API key that signed the caller in (never the key), so
+    # that the re-check under the log-head lock can refuse that key alone
+    # once it is revoked or replaced.
+    key_hash: str | None = None
 
     def require_role(self, *roles: str) -> None:
         if self.role not in roles:

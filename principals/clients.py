@@ -85,6 +85,7 @@ def authenticate_many(session: Session, raw_keys: Iterable[str]) -> dict[str, Ac
             name=name,
             role=role,
             kind=kind_of(role),
+            key_hash=key_hash,
             purposes=frozenset(purposes[key_hash]),
             scopes=frozenset(scopes.split()),
         )
@@ -111,30 +112,29 @@ _BY_KEY_HASH = (
 )
 
 
-def active_clients(session: Session, client_ids: Iterable[str]) -> set[str]:
-    """Which of these clients are not revoked (the operator always is), in one query."""
-    wanted = set(client_ids)
-    active = {OPERATOR} & wanted
-    wanted.discard(OPERATOR)
-    if wanted:
-        active.update(
-            session.scalars(
-                select(GateClient.id).where(
-                    GateClient.id.in_(list(wanted)), GateClient.revoked_at.is_(None)
-                )
-            )
-        )
-    return active
-
-
 def ensure_active(session: Session, actor: Actor) -> None:
-    """Re-check, under the log-head lock, that the client exists and was not revoked meanwhile.
+    """Re-check, under the log-head lock, that the caller may still act.
 
-    Authentication ran before the lock; a revocation appends its own entry, so
-    checking again here orders every decision after any revocation logged
-    before it (and stops a running export on its next batch).
+    Authentication ran before the lock; a revocation or a key replacement
+    appends its own entry, so checking again here orders every decision after
+    any revocation logged before it, and stops a running export at its next
+    batch. For a caller signed in by an API key, that key itself must still
+    be valid, not only its client. The operator at the CLI always may.
+    Member sessions have no check here yet, so a member actor is refused
+    (fail closed) until the members' sign-in brings one.
     """
-    if actor.id not in active_clients(session, [actor.id]):
+    if actor.id == OPERATOR and actor.kind == "staff":
+        return
+    if actor.kind == "member":
+        raise Unauthenticated("member sessions are not accepted yet")
+    statement = select(GateClient.id).where(
+        GateClient.id == actor.id, GateClient.revoked_at.is_(None)
+    )
+    if actor.key_hash is not None:
+        statement = statement.join(GateApiKey, GateApiKey.client_id == GateClient.id).where(
+            GateApiKey.key_hash == actor.key_hash, GateApiKey.revoked_at.is_(None)
+        )
+    if session.scalar(statement) is None:
         raise Unauthenticated("unknown or revoked API key")
 
 

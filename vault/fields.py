@@ -94,6 +94,7 @@ def normalise_value(
     values: Sequence[str] | None = None,
     pattern: str | None = None,
     max_length: int | None = None,
+    today: date | None = None,
 ) -> str | int:
     """Return the canonical form of ``raw`` for a field of ``field_type``.
 
@@ -102,7 +103,8 @@ def normalise_value(
     ``max_length`` overrides the type's default bound. An unknown field type,
     or an enum without values, is a programming error (policies are validated
     when loaded) and raises ``ValueError``; bad input raises only
-    :class:`InvalidFieldValue`.
+    :class:`InvalidFieldValue`. ``today`` bounds dates that cannot be in the
+    future (a resident ID's birth date); the gate passes its injected clock's.
     """
     if field_type == "integer":
         return _normalise_integer(raw, field=field)
@@ -131,7 +133,7 @@ def normalise_value(
     if field_type == "date":
         return normalise_date(raw, field=field)
     if field_type == "id_number":
-        return normalise_resident_id(raw, field=field)
+        return normalise_resident_id(raw, field=field, today=today)
     raise ValueError(f"unknown field type {field_type!r}")
 
 

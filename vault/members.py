@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -33,7 +33,7 @@ Value = str | int
 
 
 def validate_values(
-    policy: Policy, raw: Mapping[str, Any], *, partial: bool
+    policy: Policy, raw: Mapping[str, Any], *, partial: bool, today: date
 ) -> dict[str, Value | None]:
     """Normalise every submitted value against the policy, or raise with every problem.
 
@@ -67,6 +67,7 @@ def validate_values(
                 values=spec.values,
                 pattern=spec.pattern,
                 max_length=spec.max_length,
+                today=today,
             )
         except InvalidFieldValue as exc:
             problems.append({"field": key, "problem": exc.detail.removeprefix(f"{key}: ")})

@@ -31,8 +31,8 @@ from principals.clients import authenticate
 from tests.api.conftest import auth, grant
 from tests.conftest import Keys
 from vault.keys import Keyring
-from vault.masking import pseudonym
-from vault.members import SealedMember
+from vault.masking import apply_view, pseudonym
+from vault.members import SealedMember, load_sealed
 from vault.models import VaultDataKey, VaultMember
 
 # Consent histories, cycled over the members: only "granted" admits to analytics.
@@ -175,6 +175,21 @@ def test_export_lines_are_byte_for_byte_what_the_single_member_read_path_release
         }
         for member, outcome in zip(members, outcomes, strict=True)
     }
+
+    # And both are what the policy's views give, computed here without the
+    # release class they share.
+    views = services.policy.purposes[purpose].fields
+    with services.reading() as session:
+        sealed = load_sealed(session, members, views)
+    for member in members:
+        values = sealed[member].open(services.keyring)
+        assert expected[member]["fields"] == {
+            name: pseudonym(key, member)
+            if view == "pseudonym"
+            else apply_view(services.policy.fields[name].type, view, values[name])
+            for name, view in views.items()
+            if name in values
+        }
 
     def ndjson(line: dict[str, Any]) -> str:
         return json.dumps(line, ensure_ascii=False, separators=(",", ":"))

@@ -9,9 +9,9 @@ from sqlalchemy.orm import Session
 from audit.log import append_entry, locked_head, read_head
 from audit.models import AuditEntry
 from core.errors import Unauthenticated
-from gate.clients import revoke_client
+from gate.clients import reissue_key, revoke_client
 from gate.context import Services
-from principals import OPERATOR_ACTOR
+from principals import OPERATOR_ACTOR, Actor
 from principals.clients import authenticate
 from tests.conftest import Keys
 from tests.integration.conftest import record
@@ -65,4 +65,24 @@ def test_a_key_revoked_before_the_lock_is_refused_under_it(services: Services, k
         sms = authenticate(reading, keys.sms)  # authenticated before the lock ...
     revoke_client(services, actor=OPERATOR_ACTOR, client=keys.ids["sms"], request_id=None)
     with pytest.raises(Unauthenticated), services.uow(sms):  # ... and refused under it
+        pass
+
+
+def test_a_key_replaced_before_the_lock_is_refused_under_it(services: Services, keys: Keys) -> None:
+    with services.reading() as reading:
+        sms = authenticate(reading, keys.sms)
+    new_key = reissue_key(services, actor=OPERATOR_ACTOR, name="sms", replace=True)
+    with pytest.raises(Unauthenticated), services.uow(sms):  # the old key, client still active
+        pass
+    with services.reading() as reading:
+        renewed = authenticate(reading, new_key)
+    with services.uow(renewed) as uow:
+        assert locked_head(uow.session) is not None
+
+
+def test_a_member_actor_is_refused_until_member_sessions_have_a_check(
+    services: Services,
+) -> None:
+    member = Actor(id="m" * 24, name="member", role="member", kind="member")
+    with pytest.raises(Unauthenticated), services.uow(member):
         pass

@@ -34,7 +34,7 @@ def builders() -> dict[str, object]:
 
 
 def test_every_action_says_what_it_releases() -> None:
-    assert {action: action.release for action in Action}.keys() == set(Action)
+    assert set(actions._RELEASES) == set(Action)
 
 
 def test_every_action_has_a_builder_that_writes_it() -> None:
@@ -90,6 +90,20 @@ def test_every_action_has_a_builder_that_writes_it() -> None:
             ),
             (Release.NONE, {}),
         ),
+        (
+            actions.consent_changed(
+                CLIENT,
+                policy="v",
+                member_id="m1",
+                purposes=["marketing_sms"],
+                status="granted",
+                channel="app",
+                notice_versions={"marketing_sms": "n1"},
+                receipt_id=None,
+                request_id=None,
+            ),
+            (Release.CONSENT, {}),
+        ),
     ],
 )
 def test_released_reads_what_a_stored_entry_let_leave(
@@ -103,8 +117,9 @@ def test_released_reads_what_a_stored_entry_let_leave(
     assert released(entry) == expected
 
 
-def test_an_unknown_action_releases_nothing_rather_than_failing() -> None:
-    assert released({"action": "member.teleport", "decision": "permit"}) == (Release.NONE, {})
+def test_an_unknown_action_is_an_error_not_a_release_of_nothing() -> None:
+    with pytest.raises(actions.UnknownAction):
+        released({"seq": 9, "action": "member.teleport", "decision": "permit"})
 
 
 def test_builders_record_the_actors_kind() -> None:
@@ -115,6 +130,7 @@ def test_builders_record_the_actors_kind() -> None:
 def test_there_is_one_builder_per_action() -> None:
     # Every public function of the module but ``released`` builds an entry.
     names = set(builders()) - {"released"}
+    assert "member_read" in names and "checkpoint_cut" in names
     assert len(names) == len(Action)
 
 
@@ -156,3 +172,25 @@ def test_the_commit_check_sees_a_session_commit(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("def f(session, uow):\n    uow.commit()\n    session.commit()\n")
     assert _calls(sample, "commit", allowed_receiver="uow") == [3]
+
+
+@pytest.mark.parametrize("name", ["append_entries", "append_entry", "lock_head"])
+def test_only_the_unit_of_work_appends_or_locks(name: str) -> None:
+    allowed = {ROOT / "audit" / "uow.py", ROOT / "audit" / "log.py"}
+    found = {
+        str(path.relative_to(ROOT)): lines
+        for path in product_sources()
+        if path not in allowed and (lines := _calls(path, name))
+    }
+    assert found == {}
+
+
+def test_entry_points_never_open_a_unit_of_work() -> None:
+    """``api/`` and ``cli/`` call use cases; the use cases open and commit."""
+    found = {
+        str(path.relative_to(ROOT)): lines
+        for package in ("api", "cli")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if (lines := _calls(path, "uow") + _calls(path, "commit"))
+    }
+    assert found == {}

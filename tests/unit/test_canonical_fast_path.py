@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 import pytest
@@ -80,18 +81,49 @@ class _SkewedEncoder:
         return self.real.encode(value).replace(b":", b": ")
 
 
-def test_a_valid_entry_verifies_even_when_msgspec_encodes_differently(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    raw = _canonical_slowly({"v": 1, "seq": 3, "action": "member.read", "members": ["m"]})
-    monkeypatch.setattr(audit.entry, "_ENCODER", _SkewedEncoder(audit.entry._ENCODER))
-    assert audit.entry.parse_entry(raw)["seq"] == 3
+def test_the_installed_msgspec_agrees_with_the_definition_so_the_fast_path_is_on() -> None:
+    assert audit.entry._agrees_with_definition(audit.entry._ENCODER)
+    assert audit.entry._FAST_PATH
+
+
+def test_an_encoder_that_disagrees_anywhere_fails_the_probe() -> None:
+    assert not audit.entry._agrees_with_definition(_SkewedEncoder(audit.entry._ENCODER))
+
+    class Ascii:  # escapes non-ASCII, as json.dumps does by default
+        def encode(self, value: Any) -> bytes:
+            return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+    assert not audit.entry._agrees_with_definition(Ascii())
+
+
+@pytest.fixture
+def skewed_msgspec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A msgspec that encodes differently, as the import-time probe finds it."""
+    skewed = _SkewedEncoder(audit.entry._ENCODER)
+    monkeypatch.setattr(audit.entry, "_ENCODER", skewed)
+    monkeypatch.setattr(audit.entry, "_FAST_PATH", audit.entry._agrees_with_definition(skewed))
+
+
+@pytest.mark.usefixtures("skewed_msgspec")
+def test_with_a_disagreeing_msgspec_entries_are_written_and_read_by_the_definition() -> None:
+    entry = {"v": 1, "seq": 3, "action": "member.read", "members": ["m"]}
+    raw = canonical_bytes(entry)
+    assert raw == _canonical_slowly(entry)
+    assert audit.entry.parse_entry(raw) == entry
     assert audit.entry.parse_entries([raw, raw]) is None  # the batch defers to parse_entry
 
 
-def test_a_non_canonical_entry_is_still_refused_when_msgspec_encodes_differently(
+@pytest.mark.usefixtures("skewed_msgspec")
+@pytest.mark.parametrize("raw", [b'{"seq": 3}', b'{"seq": 3, "v": 1}', b'{"v":1,"seq":3}'])
+def test_with_a_disagreeing_msgspec_non_canonical_bytes_are_still_refused(raw: bytes) -> None:
+    with pytest.raises(audit.entry.NonCanonicalEntry):
+        audit.entry.parse_entry(raw)
+
+
+def test_bytes_msgspec_re_encodes_differently_go_to_the_definition(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Even with the fast path on, msgspec disagreeing with stored bytes is not the verdict."""
+    raw = _canonical_slowly({"v": 1, "seq": 3, "action": "member.read", "members": ["m"]})
     monkeypatch.setattr(audit.entry, "_ENCODER", _SkewedEncoder(audit.entry._ENCODER))
-    with pytest.raises(audit.entry.NonCanonicalEntry):
-        audit.entry.parse_entry(b'{"seq": 3, "v": 1}')
+    assert audit.entry.parse_entry(raw)["seq"] == 3
