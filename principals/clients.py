@@ -127,15 +127,29 @@ def ensure_active(session: Session, actor: Actor) -> None:
         return
     if actor.kind == "member":
         raise Unauthenticated("member sessions are not accepted yet")
-    statement = select(GateClient.id).where(
-        GateClient.id == actor.id, GateClient.revoked_at.is_(None)
-    )
-    if actor.key_hash is not None:
-        statement = statement.join(GateApiKey, GateApiKey.client_id == GateClient.id).where(
-            GateApiKey.key_hash == actor.key_hash, GateApiKey.revoked_at.is_(None)
-        )
-    if session.scalar(statement) is None:
+    if actor.key_hash is None:
+        found = session.connection().execute(_ACTIVE_CLIENT, {"client": actor.id}).first()
+    else:
+        params = {"client": actor.id, "key": actor.key_hash}
+        found = session.connection().execute(_ACTIVE_KEY, params).first()
+    if found is None:
         raise Unauthenticated("unknown or revoked API key")
+
+
+# Built once: every use case runs one of these under the lock.
+_ACTIVE_CLIENT = select(GateClient.id).where(
+    GateClient.id == bindparam("client"), GateClient.revoked_at.is_(None)
+)
+_ACTIVE_KEY = (
+    select(GateClient.id)
+    .join(GateApiKey, GateApiKey.client_id == GateClient.id)
+    .where(
+        GateClient.id == bindparam("client"),
+        GateClient.revoked_at.is_(None),
+        GateApiKey.key_hash == bindparam("key"),
+        GateApiKey.revoked_at.is_(None),
+    )
+)
 
 
 def check_new_client(
