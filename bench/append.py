@@ -184,7 +184,7 @@ def run(ctx: Any) -> list[dict[str, Any]]:
         {
             "suite": "append",
             "name": "one entry per durable commit",
-            "a": "append_entry + commit",
+            "a": "uow.record + commit",
             "a_value": a_single,
             "b": "plain INSERT + commit",
             "b_value": b_single,
@@ -204,7 +204,7 @@ def run(ctx: Any) -> list[dict[str, Any]]:
         {
             "suite": "append",
             "name": f"batched, {BATCH:,} entries per commit",
-            "a": "append_entries + commit",
+            "a": "1,000 × uow.record + commit",
             "a_value": a_batch,
             "b": "plain executemany + commit",
             "b_value": b_batch,
