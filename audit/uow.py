@@ -60,7 +60,6 @@ class AuditedUnitOfWork:
         self._first_seq = 0  # the seq ``record`` gave the first pending entry
         self._force_checkpoint = False
         self._now: datetime | None = None
-        self.committed: list[Appended] = []
         self.checkpoint: CutCheckpoint | None = None
 
     @property
@@ -166,7 +165,6 @@ class AuditedUnitOfWork:
             raise AuditUnavailable(
                 "the audit log could not be committed; nothing was released"
             ) from exc
-        self.committed = appended
         self.checkpoint = cut
         if cut is not None:
             self._notary.publish(cut)

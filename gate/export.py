@@ -75,8 +75,9 @@ def export_members(
                 ).permitted
             ]
             sealed = load_sealed(uow.session, admitted, fields)
-            # Examined and loaded under the same lock: every admitted member
-            # still has a data key, so each one named is one released.
+            # The entry names only members whose ciphertexts are in hand, so
+            # each member named is one released (the scan and this load share
+            # the lock, so none should be missing; this keeps it true if not).
             admitted = [member_id for member_id in admitted if member_id in sealed]
             seq = None
             if admitted or stats["batches"] == 0:

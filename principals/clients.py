@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, TypeGuard
+from typing import Any, TypeGuard
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -25,7 +25,6 @@ from policies.model import Policy
 from principals.actor import OPERATOR, Actor
 from principals.models import GateApiKey, GateClient, GateClientPurpose
 
-Role = Literal["client", "auditor", "admin"]
 ROLES: tuple[str, ...] = ("client", "auditor", "admin")
 SCOPES = frozenset({"members:write", "consents:read", "consents:write"})
 KEY_PREFIX = "mg_"

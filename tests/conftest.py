@@ -14,13 +14,15 @@ several connections (concurrency, crash) use ``fresh_database`` instead.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -32,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from audit.checkpoint import generate_signer
 from audit.notary import Notary
 from core.clock import Clock
-from core.db import build_engine
+from core.db import SessionFactory, build_engine
 from core.settings import Settings
 from gate.clients import register_client
 from gate.context import Services
@@ -206,26 +208,37 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home", export_batch_size=7, max_body_bytes=16 * 1024)
 
 
+ServicesFor = Callable[..., Services]
+
+
 @pytest.fixture
-def services(
-    policy: Policy,
-    keyring: Keyring,
-    session_factory: sessionmaker[Session],
-    signer: Ed25519PrivateKey,
-    settings: Settings,
-    clock: Clock,
-) -> Services:
-    # Checkpoints every 50 entries, so that suites exercise the automatic cut.
-    notary = Notary(origin=ORIGIN, private_key=signer, every_entries=50, every_seconds=3600)
-    return Services(
-        settings=settings,
-        policy=policy,
-        keyring=keyring,
-        notary=notary,
-        sessions=session_factory,
-        read_sessions=session_factory,
-        clock=clock,
-    )
+def services_for(
+    policy: Policy, keyring: Keyring, signer: Ed25519PrivateKey, settings: Settings, clock: Clock
+) -> ServicesFor:
+    """Services on sessions of the test's choosing: ``services_for(sessions, read_sessions=None,
+    **fields)``, for tests on a database of their own or on sessions they watch."""
+
+    def build(
+        sessions: SessionFactory, read_sessions: SessionFactory | None = None, **fields: Any
+    ) -> Services:
+        services = Services(
+            settings=settings,
+            policy=policy,
+            keyring=keyring,
+            # Checkpoints every 50 entries, so that suites exercise the automatic cut.
+            notary=Notary(origin=ORIGIN, private_key=signer, every_entries=50, every_seconds=3600),
+            sessions=sessions,
+            read_sessions=read_sessions or sessions,
+            clock=clock,
+        )
+        return dataclasses.replace(services, **fields) if fields else services
+
+    return build
+
+
+@pytest.fixture
+def services(services_for: ServicesFor, session_factory: sessionmaker[Session]) -> Services:
+    return services_for(session_factory)
 
 
 @pytest.fixture

@@ -469,3 +469,19 @@ def test_access_log_lists_every_touch_with_unbroken_back_links(
         app_client.get(f"/v1/members/{member_id}/access-log", headers=auth(keys.crm)).status_code
         == 403
     )
+
+
+def test_every_entry_records_who_acted_and_of_what_kind(
+    app_client: TestClient, keys: Keys, member_id: str
+) -> None:
+    app_client.get(f"/v1/members/{member_id}?purpose=customer_service", headers=auth(keys.crm))
+    entries = app_client.get(
+        "/v1/audit/entries", params={"limit": 1000}, headers=auth(keys.auditor)
+    ).json()["entries"]
+    kinds = {(e["action"], e["actor"], e["actor_role"], e["actor_kind"]) for e in entries}
+    # The fixture's clients were registered by the operator at the CLI (a person: staff).
+    assert ("client.create", "operator", "admin", "staff") in kinds
+    assert ("member.create", keys.ids["crm"], "client", "client") in kinds
+    assert ("member.read", keys.ids["crm"], "client", "client") in kinds
+    # Only the log's own checkpoints have no actor.
+    assert {e["action"] for e in entries if e["actor_kind"] is None} <= {"audit.checkpoint"}

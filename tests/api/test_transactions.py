@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import Engine, event, select
@@ -36,20 +35,15 @@ import audit.uow
 from api.app import create_app
 from audit.log import HEAD_ID, lock_head
 from audit.models import AuditCheckpoint, AuditHead
-from audit.notary import Notary
 from audit.uow import AuditedUnitOfWork
-from core.clock import Clock
 from core.db import build_engine, session_factory
 from core.ids import new_id
-from core.settings import Settings
 from gate.clients import register_client
 from gate.context import Services
 from gate.operator import cut_checkpoint
-from policies import Policy
 from principals import OPERATOR_ACTOR
 from tests.api.conftest import MEMBER, app_routes, auth
-from tests.conftest import ORIGIN, FreshDatabase
-from vault.keys import Keyring
+from tests.conftest import FreshDatabase, ServicesFor
 
 API = Path(__file__).resolve().parents[2] / "api"
 # A consent change every rule accepts, collected before the suite's NOW.
@@ -157,29 +151,14 @@ class Live:
 
 
 @pytest.fixture
-def live(
-    fresh_database: FreshDatabase,
-    policy: Policy,
-    keyring: Keyring,
-    signer: Ed25519PrivateKey,
-    settings: Settings,
-    clock: Clock,
-) -> Iterator[Live]:
+def live(fresh_database: FreshDatabase, services_for: ServicesFor) -> Iterator[Live]:
     engine = build_engine(fresh_database.url)
     sessions = session_factory(engine)
     read_sessions = session_factory(engine, read_only=True)
     transactions = Transactions()
     transactions.watch(sessions)
     transactions.watch(read_sessions)
-    services = Services(
-        settings=settings,
-        policy=policy,
-        keyring=keyring,
-        notary=Notary(origin=ORIGIN, private_key=signer, every_entries=50, every_seconds=3600),
-        sessions=sessions,
-        read_sessions=read_sessions,
-        clock=clock,
-    )
+    services = services_for(sessions, read_sessions)
 
     def key(name: str, role: str, purposes: list[str], scopes: list[str]) -> str:
         return register_client(

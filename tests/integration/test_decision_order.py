@@ -29,21 +29,17 @@ import gate.consents
 import gate.reads
 from audit.entry import parse_entry
 from audit.models import AuditEntry
-from audit.notary import Notary
 from audit.online import verify_log
 from consent.registry import ConsentChange
 from core.db import build_engine, session_factory
-from core.settings import Settings
 from gate.clients import register_client
 from gate.consents import read_member_consents, record_member_consent
 from gate.context import Services
 from gate.reads import ReadRequest, decide_reads
 from gate.writes import create_member_record
-from policies import Policy
 from principals import OPERATOR_ACTOR, Actor
 from principals.clients import authenticate
-from tests.conftest import NOW, ORIGIN, FreshDatabase
-from vault.keys import Keyring
+from tests.conftest import NOW, FreshDatabase, ServicesFor
 
 ROUNDS = 12
 SLOW_READ_SECONDS = 0.03
@@ -73,18 +69,10 @@ class World:
 
 
 @pytest.fixture
-def world(
-    fresh_database: FreshDatabase, policy: Policy, keyring: Keyring, signer: Any, tmp_path: Any
-) -> Iterator[World]:
+def world(fresh_database: FreshDatabase, services_for: ServicesFor) -> Iterator[World]:
     engine = build_engine(fresh_database.url)
-    services = Services(
-        settings=Settings(home=tmp_path / "home"),
-        policy=policy,
-        keyring=keyring,
-        notary=Notary(origin=ORIGIN, private_key=signer, every_entries=25, every_seconds=3600),
-        sessions=session_factory(engine),
-        read_sessions=session_factory(engine, read_only=True),
-        clock=locked_clock(),
+    services = services_for(
+        session_factory(engine), session_factory(engine, read_only=True), clock=locked_clock()
     )
     keys = {}
     for name, purposes, scopes in (

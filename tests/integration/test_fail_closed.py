@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import Engine, func, select
@@ -23,18 +22,12 @@ from sqlalchemy import Engine, func, select
 from api.app import create_app
 from audit.log import Head, read_head
 from audit.models import AuditEntry
-from audit.notary import Notary
 from audit.online import verify_log
-from core.clock import Clock
 from core.db import build_engine, session_factory
-from core.settings import Settings
 from gate.clients import register_client
-from gate.context import Services
-from policies import Policy
 from principals import OPERATOR_ACTOR
 from tests.api.conftest import MEMBER, auth
-from tests.conftest import ORIGIN, FreshDatabase
-from vault.keys import Keyring
+from tests.conftest import FreshDatabase, ServicesFor
 
 FAIL_MESSAGE = "audit storage failure (test)"
 
@@ -88,24 +81,9 @@ class Gate:
 
 
 @pytest.fixture
-def gate(
-    fresh_database: FreshDatabase,
-    policy: Policy,
-    keyring: Keyring,
-    signer: Ed25519PrivateKey,
-    settings: Settings,
-    clock: Clock,
-) -> Iterator[Gate]:
+def gate(fresh_database: FreshDatabase, services_for: ServicesFor) -> Iterator[Gate]:
     engine = build_engine(fresh_database.url)
-    services = Services(
-        settings=settings,
-        policy=policy,
-        keyring=keyring,
-        notary=Notary(origin=ORIGIN, private_key=signer, every_entries=50, every_seconds=3600),
-        sessions=session_factory(engine),
-        read_sessions=session_factory(engine, read_only=True),
-        clock=clock,
-    )
+    services = services_for(session_factory(engine), session_factory(engine, read_only=True))
     issued = register_client(
         services,
         actor=OPERATOR_ACTOR,
