@@ -24,6 +24,7 @@ from core.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    RateLimited,
     Unauthenticated,
     Unavailable,
 )
@@ -40,6 +41,7 @@ STATUS_BY_CLASS: tuple[tuple[type[DomainError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
     (InvalidInput, 422),
+    (RateLimited, 429),
     (Unavailable, 503),
 )
 
@@ -87,6 +89,8 @@ async def domain_error(request: Request, exc: Exception) -> JSONResponse:
     seq = getattr(exc, "audit_seq", None)
     if seq is not None:
         headers["Audit-Seq"] = str(seq)
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
     if status >= 500:
         log.error("request.unavailable", problem=exc.slug, cause=type(exc.__cause__).__name__)
     return problem(status, exc.slug, exc.title, exc.detail, request, headers, **exc.extra)

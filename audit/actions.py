@@ -42,6 +42,7 @@ class Action(StrEnum):
     MEMBER_READ = "member.read"
     MEMBER_LOOKUP = "member.lookup"
     MEMBER_EXPORT = "member.export"
+    LOOKUP_FLAG = "lookup.flagged"
     CONSENT_CHANGE = "consent.change"
     CONSENT_READ = "consent.read"
     CLIENT_CREATE = "client.create"
@@ -62,6 +63,7 @@ _RELEASES: dict[Action, Release] = {
     Action.MEMBER_READ: Release.FIELDS,
     Action.MEMBER_LOOKUP: Release.IDENTITY,
     Action.MEMBER_EXPORT: Release.FIELDS,
+    Action.LOOKUP_FLAG: Release.NONE,
     # The answer carries the member's resulting state, which later-collected
     # events recorded by others may have decided: that is a release.
     Action.CONSENT_CHANGE: Release.CONSENT,
@@ -252,6 +254,35 @@ def members_looked_up(
         members=admitted,
         request_id=request_id,
         detail={"by": by, "matched": matched, "admitted": len(admitted)},
+    )
+
+
+def lookups_flagged(
+    who: Principal,
+    *,
+    policy: str,
+    purpose: str,
+    lookups: int,
+    misses: int,
+    window_seconds: int,
+    request_id: str | None,
+) -> Record:
+    """The client's lookups mostly found no one: enumeration looks like that.
+
+    Recorded once per window, in the unit of work of the lookup that crossed
+    the line; from then on the client's lookups for ``purpose`` run under the
+    stricter rate. A deny: it restricts the client, and the DPO's search for
+    refusals finds it.
+    """
+    return _by(
+        who,
+        Action.LOOKUP_FLAG,
+        policy=policy,
+        decision="deny",
+        reason="lookup-misses",
+        purpose=purpose,
+        request_id=request_id,
+        detail={"lookups": lookups, "misses": misses, "window_seconds": window_seconds},
     )
 
 

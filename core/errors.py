@@ -53,3 +53,14 @@ class Unavailable(DomainError):
 
     slug = "unavailable"
     title = "Service unavailable"
+
+
+class RateLimited(DomainError):
+    """Too many requests of one kind from one caller; ``retry_after`` is in whole seconds."""
+
+    slug = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int, **extra: object) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = max(1, retry_after)

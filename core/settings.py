@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+import limits
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -61,6 +62,31 @@ class Settings(BaseSettings):
         default="FULL",
         description="FULL survives power loss; NORMAL survives a process crash only.",
     )
+
+    # Lookups (gate/lookups.py): the rate per client and purpose, the stricter
+    # rate once a client's lookups mostly miss, and what "mostly" means.
+    lookup_rate: str = Field(default="30/minute", description="Lookups per client and purpose.")
+    lookup_suspect_rate: str = Field(
+        default="5/minute", description="The rate for a client flagged for missing lookups."
+    )
+    lookup_miss_window_seconds: int = Field(default=3600, ge=60)
+    lookup_suspect_misses: int = Field(
+        default=20, ge=1, description="Misses in the window before the share of misses counts."
+    )
+    lookup_suspect_miss_share: float = Field(default=0.5, gt=0, lt=1)
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where rate-limit counters live: a `limits` storage URI (memory: per process).",
+    )
+
+    @field_validator("lookup_rate", "lookup_suspect_rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate such as '30/minute'") from None
+        return value
 
     @property
     def resolved_database_url(self) -> str:

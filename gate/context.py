@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter, RateLimiter
 from sqlalchemy.orm import Session
 
 from audit.notary import Notary
@@ -41,6 +43,9 @@ class Services:
     # proofs, listings): never SQLite's write lock.
     read_sessions: SessionFactory
     clock: Clock = utc_now
+    # Rate-limit counters shared by every request of this process (or, with a
+    # shared storage URI, of every process): state, not configuration.
+    limiter: RateLimiter = field(default_factory=lambda: build_limiter("memory://"))
 
     def uow(self, actor: Actor | None = None) -> AuditedUnitOfWork:
         """One use case's audited unit of work (``with services.uow(actor) as uow:``).
@@ -66,6 +71,11 @@ class Services:
         finally:
             session.rollback()
             session.close()
+
+
+def build_limiter(storage_uri: str) -> RateLimiter:
+    """A moving-window limiter: no burst at a fixed window's edge doubles the rate."""
+    return MovingWindowRateLimiter(storage_from_string(storage_uri))
 
 
 def load_keyring(settings: Settings) -> Keyring:
@@ -101,4 +111,5 @@ def build_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
         sessions=session_factory(engine),
         read_sessions=session_factory(engine, read_only=True),
         clock=clock,
+        limiter=build_limiter(settings.rate_limit_storage),
     )

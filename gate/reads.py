@@ -25,7 +25,6 @@ from gate.context import Services
 from policies.decide import (
     Decision,
     UnknownPurpose,
-    decide_lookup,
     decide_member,
     decide_purpose,
     deny,
@@ -35,7 +34,7 @@ from principals.actor import Actor
 from principals.clients import authenticate_many
 from vault.keys import Keyring
 from vault.masking import Pseudonymiser, view_function
-from vault.members import SealedMember, load_sealed, lookup, normalise_lookup
+from vault.members import SealedMember, load_sealed
 
 
 class ReadRefused(Forbidden):
@@ -311,55 +310,3 @@ def _released_views(decision: Decision, sealed: SealedMember | None) -> dict[str
         return {}
     # Only fields the member actually has are released, and only those are logged.
     return {name: view for name, view in decision.views.items() if name in sealed.fields}
-
-
-@dataclass(frozen=True, slots=True)
-class LookupResult:
-    ids: list[str]
-    audit_seq: int
-
-
-def lookup_members(
-    services: Services,
-    *,
-    actor: Actor,
-    field_name: str,
-    value: object,
-    purpose: str,
-    request_id: str | None,
-) -> LookupResult:
-    """Find members by phone or e-mail; only those the purpose admits are returned."""
-    policy = services.policy
-    normalised = normalise_lookup(field_name, value)  # bad input: 422 before anything is read
-    with services.uow(actor) as uow:
-        decision = decide_purpose(policy, purpose=purpose, client_purposes=actor.purposes)
-        decision = decide_lookup(policy, decision, field_name)
-        admitted: list[str] = []
-        matched = 0
-        if decision.permitted:
-            candidates = lookup(
-                uow.session, keyring=services.keyring, field_name=field_name, normalised=normalised
-            )
-            matched = len(candidates)
-            facts = consent_facts_for(uow.session, {(m, purpose) for m in candidates})
-            admitted = [
-                m
-                for m in candidates
-                if decide_member(policy, decision, facts.get((m, purpose))).permitted
-            ]
-        seq = uow.record(
-            actions.members_looked_up(
-                actor,
-                policy=policy.version,
-                decision=decision,
-                by=field_name,
-                matched=matched,
-                admitted=admitted,
-                request_id=request_id,
-            )
-        )
-        uow.commit()
-    if not decision.permitted:
-        raise refusal(policy, decision, seq)
-    # decide_lookup refuses pseudonymous purposes, so these are plain member ids.
-    return LookupResult(ids=admitted, audit_seq=seq)

@@ -99,14 +99,21 @@ def decide_member(
 def decide_lookup(policy: Policy, purpose_decision: Decision, field_name: str) -> Decision:
     """May this purpose find members by ``field_name``?
 
-    Only by a field the purpose itself may see, and never for a purpose that
-    releases pseudonyms: a lookup by phone that returned a pseudonym would
-    re-identify the pseudonymous data set.
+    Only by a field the purpose declares in its ``lookup`` list. The policy
+    model admits there only fields the purpose sees clear or masked, and none
+    for a purpose that releases pseudonyms (a lookup by phone that returned a
+    pseudonym would re-identify the pseudonymous data set); the check is made
+    again here so that the decision does not rest on the loader alone.
     """
     if not purpose_decision.permitted or purpose_decision.purpose is None:
         return purpose_decision
     spec = policy.purposes[purpose_decision.purpose]
     view = spec.fields.get(field_name)
-    if spec.member_id == "pseudonym" or view is None or view == "pseudonym":
+    if (
+        field_name not in spec.lookup
+        or spec.member_id == "pseudonym"
+        or view is None
+        or view == "pseudonym"
+    ):
         return deny("lookup-not-allowed", purpose_decision.purpose)
     return purpose_decision

@@ -102,6 +102,12 @@ class PurposeSpec(_Strict):
     # (which would re-identify them) are refused.
     member_id: Literal["clear", "pseudonym"] = "clear"
     fields: dict[str, View] = Field(default_factory=dict)
+    # Fields this purpose may find members by (``POST /v1/members/lookup``).
+    # None by default: a lookup answers "which member has this number?", which
+    # a purpose that sees the number only masked could otherwise use to unmask
+    # it by trying every candidate (the lookup throttle in gate/lookups.py
+    # bounds the rate for the purposes that do need it).
+    lookup: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> PurposeSpec:
@@ -210,6 +216,24 @@ class Policy(_Strict):
                     raise ValueError(
                         f"purposes.{pid}.fields.{fname}: sensitive field needs a purpose with "
                         "separate_consent_ground = 'sensitive'"
+                    )
+            for fname in purpose.lookup:
+                spec = self.fields.get(fname)
+                if spec is None or not spec.searchable:
+                    raise ValueError(
+                        f"purposes.{pid}.lookup: {fname!r} is not a searchable field "
+                        f"(searchable: {', '.join(self.searchable_fields) or 'none'})"
+                    )
+                if purpose.member_id == "pseudonym" or purpose.fields.get(fname) in (
+                    None,
+                    "pseudonym",
+                ):
+                    # A lookup answers with member ids: for a pseudonymous
+                    # purpose it would re-identify the data set, and a purpose
+                    # must see a field (at least masked) to look members up by it.
+                    raise ValueError(
+                        f"purposes.{pid}.lookup: {fname!r} needs the field listed in the "
+                        "purpose's fields with a clear or masked view, and member_id = 'clear'"
                     )
             if purpose.separate_consent_ground == "third_party" and not purpose.third_party:
                 raise ValueError(f"purposes.{pid}: third-party sharing must name 'third_party'")

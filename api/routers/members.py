@@ -23,7 +23,7 @@ from consent.registry import ConsentChange
 from core.errors import DomainError
 from gate.consents import read_member_consents, record_member_consent
 from gate.export import export_members
-from gate.reads import lookup_members
+from gate.lookups import lookup_members
 from gate.writes import create_member_record, update_member_record
 
 log = structlog.get_logger("memberguard.export")

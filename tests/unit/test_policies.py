@@ -343,6 +343,11 @@ def test_a_permit_releases_only_the_purposes_fields_and_withholds_the_rest(
         ("marketing_sms", CLIENT_ALL, "phone", "permit", "legal-basis:consent"),
         # Only by a field the purpose itself may see.
         ("delivery", CLIENT_ALL, "email", "deny", "lookup-not-allowed"),
+        # ... and lists in its ``lookup``: partner_sharing sees the phone in
+        # clear, but has no business finding members by it.
+        ("partner_sharing", CLIENT_ALL, "phone", "deny", "lookup-not-allowed"),
+        # membership sees the phone masked and may find members by it.
+        ("membership", CLIENT_ALL, "phone", "permit", "legal-basis:contract"),
         # Never for a pseudonymous purpose.
         ("analytics", CLIENT_ALL, "phone", "deny", "lookup-not-allowed"),
         # Refusals of the purpose come first and pass through unchanged.
@@ -353,7 +358,7 @@ def test_a_permit_releases_only_the_purposes_fields_and_withholds_the_rest(
 def test_lookup_decision_table(
     purpose: str, granted: frozenset[str], field_name: str, outcome: str, reason: str
 ) -> None:
-    # As gate/reads.py ``lookup_members`` runs them: decide_purpose, then decide_lookup.
+    # As gate/lookups.py ``lookup_members`` runs them: decide_purpose, then decide_lookup.
     by_purpose = decide_purpose(POLICY, purpose=purpose, client_purposes=granted)
     decision = decide_lookup(POLICY, by_purpose, field_name)
     assert (decision.outcome, decision.reason) == (outcome, reason)
@@ -382,6 +387,43 @@ def test_a_pseudonymous_purpose_may_not_look_up_even_by_a_field_it_sees(
     assert by_purpose.permitted
     decision = decide_lookup(policy, by_purpose, "phone")
     assert (decision.outcome, decision.reason) == ("deny", "lookup-not-allowed")
+
+
+@pytest.mark.parametrize(
+    ("purpose", "lookup", "problem"),
+    [
+        # A pseudonymous purpose: a lookup would re-identify its data set.
+        ("analytics", '["phone"]', "member_id = 'clear'"),
+        # A field the purpose does not see at all.
+        ("partner_sharing", '["email"]', "purpose's fields"),
+        # A field that has no blind index.
+        ("partner_sharing", '["name"]', "not a searchable field"),
+        ("partner_sharing", '["telepathy"]', "not a searchable field"),
+    ],
+)
+def test_a_lookup_field_the_purpose_may_not_use_is_rejected_at_load(
+    policy_dir: Path, purpose: str, lookup: str, problem: str
+) -> None:
+    target = policy_dir / "purposes.toml"
+    text = target.read_text()
+    header = f"[purposes.{purpose}]\n"
+    assert header in text
+    target.write_text(text.replace(header, f"{header}lookup = {lookup}\n", 1))
+    with pytest.raises(PolicyError) as excinfo:
+        load_policy(policy_dir)
+    assert f"purposes.{purpose}.lookup" in str(excinfo.value)
+    assert problem in str(excinfo.value)
+
+
+def test_lookup_fields_default_to_none(policy_dir: Path) -> None:
+    target = policy_dir / "purposes.toml"
+    text = target.read_text()
+    assert 'lookup = ["phone"]\n' in text
+    target.write_text(text.replace('lookup = ["phone"]\n', ""))
+    policy = load_policy(policy_dir)
+    assert policy.purposes["delivery"].lookup == ()
+    by_purpose = decide_purpose(policy, purpose="delivery", client_purposes=CLIENT_ALL)
+    assert decide_lookup(policy, by_purpose, "phone").reason == "lookup-not-allowed"
 
 
 def test_a_purpose_can_take_a_fields_default_view(policy_dir: Path) -> None:
