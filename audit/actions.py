@@ -43,6 +43,7 @@ class Action(StrEnum):
     MEMBER_LOOKUP = "member.lookup"
     MEMBER_EXPORT = "member.export"
     LOOKUP_FLAG = "lookup.flagged"
+    VAULT_INTEGRITY = "vault.integrity"
     CONSENT_CHANGE = "consent.change"
     CONSENT_READ = "consent.read"
     CLIENT_CREATE = "client.create"
@@ -64,6 +65,7 @@ _RELEASES: dict[Action, Release] = {
     Action.MEMBER_LOOKUP: Release.IDENTITY,
     Action.MEMBER_EXPORT: Release.FIELDS,
     Action.LOOKUP_FLAG: Release.NONE,
+    Action.VAULT_INTEGRITY: Release.NONE,
     # The answer carries the member's resulting state, which later-collected
     # events recorded by others may have decided: that is a release.
     Action.CONSENT_CHANGE: Release.CONSENT,
@@ -295,8 +297,13 @@ def members_exported(
     batch: int | None,
     examined: int,
     request_id: str | None,
+    suppressed: Mapping[str, int] | None = None,
 ) -> Record:
-    """One batch of an export (``batch`` None: the export was refused before any batch)."""
+    """One batch of an export (``batch`` None: the export was refused before any batch).
+
+    ``suppressed``: for an anonymised (pseudonymous) export, how many admitted
+    members were left out and why, with the export's ``k``.
+    """
     if not decision.permitted:
         return _by(
             who,
@@ -316,7 +323,32 @@ def members_exported(
         members=member_ids,
         fields=dict(decision.views),
         request_id=request_id,
-        detail={"batch": batch, "examined": examined, "released": len(member_ids)},
+        detail={
+            "batch": batch,
+            "examined": examined,
+            "released": len(member_ids),
+            **({"suppressed": dict(suppressed)} if suppressed is not None else {}),
+        },
+    )
+
+
+def damaged_members_skipped(
+    who: Principal, *, policy: str, purpose: str, member_ids: Sequence[str], request_id: str | None
+) -> Record:
+    """Stored ciphertexts of these members failed authentication: nothing of them was released.
+
+    Names the members, never a value (there is none to name: it did not decrypt).
+    """
+    return _by(
+        who,
+        Action.VAULT_INTEGRITY,
+        policy=policy,
+        decision="deny",
+        reason="vault-integrity",
+        purpose=purpose,
+        members=member_ids,
+        request_id=request_id,
+        detail={"damaged": len(member_ids)},
     )
 
 

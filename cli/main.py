@@ -423,6 +423,8 @@ def policy_check(path: Path | None) -> None:
         )
         shown = ", ".join(f"{f}:{v}" for f, v in spec.fields.items())
         click.echo(f"  {pid:<22} {spec.legal_basis}{extra}  [{shown}]")
+    for warning in loaded.anonymity_warnings():
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
 
 
 # -- audit --------------------------------------------------------------------

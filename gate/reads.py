@@ -33,7 +33,7 @@ from policies.model import Policy
 from principals.actor import Actor
 from principals.clients import authenticate_many
 from vault.keys import Keyring
-from vault.masking import Pseudonymiser, view_function
+from vault.masking import Pseudonymiser, field_view
 from vault.members import SealedMember, load_sealed
 
 
@@ -118,7 +118,7 @@ class FieldRelease:
         # None stands for the pseudonym view, which shows the member id's
         # pseudonym rather than anything of the value.
         self._views = [
-            (name, None if view == "pseudonym" else view_function(policy.fields[name].type, view))
+            (name, None if view == "pseudonym" else field_view(policy.fields[name], view))
             for name, view in views
         ]
 

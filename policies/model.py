@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 FieldType = Literal[
     "name", "phone", "email", "date", "address", "id_number", "enum", "integer", "text"
 ]
-View = Literal["clear", "masked", "pseudonym", "year", "month_day", "region"]
+View = Literal["clear", "masked", "pseudonym", "year", "month", "month_day", "region", "band"]
 LegalBasis = Literal[
     "consent",
     "contract",
@@ -40,12 +40,25 @@ VIEWS_BY_TYPE: dict[str, frozenset[str]] = {
     "name": frozenset({"clear", "masked", "pseudonym"}),
     "phone": frozenset({"clear", "masked", "pseudonym"}),
     "email": frozenset({"clear", "masked", "pseudonym"}),
-    "date": frozenset({"clear", "masked", "year", "month_day", "pseudonym"}),
+    "date": frozenset({"clear", "masked", "year", "month", "month_day", "pseudonym"}),
     "address": frozenset({"clear", "masked", "region", "pseudonym"}),
     "id_number": frozenset({"clear", "masked", "pseudonym"}),
     "enum": frozenset({"clear", "pseudonym"}),
-    "integer": frozenset({"clear", "pseudonym"}),
-    "text": frozenset({"clear", "masked", "pseudonym"}),
+    # "band" needs the field's ``bands``; "region" of a text field its ``region_pattern``.
+    "integer": frozenset({"clear", "band", "pseudonym"}),
+    "text": frozenset({"clear", "masked", "region", "pseudonym"}),
+}
+# Views that show a value many members share (what anonymised exports are
+# built from), whatever the field's type ...
+GENERALISING_VIEWS = frozenset({"year", "month", "month_day", "region", "band"})
+# ... and views that do so only for some types: an enum in clear has a few
+# values, a masked name keeps the surname, a masked date or text shows nothing.
+_SHARED_VIEWS_BY_TYPE = {
+    "enum": frozenset({"clear"}),
+    "name": frozenset({"masked"}),
+    "date": frozenset({"masked"}),
+    "text": frozenset({"masked"}),
+    "address": frozenset({"masked"}),
 }
 SEARCHABLE_TYPES = frozenset({"phone", "email"})
 
@@ -65,6 +78,20 @@ class FieldSpec(_Strict):
     values: tuple[str, ...] | None = None
     pattern: str | None = None
     max_length: int | None = Field(default=None, ge=1, le=2000)
+    # The "band" view of an integer field: lower bounds of the bands, strictly
+    # increasing ([0, 1000, 5000] shows 1200 as "1000-4999").
+    bands: tuple[int, ...] | None = Field(default=None, min_length=1)
+    # The "region" view of a text field: a regular expression whose first
+    # group is the region ('^([A-Z]{2})-' shows "SZ-012" as "SZ").
+    region_pattern: str | None = None
+
+    def view_missing_parameter(self, view: str) -> str | None:
+        """What the field must declare before ``view`` applies to it, if anything."""
+        if view == "band" and self.bands is None:
+            return "bands"
+        if view == "region" and self.type == "text" and self.region_pattern is None:
+            return "region_pattern"
+        return None
 
     @model_validator(mode="after")
     def _consistent(self) -> FieldSpec:
@@ -81,10 +108,26 @@ class FieldSpec(_Strict):
                 re.compile(self.pattern)
             except re.error as exc:
                 raise ValueError(f"'pattern' is not a valid regular expression: {exc}") from exc
+        if self.bands is not None:
+            if self.type != "integer":
+                raise ValueError("'bands' applies to integer fields only")
+            if list(self.bands) != sorted(set(self.bands)):
+                raise ValueError("'bands' must be strictly increasing")
+        if self.region_pattern is not None:
+            if self.type != "text":
+                raise ValueError("'region_pattern' applies to text fields only")
+            try:
+                groups = re.compile(self.region_pattern).groups
+            except re.error as exc:
+                raise ValueError(f"'region_pattern' is not a valid regex: {exc}") from exc
+            if groups < 1:
+                raise ValueError("'region_pattern' needs a group: the region it shows")
         if self.default_view not in VIEWS_BY_TYPE[self.type]:
             raise ValueError(
                 f"default_view {self.default_view!r} does not apply to {self.type} fields"
             )
+        if (missing := self.view_missing_parameter(self.default_view)) is not None:
+            raise ValueError(f"default_view {self.default_view!r} needs '{missing}'")
         return self
 
 
@@ -108,6 +151,10 @@ class PurposeSpec(_Strict):
     # it by trying every candidate (the lookup throttle in gate/lookups.py
     # bounds the rate for the purposes that do need it).
     lookup: tuple[str, ...] = ()
+    # For a pseudonymous purpose: every combination of the values an export
+    # releases (the pseudonym aside) is shared by at least this many members;
+    # rows in smaller groups are suppressed (gate/export.py).
+    k_anonymity: int = Field(default=5, ge=2, le=1000)
 
     @model_validator(mode="after")
     def _consistent(self) -> PurposeSpec:
@@ -204,6 +251,11 @@ class Policy(_Strict):
                         f"purposes.{pid}.fields.{fname}: view {view!r} does not apply to "
                         f"{spec.type} fields"
                     )
+                if (missing := spec.view_missing_parameter(view)) is not None:
+                    raise ValueError(
+                        f"purposes.{pid}.fields.{fname}: view {view!r} needs the field's "
+                        f"'{missing}'"
+                    )
                 # PIPL Art. 29: sensitive personal information in a form that
                 # identifies the person needs a separate consent.
                 if (
@@ -241,6 +293,32 @@ class Policy(_Strict):
                 if version not in self.notices:
                     raise ValueError(f"purposes.{pid}.accepted_notices: unknown notice {version!r}")
         return self
+
+    def anonymity_warnings(self) -> list[str]:
+        """Pseudonymous purposes that release a value unique per member in practice.
+
+        A pseudonymous export is k-anonymous whatever it releases, but an exact
+        date or balance splits members into groups of one, which are then all
+        suppressed; and it is the kind of value that matched the
+        customer-service export in the review. Not an error: a policy author
+        may know better of their data.
+        """
+        warnings = []
+        for pid, purpose in self.purposes.items():
+            if purpose.member_id != "pseudonym":
+                continue
+            for fname, view in purpose.fields.items():
+                spec = self.fields[fname]
+                shared = GENERALISING_VIEWS | _SHARED_VIEWS_BY_TYPE.get(spec.type, frozenset())
+                if view in shared or view == "pseudonym":
+                    continue
+                usable = sorted((VIEWS_BY_TYPE[spec.type] & shared) - {"clear"})
+                warnings.append(
+                    f"purposes.{pid}.fields.{fname}: a pseudonymous purpose releases this "
+                    f"{spec.type} as {view!r}, which can single a member out; "
+                    + (f"release it as {' or '.join(map(repr, usable))}" if usable else "drop it")
+                )
+        return warnings
 
     @cached_property
     def canonical_json(self) -> bytes:

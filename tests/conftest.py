@@ -258,6 +258,10 @@ class Keys:
     pos: str
     auditor: str
     admin: str
+    # Collects consent and reads nothing (the brand app's consent screen).
+    app: str
+    # Personalised recommendations: a consent-based purpose with member ids.
+    recs: str
     ids: dict[str, str]
 
 
@@ -279,6 +283,8 @@ def keys(services: Services) -> Keys:
         ),
         "auditor": ("auditor", [], []),
         "admin": ("admin", [], []),
+        "app": ("client", [], ["consents:read", "consents:write"]),
+        "recs": ("client", ["personalization"], []),
     }
     issued: dict[str, str] = {}
     ids: dict[str, str] = {}

@@ -20,17 +20,18 @@ field value, so it is :func:`pseudonym`, not a case of :func:`apply_view`.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from functools import partial
 
 import phonenumbers
 
-from policies.model import VIEWS_BY_TYPE
+from policies.model import VIEWS_BY_TYPE, FieldSpec
 
 FULL_MASK = "***"
 
@@ -193,16 +194,29 @@ _REGION = re.compile(
 )
 
 
-def apply_view(field_type: str, view: str, value: str | int) -> str | int:
+def apply_view(
+    field_type: str,
+    view: str,
+    value: str | int,
+    *,
+    bands: Sequence[int] | None = None,
+    region_pattern: re.Pattern[str] | None = None,
+) -> str | int:
     """Return ``value`` as ``view`` shows it for a field of ``field_type``.
 
     The views are the policy's (``policies.model.VIEWS_BY_TYPE``), but for
     ``pseudonym``, which shows the member id's pseudonym, not the value.
+    ``bands`` and ``region_pattern`` are the field's parameters of the "band"
+    view of an integer and the "region" view of a text field.
     """
-    if view == "pseudonym" or view not in VIEWS_BY_TYPE.get(field_type, frozenset()):
-        raise ValueError(f"view {view!r} does not apply to {field_type!r}")
+    _check_view(field_type, view, bands, region_pattern)
     if view == "clear":
         return value
+    if field_type == "integer":
+        if not isinstance(value, int):
+            raise ValueError("view 'band' of 'integer' needs an integer value")
+        assert bands is not None  # _check_view
+        return band(value, bands)
     if not isinstance(value, str):
         raise ValueError(f"view {view!r} of {field_type!r} needs a string value")
     if field_type == "date":
@@ -212,21 +226,64 @@ def apply_view(field_type: str, view: str, value: str | int) -> str | int:
         if view == "region":
             return region
         return FULL_MASK if region == FULL_MASK else region + FULL_MASK
+    if field_type == "text" and view == "region":
+        assert region_pattern is not None  # _check_view
+        match = region_pattern.match(value)
+        return match.group(1) if match and match.group(1) else FULL_MASK
     return _MASKERS[field_type](value)
 
 
-def view_function(field_type: str, view: str) -> Callable[[str | int], str | int]:
-    """``apply_view`` with the field type and view fixed, resolved once.
-
-    For bulk paths that apply the same view to many values: the result is
-    ``apply_view(field_type, view, value)`` for every value, errors included.
-    A view that does not exist for the type raises here already.
-    """
+def _check_view(
+    field_type: str,
+    view: str,
+    bands: Sequence[int] | None,
+    region_pattern: re.Pattern[str] | None,
+) -> None:
     if view == "pseudonym" or view not in VIEWS_BY_TYPE.get(field_type, frozenset()):
         raise ValueError(f"view {view!r} does not apply to {field_type!r}")
+    if view == "band" and not bands:
+        raise ValueError("view 'band' needs the field's bands")
+    if field_type == "text" and view == "region" and region_pattern is None:
+        raise ValueError("view 'region' of a text field needs its region_pattern")
+
+
+def band(value: int, bounds: Sequence[int]) -> str:
+    """The band of ``value`` between strictly increasing lower bounds.
+
+    ``band(1200, [0, 1000, 5000])`` is "1000-4999"; below the first bound is
+    "<0", from the last on "5000+".
+    """
+    index = bisect.bisect_right(bounds, value)
+    if index == 0:
+        return f"<{bounds[0]}"
+    if index == len(bounds):
+        return f"{bounds[-1]}+"
+    return f"{bounds[index - 1]}-{bounds[index] - 1}"
+
+
+def view_function(
+    field_type: str,
+    view: str,
+    *,
+    bands: Sequence[int] | None = None,
+    region_pattern: re.Pattern[str] | None = None,
+) -> Callable[[str | int], str | int]:
+    """``apply_view`` with the field type, view and parameters fixed, resolved once.
+
+    For bulk paths that apply the same view to many values: the result is
+    ``apply_view(field_type, view, value, ...)`` for every value, errors
+    included. A view that does not exist for the type raises here already.
+    """
+    _check_view(field_type, view, bands, region_pattern)
     if view == "clear":
         return _unchanged
-    return partial(apply_view, field_type, view)
+    return partial(apply_view, field_type, view, bands=bands, region_pattern=region_pattern)
+
+
+def field_view(spec: FieldSpec, view: str) -> Callable[[str | int], str | int]:
+    """``view_function`` for a policy field, with the field's own view parameters."""
+    pattern = re.compile(spec.region_pattern) if spec.region_pattern is not None else None
+    return view_function(spec.type, view, bands=spec.bands, region_pattern=pattern)
 
 
 def _unchanged(value: str | int) -> str | int:
@@ -364,6 +421,8 @@ def _date_view(view: str, value: str) -> str:
         raise ValueError("stored date is not YYYY-MM-DD") from None
     if view == "year":
         return f"{day.year:04d}"
+    if view == "month":
+        return f"{day.year:04d}-{day.month:02d}"
     if view == "month_day":
         return f"{day.month:02d}-{day.day:02d}"
     return "****-**-**"

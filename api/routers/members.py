@@ -117,6 +117,7 @@ def export(
         try:
             for item in started.lines:
                 yield json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+            yield json.dumps(started.trailer, separators=(",", ":")).encode() + b"\n"
         except DomainError as exc:
             # The status line is long gone: the only honest signal left is to
             # cut the stream off before its final chunk, which every HTTP

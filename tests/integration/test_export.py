@@ -35,7 +35,7 @@ from vault.masking import apply_view, pseudonym
 from vault.members import SealedMember, load_sealed
 from vault.models import VaultDataKey, VaultMember
 
-# Consent histories, cycled over the members: only "granted" admits to analytics.
+# Consent histories, cycled over the members: only "granted" admits to personalization.
 HISTORIES = ("granted", "granted", "withdrawn", "refused", "none")
 MEMBERS = 14  # two full batches of settings.export_batch_size (7), then an empty one
 
@@ -46,9 +46,9 @@ def actor(services: Services) -> Actor:
     issued = register_client(
         services,
         actor=OPERATOR_ACTOR,
-        name="analytics-test",
+        name="personalization-test",
         role="client",
-        purposes=["analytics"],
+        purposes=["personalization"],
         scopes=[],
         request_id=None,
     )
@@ -62,7 +62,6 @@ class Exported:
     body: str
     granted: set[str]
     others: set[str]
-    pseudonyms: dict[str, str]  # member id → the analytics client's pseudonym
 
 
 @pytest.fixture
@@ -75,42 +74,43 @@ def exported(app_client: TestClient, keys: Keys, services: Services) -> Exported
         member_id = created.json()["id"]
         history = HISTORIES[n % len(HISTORIES)]
         if history in ("granted", "withdrawn"):
-            grant(app_client, keys.crm, member_id, "analytics")
+            grant(app_client, keys.crm, member_id, "personalization")
         if history == "withdrawn":
-            grant(app_client, keys.crm, member_id, "analytics", "withdrawn", "2026-11-02T10:00:00Z")
+            grant(
+                app_client,
+                keys.crm,
+                member_id,
+                "personalization",
+                "withdrawn",
+                "2026-11-02T10:00:00Z",
+            )
         if history == "refused":
-            grant(app_client, keys.crm, member_id, "analytics", "refused")
+            grant(app_client, keys.crm, member_id, "personalization", "refused")
         (granted if history == "granted" else others).add(member_id)
         # Consent for another purpose must not admit a member to analytics.
         grant(app_client, keys.crm, member_id, "marketing_sms")
 
-    response = app_client.get("/v1/members?purpose=analytics", headers=auth(keys.analytics))
+    response = app_client.get("/v1/members?purpose=personalization", headers=auth(keys.recs))
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/x-ndjson")
-    key = services.keyring.pseudonym_key_for(keys.ids["analytics"])
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    trailer = lines.pop()  # a complete export ends with its counts
+    assert trailer == {
+        "trailer": {"batches": 3, "examined": MEMBERS, "released": len(lines), "damaged": 0}
+    }
     return Exported(
-        lines=[json.loads(line) for line in response.text.splitlines()],
+        lines=lines,
         body=response.text,
         granted=granted,
         others=others,
-        pseudonyms={m: pseudonym(key, m) for m in granted | others},
     )
 
 
 def test_export_releases_exactly_the_members_with_analytics_consent(exported: Exported) -> None:
-    released = [line["pseudonym"] for line in exported.lines]
+    released = [line["id"] for line in exported.lines]
     assert len(released) == len(set(released))  # nobody twice
-    assert set(released) == {exported.pseudonyms[m] for m in exported.granted}
+    assert set(released) == exported.granted
     assert len(exported.granted) > 0 and len(exported.others) > 0
-
-
-def test_export_lines_carry_the_pseudonym_and_never_the_member_id(exported: Exported) -> None:
-    assert exported.lines
-    for line in exported.lines:
-        assert set(line) == {"pseudonym", "fields"}
-        assert "name" not in line["fields"] and "phone" not in line["fields"]
-    for member in exported.granted | exported.others:
-        assert member not in exported.body
 
 
 def test_every_exported_member_is_named_by_a_member_export_entry(
@@ -127,7 +127,7 @@ def test_every_exported_member_is_named_by_a_member_export_entry(
 def test_members_not_exported_appear_in_no_member_export_entry(
     exported: Exported, session: Session, keys: Keys
 ) -> None:
-    exports = EntryFilter(action="member.export", actor=keys.ids["analytics"])
+    exports = EntryFilter(action="member.export", actor=keys.ids["recs"])
     entries, _ = page_entries(session, exports, cursor=None, limit=100)
     named = {m for e in entries for m in e["members"]}
     assert named == exported.granted
@@ -140,7 +140,7 @@ def test_members_not_exported_appear_in_no_member_export_entry(
 
 @pytest.mark.parametrize(
     ("client", "purpose", "label"),
-    [("analytics", "analytics", "pseudonym"), ("crm", "customer_service", "id")],
+    [("recs", "personalization", "id"), ("crm", "customer_service", "id")],
 )
 def test_export_lines_are_byte_for_byte_what_the_single_member_read_path_releases(
     exported: Exported, services: Services, keys: Keys, client: str, purpose: str, label: str
@@ -153,7 +153,7 @@ def test_export_lines_are_byte_for_byte_what_the_single_member_read_path_release
         actor = authenticate(session, credential)
     lines = list(export_members(services, actor=actor, purpose=purpose, request_id=None).lines)
 
-    admitted = exported.granted if purpose == "analytics" else exported.granted | exported.others
+    admitted = exported.granted | (exported.others if purpose == "customer_service" else set())
     key = services.keyring.pseudonym_key_for(actor.id)
     members = sorted(admitted)
     reads = [
@@ -216,13 +216,12 @@ def test_a_consent_withdrawn_during_an_export_takes_effect_in_the_next_batch(
     members = batch_members(services, session, 2 * services.settings.export_batch_size)
     withdrawn = members[services.settings.export_batch_size + 2]  # in the second batch
     with services.reading() as session:
-        actor = authenticate(session, keys.analytics)
-    key = services.keyring.pseudonym_key_for(actor.id)
-    export = export_members(services, actor=actor, purpose="analytics", request_id=None)
+        actor = authenticate(session, keys.recs)
+    export = export_members(services, actor=actor, purpose="personalization", request_id=None)
     first = next(export.lines)  # the first batch is decided, the second is not
-    grant(app_client, keys.crm, withdrawn, "analytics", "withdrawn", "2026-11-02T10:00:00Z")
-    released = [first["pseudonym"], *(line["pseudonym"] for line in export.lines)]
-    assert released == [pseudonym(key, m) for m in members if m != withdrawn]
+    grant(app_client, keys.crm, withdrawn, "personalization", "withdrawn", "2026-11-02T10:00:00Z")
+    released = [first["id"], *(line["id"] for line in export.lines)]
+    assert released == [m for m in members if m != withdrawn]
     named = page_entries(
         session, EntryFilter(member=withdrawn, action="member.export"), cursor=None, limit=10
     )[0]
@@ -237,17 +236,16 @@ def test_a_member_whose_data_key_was_shredded_is_neither_released_nor_named(
     with services.uow() as uow:
         uow.session.execute(delete(VaultDataKey).where(VaultDataKey.member_id == shredded))
         uow.commit()
-    export = export_members(services, actor=actor, purpose="analytics", request_id=None)
-    released = [line["pseudonym"] for line in export.lines]
-    key = services.keyring.pseudonym_key_for(actor.id)
-    assert released == [pseudonym(key, m) for m in members if m != shredded]
+    export = export_members(services, actor=actor, purpose="personalization", request_id=None)
+    released = [line["id"] for line in export.lines]
+    assert released == [m for m in members if m != shredded]
     named = page_entries(
         session, EntryFilter(member=shredded, action="member.export"), cursor=None, limit=10
     )[0]
     assert named == []
 
 
-def test_an_export_batch_whose_audit_commit_fails_releases_and_decrypts_nothing(
+def test_an_export_batch_whose_audit_commit_fails_releases_nothing_of_it(
     services: Services, session: Session, actor: Actor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     members = batch_members(services, session, 2 * services.settings.export_batch_size)
@@ -270,14 +268,17 @@ def test_an_export_batch_whose_audit_commit_fails_releases_and_decrypts_nothing(
 
     monkeypatch.setattr(AuditedUnitOfWork, "commit", failing_second_commit)
     monkeypatch.setattr(SealedMember, "open", counting_open)
-    export = export_members(services, actor=actor, purpose="analytics", request_id=None)
+    export = export_members(services, actor=actor, purpose="personalization", request_id=None)
     released = []
     with pytest.raises(AuditUnavailable):
         for line in export.lines:
             released.append(line)
     first_batch = members[: services.settings.export_batch_size]
-    assert opened == first_batch  # the second batch was never decrypted
-    assert len(released) == len(first_batch)
+    # A batch is opened before its entry is written (so that the entry names
+    # only members whose lines exist), and its lines are sent only after the
+    # commit: the second batch was opened, then dropped.
+    assert opened == members
+    assert [line["id"] for line in released] == first_batch
     for member in members[services.settings.export_batch_size :]:
         named = page_entries(
             session, EntryFilter(member=member, action="member.export"), cursor=None, limit=10
@@ -302,7 +303,7 @@ def load_consenting_members(services: Services, count: int, *, seed: int) -> Non
             generated[start : start + 500],
             source="test",
             history=lambda m, _member: [
-                ImportedConsent(m, "analytics", "granted", "app", collected)
+                ImportedConsent(m, "personalization", "granted", "app", collected)
             ],
         )
 
@@ -312,7 +313,7 @@ def export_peak(services: Services, actor: Actor) -> tuple[int, int]:
     gc.collect()
     tracemalloc.start()
     try:
-        started = export_members(services, actor=actor, purpose="analytics", request_id=None)
+        started = export_members(services, actor=actor, purpose="personalization", request_id=None)
         released = sum(1 for _ in started.lines)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -341,5 +342,5 @@ def test_an_actor_whose_client_does_not_exist_gets_nothing(
     batch_members(services, session, 3)
     ghost = dataclasses.replace(actor, id=new_id())  # never registered
     with pytest.raises(Unauthenticated):
-        export = export_members(services, actor=ghost, purpose="analytics", request_id=None)
+        export = export_members(services, actor=ghost, purpose="personalization", request_id=None)
         next(iter(export.lines))
