@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from consent.models import ConsentEvent, ConsentReceipt, ConsentState
 from consent.receipt import build_receipt
-from core.errors import Conflict, InvalidInput
+from core.errors import Conflict, Forbidden, InvalidInput
 from policies.decide import ConsentFact, UnknownPurpose
 from policies.model import Policy
 
@@ -73,6 +73,42 @@ class RecordedConsent:
 def new_receipt_id(change: ConsentChange) -> str | None:
     """A grant gets a receipt; withdrawals and refusals do not."""
     return str(uuid.uuid4()) if change.status == "granted" else None
+
+
+def check_recorder(
+    policy: Policy,
+    change: ConsentChange,
+    *,
+    recorder_purposes: frozenset[str],
+    recorder_collects_only: bool,
+) -> None:
+    """Separation of duties: may this client record this change?
+
+    Anyone with ``consents:write`` may record a withdrawal or a refusal: the
+    member's "no" must reach the registry by whatever touchpoint heard it. A
+    grant is different, since it opens data to someone:
+
+    - a client may not record a grant for a purpose it may itself read (it
+      would be granting itself access);
+    - a separate consent (sensitive data, third parties, cross-border,
+      PIPL Arts. 29, 23, 39) is granted by the member themselves or by a client
+      whose only job is collecting consent (``Actor.collects_consent_only``).
+    """
+    if change.status != "granted":
+        return
+    own = sorted(set(change.purposes) & recorder_purposes)
+    if own:
+        raise Forbidden(
+            "a client may not record a grant for a purpose it may read itself: " + ", ".join(own),
+            slug="consent-self-grant",
+        )
+    separate = sorted(p for p in change.purposes if policy.purposes[p].separate_consent)
+    if separate and not recorder_collects_only:
+        raise Forbidden(
+            "a separate consent is granted by the member or by a client that only collects "
+            "consent (no purposes of its own): " + ", ".join(separate),
+            slug="separate-consent-collector-only",
+        )
 
 
 def record_consent(

@@ -15,6 +15,7 @@ from consent.registry import (
     ConsentChange,
     RecordedConsent,
     check_change,
+    check_recorder,
     consent_states,
     new_receipt_id,
     record_consent,
@@ -38,6 +39,12 @@ def record_member_consent(
     if not is_valid_id(member_id):
         raise NotFound("no such member")
     notices = check_change(services.policy, change, services.clock())  # 4xx before any lock
+    check_recorder(
+        services.policy,
+        change,
+        recorder_purposes=actor.purposes,
+        recorder_collects_only=actor.collects_consent_only,
+    )
     with services.uow(actor) as uow:
         if not member_exists(uow.session, member_id):
             raise NotFound("no such member", member_id=member_id)

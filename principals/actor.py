@@ -31,6 +31,20 @@ class Actor:
     # once it is revoked or replaced.
     key_hash: str | None = None
 
+    @property
+    def collects_consent_only(self) -> bool:
+        """A client whose only job is collecting consent: it may read no purpose.
+
+        Such a client (the brand app's consent screen, a store's sign-up
+        tablet) may record separate consents; a client that reads data may not
+        (``consent.registry.check_recorder``).
+        """
+        return (
+            self.kind == "client"
+            and not self.purposes
+            and self.scopes <= {"consents:read", "consents:write"}
+        )
+
     def require_role(self, *roles: str) -> None:
         if self.role not in roles:
             raise Forbidden(

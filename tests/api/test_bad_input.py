@@ -157,7 +157,7 @@ def body_endpoints(keys: Keys, member_id: str) -> list[tuple[str, str, str]]:
         ("POST", "/v1/members", keys.crm),
         ("PATCH", f"/v1/members/{member_id}", keys.crm),
         ("POST", "/v1/members/lookup", keys.crm),
-        ("POST", f"/v1/members/{member_id}/consents", keys.crm),
+        ("POST", f"/v1/members/{member_id}/consents", keys.app),
         ("POST", "/v1/clients", keys.admin),
     ]
 
@@ -426,7 +426,7 @@ def _member_request(
     if operation == "patch":
         return client.patch(base, json={"tier": "钻石"}, headers=auth(keys.crm))
     if operation == "record-consent":
-        return client.post(f"{base}/consents", json=consent_body(), headers=auth(keys.crm))
+        return client.post(f"{base}/consents", json=consent_body(), headers=auth(keys.app))
     return client.get(f"{base}/consents", headers=auth(keys.crm))
 
 
@@ -506,7 +506,7 @@ def test_bundled_grant_of_a_separate_consent_is_refused(
 def test_bundled_withdrawal_and_refusal_of_a_separate_consent_are_accepted(
     app_client: TestClient, keys: Keys, member_id: str, session: Session
 ) -> None:
-    grant(app_client, keys.crm, member_id, "partner_sharing")
+    grant(app_client, keys.app, member_id, "partner_sharing")
     for day, status in ((2, "withdrawn"), (3, "refused")):
         before = snapshot(session)
         response = app_client.post(
@@ -534,7 +534,7 @@ def test_withdrawal_of_a_consent_never_granted_is_accepted_and_recorded(
     app_client: TestClient, keys: Keys, member_id: str, session: Session
 ) -> None:
     before = snapshot(session)
-    recorded = grant(app_client, keys.crm, member_id, "marketing_sms", status="withdrawn")
+    recorded = grant(app_client, keys.app, member_id, "marketing_sms", status="withdrawn")
     assert recorded["receipt"] is None
     assert [(e["purpose"], e["status"]) for e in recorded["events"]] == [
         ("marketing_sms", "withdrawn")

@@ -153,7 +153,7 @@ def consent(purpose: str, **overrides: Any) -> dict[str, Any]:
 
 def drive_every_endpoint(client: TestClient, keys: Keys) -> list[Exchange]:
     d = Driver(client, [])
-    crm, sms, pos, analytics = keys.crm, keys.sms, keys.pos, keys.analytics
+    crm, sms, pos, analytics, app = keys.crm, keys.sms, keys.pos, keys.analytics, keys.app
     auditor, admin = keys.auditor, keys.admin
 
     d("healthz", "GET", "/healthz")
@@ -186,9 +186,9 @@ def drive_every_endpoint(client: TestClient, keys: Keys) -> list[Exchange]:
 
     # Consents.
     for purpose in ("marketing_sms", "marketing_email", "analytics", "birthday_benefits"):
-        d(f"grant-{purpose}", "POST", f"/v1/members/{a}/consents", key=crm, json=consent(purpose))
+        d(f"grant-{purpose}", "POST", f"/v1/members/{a}/consents", key=app, json=consent(purpose))
     for purpose in ("partner_sharing", "identity_verification"):
-        d(f"grant-{purpose}", "POST", f"/v1/members/{a}/consents", key=pos, json=consent(purpose))
+        d(f"grant-{purpose}", "POST", f"/v1/members/{a}/consents", key=app, json=consent(purpose))
     d(
         "withdraw-never-granted",
         "POST",
@@ -323,7 +323,7 @@ def drive_every_endpoint(client: TestClient, keys: Keys) -> list[Exchange]:
         "canary-time": consent("marketing_sms", collected_at=BIRTHDAY + "T25:61:00+08:00"),
         "canary-status": consent("marketing_sms", status=NAME_CJK),
     }.items():
-        d(f"consent-{label}", "POST", consents, key=crm, json=body)
+        d(f"consent-{label}", "POST", consents, key=app, json=body)
     lookup = "/v1/members/lookup"
     for label, body in {
         "email-as-phone": {"phone": EMAIL_RAW, "purpose": "membership"},

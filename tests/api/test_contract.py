@@ -99,7 +99,7 @@ def test_lookup_returns_only_members_the_purpose_admits(
         headers=auth(keys.sms),
     )
     assert refused.json() == {"ids": []}
-    grant(app_client, keys.crm, member_id, "marketing_sms")
+    grant(app_client, keys.app, member_id, "marketing_sms")
     admitted = app_client.post(
         "/v1/members/lookup",
         json={"phone": "13812345678", "purpose": "marketing_sms"},
@@ -118,7 +118,7 @@ def test_lookup_returns_only_members_the_purpose_admits(
 def test_consent_grant_returns_events_and_a_kantara_receipt(
     app_client: TestClient, keys: Keys, member_id: str
 ) -> None:
-    body = grant(app_client, keys.crm, member_id, "marketing_sms")
+    body = grant(app_client, keys.app, member_id, "marketing_sms")
     [event] = body["events"]
     assert event["status"] == "granted" and event["notice_version"] == "privacy-2026-01"
     receipt = body["receipt"]
@@ -155,7 +155,7 @@ def test_separate_consent_receipt_names_its_ground(
             "channel": "pos",
             "collected_at": "2026-11-01T10:00:00Z",
         },
-        headers=auth(keys.pos),
+        headers=auth(keys.app),
     )
     assert response.status_code == 201, response.text
     receipt = response.json()["receipt"]
@@ -167,7 +167,7 @@ def test_separate_consent_receipt_names_its_ground(
 def test_consent_state_follows_the_latest_collected_event(
     app_client: TestClient, keys: Keys, member_id: str
 ) -> None:
-    grant(app_client, keys.crm, member_id, "marketing_sms", at="2026-11-01T10:00:00Z")
+    grant(app_client, keys.app, member_id, "marketing_sms", at="2026-11-01T10:00:00Z")
     grant(
         app_client,
         keys.crm,
@@ -177,7 +177,7 @@ def test_consent_state_follows_the_latest_collected_event(
         at="2026-11-03T10:00:00Z",
     )
     # An offline till syncs an older grant late: it must not revive the consent.
-    grant(app_client, keys.crm, member_id, "marketing_sms", at="2026-11-02T10:00:00Z")
+    grant(app_client, keys.app, member_id, "marketing_sms", at="2026-11-02T10:00:00Z")
     state = app_client.get(f"/v1/members/{member_id}/consents", headers=auth(keys.crm))
     assert state.status_code == 200
     assert state.json()["purposes"]["marketing_sms"]["status"] == "withdrawn"
@@ -190,7 +190,7 @@ def test_identity_verification_needs_its_separate_consent(
         f"/v1/members/{member_id}?purpose=identity_verification", headers=auth(keys.pos)
     )
     assert refused.status_code == 403 and refused.json()["type"] == "consent-required"
-    app_client.post(
+    granted = app_client.post(
         f"/v1/members/{member_id}/consents",
         json={
             "purposes": ["identity_verification"],
@@ -198,8 +198,9 @@ def test_identity_verification_needs_its_separate_consent(
             "channel": "pos",
             "collected_at": "2026-11-01T10:00:00Z",
         },
-        headers=auth(keys.pos),
+        headers=auth(keys.app),
     )
+    assert granted.status_code == 201, granted.text
     allowed = app_client.get(
         f"/v1/members/{member_id}?purpose=identity_verification", headers=auth(keys.pos)
     )
@@ -209,7 +210,7 @@ def test_identity_verification_needs_its_separate_consent(
 def test_analytics_read_gives_views_and_a_per_client_pseudonym(
     app_client: TestClient, keys: Keys, member_id: str
 ) -> None:
-    grant(app_client, keys.crm, member_id, "analytics")
+    grant(app_client, keys.app, member_id, "analytics")
     body = app_client.get(
         f"/v1/members/{member_id}?purpose=analytics", headers=auth(keys.analytics)
     ).json()
@@ -373,7 +374,7 @@ def test_openapi_documents_every_v1_path_for_any_valid_key(
 def test_every_consent_change_is_audited_in_the_same_transaction(
     app_client: TestClient, keys: Keys, member_id: str, session: Session
 ) -> None:
-    body = grant(app_client, keys.crm, member_id, "marketing_email")
+    body = grant(app_client, keys.app, member_id, "marketing_email")
     seq = body["events"][0]["audit_seq"]
     entries = app_client.get(
         f"/v1/audit/entries?member={member_id}&action=consent.change", headers=auth(keys.auditor)
@@ -394,10 +395,10 @@ def test_a_grant_stamped_in_the_future_cannot_outrank_a_later_withdrawal(
     from datetime import timedelta
 
     ahead = (services.clock() + timedelta(minutes=4)).isoformat()
-    grant(app_client, keys.crm, member_id, "marketing_sms", at=ahead)
+    grant(app_client, keys.app, member_id, "marketing_sms", at=ahead)
     # Collected after the grant was recorded, but stamped before the grant's clock.
     now = services.clock().isoformat()
-    withdrawn = grant(app_client, keys.crm, member_id, "marketing_sms", status="withdrawn", at=now)
+    withdrawn = grant(app_client, keys.app, member_id, "marketing_sms", status="withdrawn", at=now)
     assert withdrawn["state"]["marketing_sms"]["status"] == "withdrawn"
     read = app_client.get(f"/v1/members/{member_id}?purpose=marketing_sms", headers=auth(keys.sms))
     assert read.status_code == 403
@@ -406,8 +407,8 @@ def test_a_grant_stamped_in_the_future_cannot_outrank_a_later_withdrawal(
 def test_lookup_is_refused_for_a_field_the_purpose_cannot_see_or_a_pseudonymous_purpose(
     app_client: TestClient, keys: Keys, member_id: str
 ) -> None:
-    grant(app_client, keys.crm, member_id, "analytics")
-    grant(app_client, keys.crm, member_id, "marketing_sms")
+    grant(app_client, keys.app, member_id, "analytics")
+    grant(app_client, keys.app, member_id, "marketing_sms")
     for key, body in (
         (keys.analytics, {"phone": "13812345678", "purpose": "analytics"}),
         (keys.sms, {"email": "zhang.san@example.com", "purpose": "marketing_sms"}),
@@ -431,7 +432,7 @@ def test_a_running_export_stops_when_its_client_is_revoked(
             json={**MEMBER, "phone": f"139{n:08d}", "email": f"m{n}@example.com"},
             headers=auth(keys.crm),
         )
-        grant(app_client, keys.crm, created.json()["id"], "personalization")
+        grant(app_client, keys.app, created.json()["id"], "personalization")
     with services.reading() as session:
         actor = authenticate(session, keys.recs)
     export = export_members(services, actor=actor, purpose="personalization", request_id=None)
@@ -449,7 +450,7 @@ def test_a_running_export_stops_when_its_client_is_revoked(
 def test_access_log_lists_every_touch_with_unbroken_back_links(
     app_client: TestClient, keys: Keys, member_id: str
 ) -> None:
-    grant(app_client, keys.crm, member_id, "personalization")
+    grant(app_client, keys.app, member_id, "personalization")
     app_client.get(f"/v1/members/{member_id}?purpose=customer_service", headers=auth(keys.crm))
     app_client.get(
         f"/v1/members/{member_id}?purpose=marketing_sms", headers=auth(keys.sms)
@@ -489,3 +490,52 @@ def test_every_entry_records_who_acted_and_of_what_kind(
     assert ("member.read", keys.ids["crm"], "client", "client") in kinds
     # Only the log's own checkpoints have no actor.
     assert {e["action"] for e in entries if e["actor_kind"] is None} <= {"audit.checkpoint"}
+
+
+# -- who may record a grant (separation of duties) ---------------------------------
+
+
+def consent_post(client: TestClient, key: str, member_id: str, purpose: str, status: str):
+    return client.post(
+        f"/v1/members/{member_id}/consents",
+        json={
+            "purposes": [purpose],
+            "status": status,
+            "channel": "pos",
+            "collected_at": "2026-11-01T10:00:00Z",
+        },
+        headers=auth(key),
+    )
+
+
+def test_a_client_may_not_grant_itself_a_purpose_it_reads(
+    app_client: TestClient, keys: Keys, member_id: str, session: Session
+) -> None:
+    # The review's attack: crm holds marketing_sms and consents:write.
+    response = consent_post(app_client, keys.crm, member_id, "marketing_sms", "granted")
+    assert response.status_code == 403
+    assert response.json()["type"] == "consent-self-grant"
+    assert "marketing_sms" in response.json()["detail"]
+    read = app_client.get(f"/v1/members/{member_id}?purpose=marketing_sms", headers=auth(keys.crm))
+    assert read.json()["type"] == "consent-required"
+    assert session.scalar(select(func.count()).select_from(ConsentEvent)) == 0
+    # A grant for a purpose it does not read is a touchpoint's job, and
+    # anyone's withdrawal or refusal is recorded.
+    assert consent_post(app_client, keys.crm, member_id, "analytics", "granted").status_code == 201
+    for status in ("withdrawn", "refused"):
+        assert (
+            consent_post(app_client, keys.crm, member_id, "marketing_sms", status).status_code
+            == 201
+        )
+
+
+@pytest.mark.parametrize("purpose", ["identity_verification", "partner_sharing"])
+def test_a_separate_consent_is_granted_only_by_a_client_that_only_collects_consent(
+    app_client: TestClient, keys: Keys, member_id: str, purpose: str
+) -> None:
+    # crm reads neither purpose, but it reads others: it is not a collector.
+    response = consent_post(app_client, keys.crm, member_id, purpose, "granted")
+    assert response.status_code == 403
+    assert response.json()["type"] == "separate-consent-collector-only"
+    assert consent_post(app_client, keys.app, member_id, purpose, "granted").status_code == 201
+    assert consent_post(app_client, keys.crm, member_id, purpose, "withdrawn").status_code == 201

@@ -25,7 +25,7 @@ from vault.models import VaultBlindIndex, VaultDataKey, VaultField, VaultMember
 
 @pytest.fixture
 def shredded(app_client: TestClient, keys: Keys, member_id: str, services: Services) -> str:
-    grant(app_client, keys.crm, member_id, "marketing_sms")
+    grant(app_client, keys.app, member_id, "marketing_sms")
     found = app_client.post(
         "/v1/members/lookup",
         json={"phone": MEMBER["phone"], "purpose": "customer_service"},
@@ -104,7 +104,7 @@ def test_every_use_case_answers_not_found_for_a_shredded_member(
 def test_an_export_neither_releases_nor_names_a_shredded_member(
     app_client: TestClient, keys: Keys, member_id: str, services: Services
 ) -> None:
-    grant(app_client, keys.crm, member_id, "personalization")
+    grant(app_client, keys.app, member_id, "personalization")
     before = app_client.get("/v1/members?purpose=personalization", headers=auth(keys.recs))
     assert len(before.text.splitlines()) == 2  # the member, the trailer
     with services.sessions() as session:

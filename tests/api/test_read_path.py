@@ -57,7 +57,7 @@ def test_marketing_read_without_consent_is_refused_and_recorded(
 def test_withdrawal_takes_effect_on_the_very_next_read(
     app_client: TestClient, keys: Keys, member_id: str, session: Session
 ) -> None:
-    grant(app_client, keys.crm, member_id, "marketing_sms")
+    grant(app_client, keys.app, member_id, "marketing_sms")
     allowed = app_client.get(
         f"/v1/members/{member_id}?purpose=marketing_sms", headers=auth(keys.sms)
     )

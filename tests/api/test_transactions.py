@@ -174,7 +174,9 @@ def live(fresh_database: FreshDatabase, services_for: ServicesFor) -> Iterator[L
     crm = key(
         "crm",
         "client",
-        ["membership", "customer_service", "marketing_sms", "analytics"],
+        # Not marketing_sms: CONSENT grants it, and a client may not grant
+        # a purpose it reads itself.
+        ["membership", "customer_service", "analytics"],
         ["members:write", "consents:read", "consents:write"],
     )
     auditor = key("auditor", "auditor", [], [])

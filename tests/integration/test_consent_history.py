@@ -34,13 +34,14 @@ def test_state_is_the_latest_collected_change_and_history_keeps_every_event(
 ) -> None:
     with services.reading() as reading:
         crm = authenticate(reading, keys.crm)
+        app = authenticate(reading, keys.app)
     member = create_member_record(
         services, actor=crm, values={"name": "张三", "phone": "+8613812345678"}, request_id=None
     ).id
     for status, day in history:
         record_member_consent(
             services,
-            actor=crm,
+            actor=app,
             member_id=member,
             change=ConsentChange(
                 purposes=["marketing_sms"],

@@ -74,7 +74,7 @@ def exported(app_client: TestClient, keys: Keys, services: Services) -> Exported
         member_id = created.json()["id"]
         history = HISTORIES[n % len(HISTORIES)]
         if history in ("granted", "withdrawn"):
-            grant(app_client, keys.crm, member_id, "personalization")
+            grant(app_client, keys.app, member_id, "personalization")
         if history == "withdrawn":
             grant(
                 app_client,
@@ -85,10 +85,10 @@ def exported(app_client: TestClient, keys: Keys, services: Services) -> Exported
                 "2026-11-02T10:00:00Z",
             )
         if history == "refused":
-            grant(app_client, keys.crm, member_id, "personalization", "refused")
+            grant(app_client, keys.app, member_id, "personalization", "refused")
         (granted if history == "granted" else others).add(member_id)
         # Consent for another purpose must not admit a member to analytics.
-        grant(app_client, keys.crm, member_id, "marketing_sms")
+        grant(app_client, keys.app, member_id, "marketing_sms")
 
     response = app_client.get("/v1/members?purpose=personalization", headers=auth(keys.recs))
     assert response.status_code == 200, response.text
@@ -219,7 +219,7 @@ def test_a_consent_withdrawn_during_an_export_takes_effect_in_the_next_batch(
         actor = authenticate(session, keys.recs)
     export = export_members(services, actor=actor, purpose="personalization", request_id=None)
     first = next(export.lines)  # the first batch is decided, the second is not
-    grant(app_client, keys.crm, withdrawn, "personalization", "withdrawn", "2026-11-02T10:00:00Z")
+    grant(app_client, keys.app, withdrawn, "personalization", "withdrawn", "2026-11-02T10:00:00Z")
     released = [first["id"], *(line["id"] for line in export.lines)]
     assert released == [m for m in members if m != withdrawn]
     named = page_entries(

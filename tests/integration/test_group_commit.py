@@ -145,10 +145,10 @@ def test_a_batch_gives_each_read_its_own_outcome_and_entry(services: Services, k
 def test_a_batch_reads_consent_as_committed_before_it(services: Services, keys: Keys) -> None:
     """A withdrawal committed before the batch refuses the batch's reads."""
     member = new_member(services)
-    set_consent(services, keys.crm, member, "marketing_sms", "granted")
+    set_consent(services, keys.app, member, "marketing_sms", "granted")
     (first,) = decide_reads(services, [request(keys.crm, member, "marketing_sms")])
     assert isinstance(first, Decided)
-    set_consent(services, keys.crm, member, "marketing_sms", "withdrawn")
+    set_consent(services, keys.app, member, "marketing_sms", "withdrawn")
     outcomes = decide_reads(services, [request(keys.crm, member, "marketing_sms")] * 3)
     assert all(isinstance(o, Refused) and o.error.slug == "consent-required" for o in outcomes)  # type: ignore[union-attr]
 
@@ -348,9 +348,9 @@ def test_a_closed_batcher_refuses_new_reads(services: Services, keys: Keys) -> N
 
 def test_consent_facts_for_returns_exactly_the_pairs_asked(services: Services, keys: Keys) -> None:
     a, b = new_member(services), new_member(services)
-    set_consent(services, keys.crm, a, "marketing_sms", "granted")
-    set_consent(services, keys.crm, a, "analytics", "granted")
-    set_consent(services, keys.crm, b, "analytics", "withdrawn")
+    set_consent(services, keys.app, a, "marketing_sms", "granted")
+    set_consent(services, keys.app, a, "analytics", "granted")
+    set_consent(services, keys.app, b, "analytics", "withdrawn")
     with services.reading() as session:
         facts = consent_facts_for(session, {(a, "marketing_sms"), (b, "analytics")})
     # (a, analytics) matches the query's member and purpose lists but was not asked for.

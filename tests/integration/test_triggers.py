@@ -34,12 +34,13 @@ def logged_grant(services: Services, keys: Keys) -> str:
     """One granted consent: an audit entry, its member row, a consent event, a receipt."""
     with services.reading() as session:
         crm = authenticate(session, keys.crm)
+        app = authenticate(session, keys.app)
     member = create_member_record(
         services, actor=crm, values={"name": "王芳", "phone": "13912345678"}, request_id=None
     ).id
     record_member_consent(
         services,
-        actor=crm,
+        actor=app,
         member_id=member,
         change=ConsentChange(
             purposes=["marketing_sms"],
