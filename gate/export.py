@@ -16,8 +16,9 @@ Two shapes:
   views, and k-anonymous: every combination of released values is shared by at
   least the purpose's ``k_anonymity`` rows, and rows in smaller groups are
   suppressed. That needs the whole data set before the first row, so the
-  export plans outside the lock, then decides every planned row in one unit of
-  work that re-checks consent and the ciphertexts, suppresses again whatever
+  export plans outside the lock (opening every admitted member), then decides
+  every planned row in one unit of work that re-checks consent and that the
+  member has not changed since (``updated_at``), suppresses again whatever
   group the re-check shrank, and records the entries; only then are rows sent.
 
 A complete export ends with a trailer line (``Export.trailer``,
@@ -27,10 +28,10 @@ must be discarded.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -42,7 +43,7 @@ from gate.reads import FieldRelease, refusal
 from policies.decide import Decision, decide_member, decide_purpose
 from principals.actor import Actor
 from vault.crypto import DecryptionFailed
-from vault.members import SealedMember, existing_members_after, load_sealed
+from vault.members import SealedMember, existing_members_after, load_sealed, member_versions
 
 # Members per statement when a whole export's plan is re-checked in one unit of work.
 _CHECK_CHUNK = 1000
@@ -199,24 +200,12 @@ def _damaged(
 class _PlannedRow:
     pseudonym: str
     member_id: str
-    # What the row releases, and the ciphertexts it was computed from: the
-    # decision re-checks that they are still the member's.
     fields: dict[str, Any]
-    sealed_digest: bytes
-
-    @property
-    def combination(self) -> tuple[tuple[str, Any], ...]:
-        return tuple(sorted(self.fields.items()))
-
-
-def _digest(sealed: SealedMember) -> bytes:
-    """Changes whenever the member's data key or any loaded ciphertext does (fresh nonces)."""
-    digest = hashlib.sha256(sealed.data_key_ct)
-    for name in sorted(sealed.fields):
-        digest.update(len(name).to_bytes(2, "big") + name.encode())
-        ct = sealed.fields[name]
-        digest.update(len(ct).to_bytes(4, "big") + ct)
-    return digest.digest()
+    # The released values as one hashable key: rows sharing it form a group.
+    combination: tuple[tuple[str, Any], ...]
+    # The member's ``updated_at`` when the fields were opened: the decision
+    # checks that the member has not changed since.
+    version: datetime
 
 
 def _k_anonymous(rows: list[_PlannedRow], k: int) -> list[_PlannedRow]:
@@ -249,36 +238,39 @@ def _anonymised(
             ids = existing_members_after(session, after, limit=batch_size)
             examined += len(ids)
             admitted = _admitted(session, services, decision, ids)
+            # The versions first: a change after this read is seen as one.
+            versions = member_versions(session, admitted)
             sealed = load_sealed(session, admitted, fields)
             shown, bad = _open_each(sealed, admitted, release.fields)
             damaged.extend(bad)
             planned.extend(
-                _PlannedRow(release.label(m), m, shown[m], _digest(sealed[m]))
+                _PlannedRow(
+                    pseudonym=release.label(m),
+                    member_id=m,
+                    fields=shown[m],
+                    combination=tuple(sorted(shown[m].items())),
+                    version=versions[m],
+                )
                 for m in admitted
-                if m in shown
+                if m in shown and m in versions
             )
             if len(ids) < batch_size:
                 break
             after = ids[-1]
     kept = _k_anonymous(planned, k)
 
-    # 2. Decide every kept row in one unit of work: still admitted, still the
-    # same ciphertexts; then suppress again any group the re-check shrank, so
-    # that the rows released are k-anonymous among themselves.
+    # 2. Decide every kept row in one unit of work: still admitted, not
+    # changed or shredded since it was opened (narrow indexed reads, no
+    # ciphertexts, so the lock is held briefly); then suppress again any
+    # group the re-check shrank, so that the rows released are k-anonymous
+    # among themselves.
     with services.uow(actor) as uow:
         still: list[_PlannedRow] = []
         for start in range(0, len(kept), _CHECK_CHUNK):
             chunk = kept[start : start + _CHECK_CHUNK]
-            admitted_now = set(
-                _admitted(uow.session, services, decision, [r.member_id for r in chunk])
-            )
-            sealed_now = load_sealed(uow.session, admitted_now, fields)
-            still.extend(
-                row
-                for row in chunk
-                if row.member_id in sealed_now
-                and _digest(sealed_now[row.member_id]) == row.sealed_digest
-            )
+            admitted_now = _admitted(uow.session, services, decision, [r.member_id for r in chunk])
+            versions_now = member_versions(uow.session, admitted_now)
+            still.extend(row for row in chunk if versions_now.get(row.member_id) == row.version)
         released = sorted(_k_anonymous(still, k), key=lambda row: row.pseudonym)
         suppressed = {
             "k": k,

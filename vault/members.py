@@ -254,6 +254,24 @@ def existing_members_after(session: Session, after: str, *, limit: int) -> list[
     return [member_id for (member_id,) in session.execute(statement).all()]
 
 
+def member_versions(session: Session, member_ids: Collection[str]) -> dict[str, datetime]:
+    """Each existing member's ``updated_at``: it changes whenever any of their fields does.
+
+    A cheap stand-in for the ciphertexts (one narrow row per member): a use case
+    that opened a member's fields earlier checks under the lock that what it
+    opened is still what the member has. Crypto-shredded members are absent.
+    """
+    if not member_ids:
+        return {}
+    members, keys = VaultMember.__table__.c, VaultDataKey.__table__.c
+    statement = (
+        select(members.id, members.updated_at)
+        .join_from(VaultMember.__table__, VaultDataKey.__table__, keys.member_id == members.id)
+        .where(members.id.in_(list(member_ids)))
+    )
+    return {member_id: updated_at for member_id, updated_at in session.execute(statement).all()}
+
+
 def shred_member(session: Session, member_id: str) -> bool:
     """Crypto-shred: destroy the data key, then the ciphertexts and blind-index entries.
 

@@ -28,6 +28,7 @@ from gate.consents import record_member_consent
 from gate.context import Services
 from gate.export import export_members
 from gate.imports import import_members
+from gate.writes import update_member_record
 from principals import OPERATOR_ACTOR, Actor
 from principals.clients import authenticate
 from tests.api.conftest import auth
@@ -146,7 +147,9 @@ def test_every_released_combination_is_shared_by_k_rows_and_smaller_groups_are_s
     assert sorted(named) == sorted(groups[0] + groups[1])  # exactly the rows released
 
 
+@pytest.mark.parametrize("change", ["withdrawn", "updated"])
 def test_a_group_shrunk_below_k_while_the_export_runs_is_suppressed_whole(
+    change: str,
     services: Services,
     session: Session,
     keys: Keys,
@@ -158,13 +161,19 @@ def test_a_group_shrunk_below_k_while_the_export_runs_is_suppressed_whole(
     actor = analytics("analytics-race")
     with services.reading() as reading:
         app = authenticate(reading, keys.app)
+        crm = authenticate(reading, keys.crm)
     planned = gate.export._k_anonymous
     calls = 0
 
     def withdraw_after_the_plan(rows: list, k: int) -> list:
         nonlocal calls
         calls += 1
-        if calls == 1:  # the plan is made; the decision has not started
+        if calls == 1 and change == "updated":
+            # Same released values, but not the member the plan opened.
+            update_member_record(
+                services, actor=crm, member_id=leaving, values={"tier": "普通"}, request_id=None
+            )
+        elif calls == 1:  # the plan is made; the decision has not started
             record_member_consent(
                 services,
                 actor=app,
