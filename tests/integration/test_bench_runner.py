@@ -60,7 +60,12 @@ def test_quick_check_run_writes_rows_with_the_contract_keys_and_numeric_values(
             value = row[key]
             assert isinstance(value, int | float) and not isinstance(value, bool), (key, row)
             assert math.isfinite(value) and value > 0, (key, row)
-        assert isinstance(row["met"], bool)
+        # A row without a stated target (as http's untargeted rows, or the anonymised
+        # export's memory, which grows with the members by design) has no verdict.
+        if row["target"] is None:
+            assert row["met"] is None, row
+        else:
+            assert isinstance(row["met"], bool), row
         assert row["notes"]
     machine = result["machine"]
     assert machine["database"] == "sqlite"
