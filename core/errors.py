@@ -53,3 +53,15 @@ class Unavailable(DomainError):
 
     slug = "unavailable"
     title = "Service unavailable"
+
+
+class SetupError(Exception):
+    """memberguard cannot start or run here: a setting, key file, database or port is
+    missing or wrong.
+
+    Raised by the code that loads settings, keys and the database, before any
+    request or use case runs; not a ``DomainError``, so it never becomes an HTTP
+    problem. Its message is one line that names the problem and the fix (``run
+    `memberguard init```, ``chmod 600 <file>``), for an entry point to print as it
+    is: it never holds key material or a database password.
+    """

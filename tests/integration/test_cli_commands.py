@@ -154,13 +154,13 @@ def test_a_world_readable_key_file_is_refused_with_a_clear_error(home: Path) -> 
     run("init")
     (home / "keys" / "keyring.json").chmod(0o644)
     code, output = run("clients", "list")
-    assert code == 1
-    assert "chmod 600" in output and "Traceback" not in output
+    assert code == 2
+    assert f"chmod 600 {home / 'keys' / 'keyring.json'}" in output and "Traceback" not in output
 
 
 def test_a_missing_key_file_points_to_init(home: Path) -> None:
     code, output = run("clients", "list")
-    assert code == 1 and "memberguard init" in output
+    assert code == 2 and "memberguard init" in output
 
 
 def test_env_providers_init_with_generated_keys(
@@ -190,4 +190,4 @@ def test_init_with_env_provider_and_no_signer_says_how_to_make_one(
     monkeypatch.setenv("MEMBERGUARD_KEYRING", keyring.strip())
     monkeypatch.delenv("MEMBERGUARD_AUDIT_SIGNER", raising=False)
     code, output = run("init")
-    assert code == 1 and "keys generate-signer" in output
+    assert code == 2 and "keys generate-signer" in output
