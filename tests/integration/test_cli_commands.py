@@ -82,8 +82,10 @@ def test_clients_add_prints_the_key_once_and_list_never_shows_it(home: Path) -> 
     assert code == 0 and "crm" in listed and created["key"] not in listed
     code, output = run("clients", "add", "crm", "--role", "client")
     assert code == 1 and "already exists" in output
-    code, output = run("clients", "add", "x", "--role", "client", "--purpose", "no_such_purpose")
-    assert code == 1 and "not in the policy" in output
+    code, output = run("clients", "add", "x", "--role", "client", "--purpose", "telepathy")
+    assert code == 1
+    assert "purpose not in the policy: telepathy;" in output
+    assert "the policy's purposes are: analytics, birthday_benefits," in output
     code, output = run("clients", "revoke", "crm")
     assert code == 0 and "revoked" in output
     code, listed = run("clients", "list", "--json")
