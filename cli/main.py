@@ -230,14 +230,25 @@ def demo(n_members: int, seed: int, host: str, port: int, no_serve: bool) -> Non
         )
     keys = ensure_clients(services)
     granted, without = sample_members(services)
-    click.echo(_tour(keys, granted, without, f"http://{host}:{port}"))
+    click.echo(_tour(keys, granted, without, f"http://{host}:{port}", _invoked_as()))
     if not no_serve:
         # The demo is local: its API docs are readable without a key.
         os.environ.setdefault("MEMBERGUARD_DOCS_PUBLIC", "true")
         _serve(host, port, 1)
 
 
-def _tour(keys: dict[str, str], granted: str | None, without: str | None, base: str) -> str:
+def _invoked_as() -> str:
+    """How to run memberguard again from the same directory: ``.venv/bin/memberguard`` when
+    it was started by that relative path (as the README's install leaves it), else the name."""
+    argv0 = sys.argv[0]
+    if Path(argv0).name == "memberguard" and not Path(argv0).is_absolute() and "/" in argv0:
+        return argv0
+    return "memberguard"
+
+
+def _tour(
+    keys: dict[str, str], granted: str | None, without: str | None, base: str, command: str
+) -> str:
     lines = ["", "Demo clients (keys are shown once; only their hashes are stored):"]
     lines += [f"  {name:<12} {key}" for name, key in keys.items()]
     if not keys or granted is None or without is None:
@@ -264,7 +275,8 @@ def _tour(keys: dict[str, str], granted: str | None, without: str | None, base: 
         f'  curl -s "{base}/v1/members/$A?purpose=marketing_sms" -H "Authorization: Bearer $SMS"',
         "  # the auditor sees every decision, refusals included",
         f'  curl -s "{base}/v1/audit/entries?member=$A" -H "Authorization: Bearer $DPO"',
-        "  memberguard audit verify",
+        "  # the operator checks the whole log from the stored bytes (same directory and home)",
+        f"  {command} audit verify",
         "",
         f"OpenAPI: {base}/docs",
     ]
