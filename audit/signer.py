@@ -14,9 +14,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit.checkpoint import KeyFormatError, generate_signer, parse_signer_key
+from core.errors import SetupError
 
 
-class SignerError(Exception):
+class SignerError(SetupError):
     """The signing key is missing, unreadable or malformed. Never carries key material."""
 
 
@@ -37,7 +38,8 @@ def load_signer_file(path: Path, *, name: str) -> Ed25519PrivateKey:
         raise SignerError(f"{path}: no checkpoint signing key; run `memberguard init`") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SignerError(
-            f"{path}: signing key must not be readable by group or others (chmod 600)"
+            f"{path}: the signing key must not be readable by group or others; "
+            f"run `chmod 600 {path}`"
         )
     return _parse(path.read_text(encoding="ascii").strip(), name=name, source=str(path))
 
@@ -45,7 +47,10 @@ def load_signer_file(path: Path, *, name: str) -> Ed25519PrivateKey:
 def load_signer_env(variable: str, *, name: str) -> Ed25519PrivateKey:
     value = os.environ.get(variable)
     if not value:
-        raise SignerError(f"${variable} is not set (the checkpoint signing key)")
+        raise SignerError(
+            f"${variable} is not set (the checkpoint signing key); "
+            "generate one with `memberguard keys generate-signer`"
+        )
     return _parse(value.strip(), name=name, source=f"${variable}")
 
 

@@ -2,45 +2,75 @@
 
 Every command builds its own ``Settings`` from the environment (prefix
 ``MEMBERGUARD_``) and passes it down; nothing happens at import time.
+
+Errors end in one line on stderr, ``memberguard: error: …``, never a
+traceback. Exit status: 1 when the command ran and failed or was refused (a
+domain rule, a failed verification), 2 when it could not run here (usage, and
+any ``SetupError``: settings, keys, the database, the port). Both are handled
+in one place, ``MemberguardCLI.invoke``, not per command.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from core.settings import Settings
+from core.errors import DomainError, SetupError
+from core.settings import Settings, load_settings
+
+SETUP_FAILED = 2
 
 
 def _settings() -> Settings:
-    return Settings()
+    return load_settings()
 
 
 def _services(settings: Settings) -> Any:
-    from audit.signer import SignerError
-    from gate.context import build_services
-    from policies import PolicyError
-    from vault.keys import KeyringError
+    """The services, after checking the database answers and is migrated: a command fails
+    on a bad URL or an uninitialised home before it starts, with the fix."""
+    from gate.context import build_services, check_database
 
-    try:
-        return build_services(settings)
-    except (KeyringError, SignerError) as exc:
-        _fail(str(exc))
-    except PolicyError as exc:
-        _fail("\n  ".join(["the policy does not load:", *exc.problems]))
+    services = build_services(settings)
+    check_database(settings)
+    return services
+
+
+def _error(message: str) -> None:
+    click.secho(f"memberguard: error: {message}", fg="red", err=True)
 
 
 def _fail(message: str, code: int = 1) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
+    _error(message)
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class MemberguardCLI(click.Group):
+    """The one place where errors become a line on stderr and an exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from policies import PolicyError
+
+        try:
+            return super().invoke(ctx)
+        except SetupError as exc:
+            _error(str(exc))
+            ctx.exit(SETUP_FAILED)
+        except PolicyError as exc:
+            _error("\n  ".join(["the policy does not load:", *exc.problems]))
+            ctx.exit(SETUP_FAILED)
+        except DomainError as exc:
+            _error(exc.detail)
+            ctx.exit(1)
+
+
+@click.group(cls=MemberguardCLI, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="memberguard", prog_name="memberguard")
 def main() -> None:
     """memberguard: the privacy gate for loyalty-programme member data."""
 
@@ -49,13 +79,16 @@ def main() -> None:
 
 
 def run_init(settings: Settings, *, echo: bool = True) -> None:
-    from audit.signer import SignerError, create_signer_file, load_signer_env, load_signer_file
+    from audit.signer import create_signer_file, load_signer_env, load_signer_file
+    from gate.context import check_database
     from migrations import upgrade
-    from vault.keys import EnvKeyring, KeyringError, LocalKeyFile
+    from vault.keys import EnvKeyring, LocalKeyFile
 
     say = click.echo if echo else (lambda *_a, **_k: None)
     settings.home.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.home, 0o700)
+    # Before any key is created: a wrong URL fails with nothing half set up.
+    check_database(settings, migrated=False)
     if settings.key_provider == "local":
         key_file = LocalKeyFile(settings.resolved_key_path)
         if key_file.exists():
@@ -65,10 +98,7 @@ def run_init(settings: Settings, *, echo: bool = True) -> None:
             key_file.create()
             say(f"keys:     {settings.resolved_key_path} (created, mode 0600)")
     else:
-        try:
-            EnvKeyring(settings.keyring_env).load()
-        except KeyringError as exc:
-            _fail(f"{exc}. Generate one with `memberguard keys generate`.")
+        EnvKeyring(settings.keyring_env).load()
         say(f"keys:     ${settings.keyring_env}")
     if settings.key_provider == "local":
         signer = settings.resolved_signer_path
@@ -79,10 +109,7 @@ def run_init(settings: Settings, *, echo: bool = True) -> None:
             create_signer_file(signer, name=settings.audit_origin)
             say(f"signer:   {signer} (created, mode 0600)")
     else:
-        try:
-            load_signer_env(settings.audit_signer_env, name=settings.audit_origin)
-        except SignerError as exc:
-            _fail(f"{exc}. Generate one with `memberguard keys generate-signer`.")
+        load_signer_env(settings.audit_signer_env, name=settings.audit_origin)
         say(f"signer:   ${settings.audit_signer_env}")
     upgrade(url=settings.resolved_database_url)
     say("database: migrated to the latest schema")
@@ -91,14 +118,7 @@ def run_init(settings: Settings, *, echo: bool = True) -> None:
 @main.command()
 def init() -> None:
     """Create the key files and the database schema (idempotent; honours MEMBERGUARD_HOME)."""
-    from audit.signer import SignerError
-    from vault.keys import KeyringError
-
-    settings = _settings()
-    try:
-        run_init(settings)
-    except (KeyringError, SignerError) as exc:
-        _fail(str(exc))
+    run_init(_settings())
 
 
 # -- serve --------------------------------------------------------------------
@@ -118,6 +138,31 @@ def app_factory() -> Any:
         personal_keys=services.policy.personal_field_names,
     )
     return create_app(services=services)
+
+
+class PortUnavailable(SetupError):
+    """The address to serve on cannot be listened on."""
+
+
+def _check_port(host: str, port: int) -> None:
+    """Listen on ``host:port`` once, as uvicorn will (SO_REUSEADDR), and let go.
+
+    So that a busy port fails before anything is loaded or printed, in one line.
+    Something else can still take the port in between; uvicorn then fails on its own.
+    """
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise PortUnavailable(
+            f"cannot listen on {host}:{port}: {reason[0].lower()}{reason[1:]}; stop what is "
+            "using it, or choose another address with --port (and --host)"
+        ) from None
 
 
 def _serve(host: str, port: int, workers: int) -> None:
@@ -141,6 +186,10 @@ def _serve(host: str, port: int, workers: int) -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API (uvicorn). Use several workers on PostgreSQL or MySQL."""
+    _check_port(host, port)
+    # Keys, signer, policy and database are checked here, once, before uvicorn
+    # starts: in a worker, a failure would only be a traceback.
+    _services(_settings())
     _serve(host, port, workers)
 
 
@@ -164,6 +213,8 @@ def demo(n_members: int, seed: int, host: str, port: int, no_serve: bool) -> Non
     from cli.demo import ensure_clients, load_members, member_count, sample_members
 
     settings = _settings()
+    if not no_serve:
+        _check_port(host, port)  # before loading anything: a busy port wastes no one's time
     run_init(settings)
     services = _services(settings)
     existing = member_count(services)
@@ -179,14 +230,25 @@ def demo(n_members: int, seed: int, host: str, port: int, no_serve: bool) -> Non
         )
     keys = ensure_clients(services)
     granted, without = sample_members(services)
-    click.echo(_tour(keys, granted, without, f"http://{host}:{port}"))
+    click.echo(_tour(keys, granted, without, f"http://{host}:{port}", _invoked_as()))
     if not no_serve:
         # The demo is local: its API docs are readable without a key.
         os.environ.setdefault("MEMBERGUARD_DOCS_PUBLIC", "true")
         _serve(host, port, 1)
 
 
-def _tour(keys: dict[str, str], granted: str | None, without: str | None, base: str) -> str:
+def _invoked_as() -> str:
+    """How to run memberguard again from the same directory: ``.venv/bin/memberguard`` when
+    it was started by that relative path (as the README's install leaves it), else the name."""
+    argv0 = sys.argv[0]
+    if Path(argv0).name == "memberguard" and not Path(argv0).is_absolute() and "/" in argv0:
+        return argv0
+    return "memberguard"
+
+
+def _tour(
+    keys: dict[str, str], granted: str | None, without: str | None, base: str, command: str
+) -> str:
     lines = ["", "Demo clients (keys are shown once; only their hashes are stored):"]
     lines += [f"  {name:<12} {key}" for name, key in keys.items()]
     if not keys or granted is None or without is None:
@@ -213,7 +275,8 @@ def _tour(keys: dict[str, str], granted: str | None, without: str | None, base: 
         f'  curl -s "{base}/v1/members/$A?purpose=marketing_sms" -H "Authorization: Bearer $SMS"',
         "  # the auditor sees every decision, refusals included",
         f'  curl -s "{base}/v1/audit/entries?member=$A" -H "Authorization: Bearer $DPO"',
-        "  memberguard audit verify",
+        "  # the operator checks the whole log from the stored bytes (same directory and home)",
+        f"  {command} audit verify",
         "",
         f"OpenAPI: {base}/docs",
     ]
@@ -245,24 +308,19 @@ def clients_add(
     name: str, role: str, purposes: tuple[str, ...], scopes: tuple[str, ...], as_json: bool
 ) -> None:
     """Register a client and print its API key (shown once)."""
-    from core.errors import DomainError
     from gate.clients import register_client
     from principals import OPERATOR_ACTOR
 
     services = _services(_settings())
-    try:
-        issued = register_client(
-            services,
-            actor=OPERATOR_ACTOR,
-            name=name,
-            role=role,
-            purposes=list(purposes),
-            scopes=list(scopes),
-            request_id=None,
-        )
-    except DomainError as exc:
-        _fail(exc.detail)
-        return
+    issued = register_client(
+        services,
+        actor=OPERATOR_ACTOR,
+        name=name,
+        role=role,
+        purposes=list(purposes),
+        scopes=list(scopes),
+        request_id=None,
+    )
     if as_json:
         click.echo(
             json.dumps({"id": issued.client["id"], "name": name, "role": role, "key": issued.key})
@@ -292,18 +350,13 @@ def clients_list(as_json: bool) -> None:
 @click.argument("client")
 def clients_revoke(client: str) -> None:
     """Revoke a client (by id or name); its keys stop working at once."""
-    from core.errors import DomainError
     from gate.clients import revoke_client
     from principals import OPERATOR_ACTOR
 
     services = _services(_settings())
-    try:
-        seq = revoke_client(
-            services, actor=OPERATOR_ACTOR, client=client, request_id=None, accept_name=True
-        )
-    except DomainError as exc:
-        _fail(exc.detail)
-        return
+    seq = revoke_client(
+        services, actor=OPERATOR_ACTOR, client=client, request_id=None, accept_name=True
+    )
     click.echo(f"revoked {client} (audit entry {seq})")
 
 
@@ -342,15 +395,11 @@ def keys_rotate() -> None:
     them. With the env provider this prints the new keyring to deploy instead.
     Data is never re-encrypted; only the data keys are re-wrapped.
     """
-    from vault.keys import EnvKeyring, KeyringError, LocalKeyFile
+    from vault.keys import EnvKeyring, LocalKeyFile
 
     settings = _settings()
     if settings.key_provider == "env":
-        try:
-            current = EnvKeyring(settings.keyring_env).load()
-        except KeyringError as exc:
-            _fail(str(exc))
-            return
+        current = EnvKeyring(settings.keyring_env).load()
         click.echo(EnvKeyring.encode(current.with_new_kek()))
         click.echo(
             f"Deploy this as ${settings.keyring_env} on every worker, "
@@ -359,11 +408,7 @@ def keys_rotate() -> None:
         )
         return
     key_file = LocalKeyFile(settings.resolved_key_path)
-    try:
-        rotated = key_file.load().with_new_kek()
-    except KeyringError as exc:
-        _fail(str(exc))
-        return
+    rotated = key_file.load().with_new_kek()
     key_file.save(rotated)
     click.echo(f"KEK version {rotated.active_version} added to {key_file.path}.")
     click.echo("Restart every worker, then run `memberguard keys rewrap`.")
@@ -478,6 +523,7 @@ def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
     from audit.offline import verify_export
     from audit.online import verify_log
     from core.db import build_engine, session_factory
+    from gate.context import check_database
 
     settings = _settings()
     try:
@@ -503,6 +549,7 @@ def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
         click.secho(f"FAILED: {offline.failure}", fg="red", err=True)
         sys.exit(1)
 
+    check_database(settings)
     if key is None:
         key = _deployment_verifier_key(settings)
         if key is None:
@@ -528,13 +575,9 @@ def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
 @audit.command("public-key")
 def audit_public_key() -> None:
     """Print the checkpoint verifier key (C2SP note format) for auditors to keep."""
-    from audit.signer import SignerError
     from gate.context import load_notary
 
-    try:
-        click.echo(load_notary(_settings()).verifier_key)
-    except SignerError as exc:
-        _fail(str(exc))
+    click.echo(load_notary(_settings()).verifier_key)
 
 
 @audit.command("checkpoint")
@@ -557,14 +600,10 @@ def audit_checkpoint() -> None:
 def audit_prove(seq: int, size: int | None) -> None:
     """Print the inclusion proof of entry SEQ as JSON (with the entry and the signed checkpoint)."""
     from audit.proofs import inclusion
-    from core.errors import DomainError
 
     services = _services(_settings())
-    try:
-        with services.reading() as session:
-            click.echo(json.dumps(inclusion(session, seq=seq, size=size), indent=2))
-    except DomainError as exc:
-        _fail(exc.detail)
+    with services.reading() as session:
+        click.echo(json.dumps(inclusion(session, seq=seq, size=size), indent=2))
 
 
 @audit.command("consistency")
@@ -573,14 +612,10 @@ def audit_prove(seq: int, size: int | None) -> None:
 def audit_consistency(old: int, new: int) -> None:
     """Print the consistency proof between checkpointed sizes OLD and NEW as JSON."""
     from audit.proofs import consistency
-    from core.errors import DomainError
 
     services = _services(_settings())
-    try:
-        with services.reading() as session:
-            click.echo(json.dumps(consistency(session, old=old, new=new), indent=2))
-    except DomainError as exc:
-        _fail(exc.detail)
+    with services.reading() as session:
+        click.echo(json.dumps(consistency(session, old=old, new=new), indent=2))
 
 
 @audit.command("export")

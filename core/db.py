@@ -11,13 +11,16 @@ embedded default), PostgreSQL 15+ (psycopg 3) and MySQL 8 / MariaDB 10.11+
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Connection,
     DateTime,
     Engine,
     Integer,
@@ -28,9 +31,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from core.errors import SetupError
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -75,10 +80,51 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def normalise_url(url: str | URL) -> URL:
-    """Pick the supported driver for each dialect, whatever the operator typed."""
+class DatabaseURLError(SetupError):
+    """The database URL cannot be used: not a URL, an unsupported database, a driver missing."""
+
+
+class DatabaseUnavailable(SetupError):
+    """The database named by the URL cannot be reached or refuses the login."""
+
+
+URL_SETTING = "MEMBERGUARD_DATABASE_URL"
+URL_FORMS = "postgresql://USER@HOST:5432/DB, mysql://USER@HOST:3306/DB or sqlite:///PATH"
+# Which extra of the package installs each dialect's driver.
+DRIVER_EXTRAS = {"postgresql": ("psycopg", "postgres"), "mysql": ("pymysql", "mysql")}
+
+
+def display_url(url: str | URL) -> str:
+    """The URL as it may be printed or logged: the dialect as the operator names it, the
+    password hidden, and no query string (libpq and PyMySQL accept a password there too)."""
     parsed = make_url(url)
+    return URL.create(
+        parsed.get_backend_name(),
+        username=parsed.username,
+        password=parsed.password,
+        host=parsed.host,
+        port=parsed.port,
+        database=parsed.database,
+    ).render_as_string(hide_password=True)
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Pick the supported driver for each dialect, whatever the operator typed.
+
+    ``postgres://`` (Heroku's and libpq's spelling) is PostgreSQL. A string that
+    is not a URL, or names a database memberguard does not run on, is a
+    ``DatabaseURLError`` whose message never repeats the string: it may hold a
+    password.
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise DatabaseURLError(
+            f"{URL_SETTING} is not a database URL; expected {URL_FORMS}"
+        ) from None
     backend = parsed.get_backend_name()
+    if backend == "postgres":
+        backend = "postgresql"
     if backend == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     elif backend in ("mysql", "mariadb"):
@@ -86,7 +132,26 @@ def normalise_url(url: str | URL) -> URL:
         query = dict(parsed.query)
         query.setdefault("charset", "utf8mb4")
         parsed = parsed.set(query=query)
+    elif backend != "sqlite":
+        raise DatabaseURLError(
+            f"{URL_SETTING} names {backend!r}, which memberguard does not run on; use {URL_FORMS}"
+        )
     return parsed
+
+
+def _require_driver(url: URL) -> None:
+    """A dialect whose driver is an optional extra needs it installed."""
+    backend = url.get_backend_name()
+    if backend not in DRIVER_EXTRAS:
+        return
+    module, extra = DRIVER_EXTRAS[backend]
+    try:
+        __import__(module)
+    except ImportError:
+        raise DatabaseURLError(
+            f"{display_url(url)} needs the {module} driver, which is not installed; install "
+            f"it with pip install 'memberguard[{extra}]' (in a clone: pip install '.[{extra}]')"
+        ) from None
 
 
 def build_engine(url: str | URL, *, sqlite_synchronous: str = "FULL", **kwargs: Any) -> Engine:
@@ -97,6 +162,7 @@ def build_engine(url: str | URL, *, sqlite_synchronous: str = "FULL", **kwargs: 
     never the place for stored data.
     """
     parsed = normalise_url(url)
+    _require_driver(parsed)
     backend = parsed.get_backend_name()
     options: dict[str, Any] = {"hide_parameters": True, "future": True}
     if backend == "sqlite":
@@ -181,3 +247,91 @@ def session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[
 # Column types shared by the models of every area.
 BigId = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER only
 LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql")
+
+
+# -- connecting, with the fix named -------------------------------------------
+
+
+@contextmanager
+def open_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection, or ``DatabaseUnavailable`` naming what is wrong and how to fix it.
+
+    Only the connect is explained: an error in the caller's work on the
+    connection propagates as it is.
+    """
+    try:
+        connection = engine.connect()
+    except DBAPIError as exc:
+        raise DatabaseUnavailable(explain_connect_error(exc, engine.url)) from None
+    with connection:
+        yield connection
+
+
+_PG_MISSING_DATABASE = re.compile(r'database "([^"]*)" does not exist')
+_PG_MISSING_ROLE = re.compile(r'role "([^"]*)" does not exist')
+_PG_LOGIN = ("password authentication failed", "no pg_hba.conf entry", "authentication failed")
+_PG_UNREACHABLE = ("connection refused", "could not translate host name", "timeout expired")
+_MYSQL_UNREACHABLE = {2002, 2003, 2005, 2006, 2013}
+_MYSQL_LOGIN = {1044, 1045, 1698}
+_MYSQL_MISSING_DATABASE = 1049
+
+
+def explain_connect_error(exc: DBAPIError, url: URL) -> str:
+    """One line for a failed connect: the problem, where, and the fix.
+
+    The URL is shown with its password hidden, and the driver's own text (which
+    names host, user and database, never the password) is scrubbed of the
+    password all the same.
+    """
+    shown = display_url(url)
+    where = f"{url.host or 'localhost'}:{url.port}" if url.port else (url.host or "localhost")
+    backend = url.get_backend_name()
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    # PyMySQL's errors are (code, message); psycopg's and sqlite3's are (message,).
+    code = args[0] if len(args) == 2 and isinstance(args[0], int) else None
+    text = str(args[1]) if code is not None else str(orig if orig is not None else exc)
+    if url.password:
+        text = text.replace(str(url.password), "***")
+    first_line = text.strip().splitlines()[0].strip() if text.strip() else type(orig).__name__
+    lowered = text.lower()
+    if backend == "sqlite":
+        return (
+            f"cannot open the SQLite database {url.database}: {first_line}; "
+            f"its directory must exist and be writable (run `memberguard init`, or set "
+            f"MEMBERGUARD_HOME or {URL_SETTING})"
+        )
+    unreachable = (
+        code in _MYSQL_UNREACHABLE
+        if backend == "mysql"
+        else any(marker in lowered for marker in _PG_UNREACHABLE)
+    )
+    if unreachable:
+        return (
+            f"cannot reach the database server at {where} ({shown}); check that the server "
+            f"is running and the host and port in {URL_SETTING} are right"
+        )
+    missing = _PG_MISSING_DATABASE.search(text) if backend == "postgresql" else None
+    if missing is not None or code == _MYSQL_MISSING_DATABASE:
+        name = missing.group(1) if missing is not None else url.database
+        return (
+            f"the database {name!r} does not exist on {where} ({shown}); create it "
+            f"(CREATE DATABASE {name}) or fix the database name in {URL_SETTING}"
+        )
+    role = _PG_MISSING_ROLE.search(text) if backend == "postgresql" else None
+    if role is not None:
+        return (
+            f"the role {role.group(1)!r} does not exist on {where} ({shown}); create it "
+            f"(CREATE ROLE {role.group(1)} LOGIN) or fix the user name in {URL_SETTING}"
+        )
+    login = (
+        code in _MYSQL_LOGIN
+        if backend == "mysql"
+        else any(marker in lowered for marker in _PG_LOGIN)
+    )
+    if login:
+        return (
+            f"the database server at {where} refused user {url.username!r} ({shown}): "
+            f"{first_line}; fix the user or password in {URL_SETTING}, or grant the user access"
+        )
+    return f"cannot connect to the database ({shown}): {first_line}; check {URL_SETTING}"

@@ -64,3 +64,15 @@ class RateLimited(DomainError):
     def __init__(self, detail: str, *, retry_after: int, **extra: object) -> None:
         super().__init__(detail, **extra)
         self.retry_after = max(1, retry_after)
+
+
+class SetupError(Exception):
+    """memberguard cannot start or run here: a setting, key file, database or port is
+    missing or wrong.
+
+    Raised by the code that loads settings, keys and the database, before any
+    request or use case runs; not a ``DomainError``, so it never becomes an HTTP
+    problem. Its message is one line that names the problem and the fix (``run
+    `memberguard init```, ``chmod 600 <file>``), for an entry point to print as it
+    is: it never holds key material or a database password.
+    """

@@ -10,12 +10,20 @@ from pathlib import Path
 from typing import Literal
 
 import limits
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import SetupError
+
+ENV_PREFIX = "MEMBERGUARD_"
+
+
+class SettingsError(SetupError):
+    """An environment variable holds a value the settings refuse."""
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MEMBERGUARD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     home: Path = Field(default=Path("./var"), description="Directory for the SQLite file and keys.")
     database_url: SecretStr | None = Field(
@@ -105,3 +113,22 @@ class Settings(BaseSettings):
     @property
     def resolved_key_path(self) -> Path:
         return self.key_path if self.key_path is not None else self.home / "keys" / "keyring.json"
+
+
+def load_settings() -> Settings:
+    """``Settings()`` from the environment, for entry points.
+
+    A refused value is a ``SettingsError`` that names the variable and the rule
+    it breaks, never the value (it may be a secret, such as a URL's password).
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False)
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'_'.join(str(part) for part in error['loc']).upper()}: "
+            f"{error['msg'][0].lower()}{error['msg'][1:]}"
+            for error in errors
+        )
+        fix = "fix the variable" if len(errors) == 1 else "fix these variables"
+        raise SettingsError(f"{problems}; {fix}") from None

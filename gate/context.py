@@ -22,8 +22,9 @@ from audit.notary import Notary
 from audit.signer import load_signer_env, load_signer_file
 from audit.uow import AuditedUnitOfWork
 from core.clock import Clock, utc_now
-from core.db import SessionFactory, build_engine, session_factory
+from core.db import SessionFactory, build_engine, open_connection, session_factory
 from core.settings import Settings
+from migrations import require_current
 from policies import load_policy
 from policies.model import Policy
 from principals.actor import Actor
@@ -98,8 +99,30 @@ def load_notary(settings: Settings) -> Notary:
     )
 
 
+def check_database(settings: Settings, *, migrated: bool = True) -> None:
+    """The database answers (and, if ``migrated``, is at this version's schema), or a
+    ``SetupError`` naming the fix: a wrong URL, an unknown database or role, a home
+    ``memberguard init`` has not set up.
+
+    Entry points call this before they serve or operate, so that a bad
+    configuration fails at once, in one line, rather than at the first request.
+    """
+    engine = build_engine(
+        settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+    )
+    try:
+        if migrated:
+            require_current(engine)
+        else:
+            with open_connection(engine):
+                pass
+    finally:
+        engine.dispose()
+
+
 def build_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
-    """Everything from ``settings``; raises KeyringError, SignerError or PolicyError."""
+    """Everything from ``settings``; raises a ``SetupError`` (keys, signer, database URL) or
+    ``PolicyError``. The database is not connected to here: see ``check_database``."""
     engine = build_engine(
         settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
     )

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from audit.actions import ActorKind
 from core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from core.ids import is_valid_id, new_id
-from policies.model import Policy
+from policies.model import SLUG_RE, Policy
 from principals.actor import OPERATOR, Actor
 from principals.models import GateApiKey, GateClient, GateClientPurpose
 
@@ -164,7 +164,8 @@ def check_new_client(
     unknown = sorted(set(purposes) - set(policy.purposes))
     if unknown:
         raise InvalidInput(
-            f"{len(unknown)} purpose(s) are not in the policy",
+            f"{_unknown_purposes(unknown)}; the policy's purposes are: "
+            + ", ".join(sorted(policy.purposes)),
             known_purposes=sorted(policy.purposes),
         )
     bad_scopes = sorted(set(scopes) - SCOPES)
@@ -172,6 +173,21 @@ def check_new_client(
         raise InvalidInput(f"unknown scope(s); known scopes are {', '.join(sorted(SCOPES))}")
     if role != "client" and (purposes or scopes):
         raise InvalidInput("only clients are granted purposes and scopes")
+
+
+def _unknown_purposes(unknown: list[str]) -> str:
+    """Name the unknown purposes an operator asked for: purpose names are not personal data.
+
+    Only what is shaped like a purpose name (the policy's slug rule) is repeated;
+    anything else is counted, not echoed, since error details never repeat
+    arbitrary submitted values (someone may have pasted a phone number).
+    """
+    named = [purpose for purpose in unknown if SLUG_RE.match(purpose)]
+    others = len(unknown) - len(named)
+    listed = ", ".join(named)
+    if others:
+        listed += f"{' and ' if named else ''}{others} value(s) that are not purpose names"
+    return f"{'purpose' if len(unknown) == 1 else 'purposes'} not in the policy: {listed}"
 
 
 @dataclass(frozen=True, slots=True)

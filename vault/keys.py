@@ -32,11 +32,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from core.errors import SetupError
+
 KEY_BYTES = 32
 KEYRING_FORMAT = 1
 
 
-class KeyringError(Exception):
+class KeyringError(SetupError):
     """The keyring is missing, unreadable or malformed. Never carries key material."""
 
 
@@ -197,7 +199,8 @@ class LocalKeyFile:
             ) from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyringError(
-                f"{self.path}: keyring must not be readable by group or others (chmod 600)"
+                f"{self.path}: the keyring must not be readable by group or others; "
+                f"run `chmod 600 {self.path}`"
             )
         return Keyring.from_document(self.path.read_bytes(), source=str(self.path))
 
@@ -212,7 +215,10 @@ class EnvKeyring:
     def load(self) -> Keyring:
         value = self.environ.get(self.variable)
         if not value:
-            raise KeyringError(f"${self.variable} is not set")
+            raise KeyringError(
+                f"${self.variable} is not set (the keyring); "
+                "generate one with `memberguard keys generate`"
+            )
         try:
             raw = base64.b64decode(value, validate=True)
         except binascii.Error:

@@ -879,6 +879,28 @@ def test_injection_in_a_lookup_is_refused_and_never_logged(
     assert_database_intact(app_client, keys, member_id, session)
 
 
+def test_a_client_registration_names_its_unknown_purposes_and_lists_the_policys(
+    app_client: TestClient, keys: Keys, session: Session
+) -> None:
+    # Purpose names are not personal data, so the operator is told which are wrong;
+    # a value not shaped like a purpose name (a pasted phone number) is only counted.
+    before = snapshot(session)
+    body = {
+        "name": "pos-till",
+        "role": "client",
+        "purposes": ["membership", "telepathy", MEMBER["phone"]],
+    }
+    response = app_client.post("/v1/clients", json=body, headers=auth(keys.admin))
+    problem = assert_problem(response, 422, "validation-failed")
+    assert problem["detail"].startswith(
+        "purposes not in the policy: telepathy and 1 value(s) that are not purpose names; "
+        "the policy's purposes are: analytics, birthday_benefits,"
+    )
+    assert "membership" in problem["known_purposes"]
+    assert_not_echoed(response, MEMBER["phone"])
+    assert snapshot(session) == before
+
+
 def test_injection_in_a_client_registration_is_refused_and_writes_nothing(
     app_client: TestClient, keys: Keys, member_id: str, session: Session
 ) -> None:

@@ -82,8 +82,10 @@ def test_clients_add_prints_the_key_once_and_list_never_shows_it(home: Path) -> 
     assert code == 0 and "crm" in listed and created["key"] not in listed
     code, output = run("clients", "add", "crm", "--role", "client")
     assert code == 1 and "already exists" in output
-    code, output = run("clients", "add", "x", "--role", "client", "--purpose", "no_such_purpose")
-    assert code == 1 and "not in the policy" in output
+    code, output = run("clients", "add", "x", "--role", "client", "--purpose", "telepathy")
+    assert code == 1
+    assert "purpose not in the policy: telepathy;" in output
+    assert "the policy's purposes are: analytics, birthday_benefits," in output
     code, output = run("clients", "revoke", "crm")
     assert code == 0 and "revoked" in output
     code, listed = run("clients", "list", "--json")
@@ -154,13 +156,13 @@ def test_a_world_readable_key_file_is_refused_with_a_clear_error(home: Path) -> 
     run("init")
     (home / "keys" / "keyring.json").chmod(0o644)
     code, output = run("clients", "list")
-    assert code == 1
-    assert "chmod 600" in output and "Traceback" not in output
+    assert code == 2
+    assert f"chmod 600 {home / 'keys' / 'keyring.json'}" in output and "Traceback" not in output
 
 
 def test_a_missing_key_file_points_to_init(home: Path) -> None:
     code, output = run("clients", "list")
-    assert code == 1 and "memberguard init" in output
+    assert code == 2 and "memberguard init" in output
 
 
 def test_env_providers_init_with_generated_keys(
@@ -190,4 +192,4 @@ def test_init_with_env_provider_and_no_signer_says_how_to_make_one(
     monkeypatch.setenv("MEMBERGUARD_KEYRING", keyring.strip())
     monkeypatch.delenv("MEMBERGUARD_AUDIT_SIGNER", raising=False)
     code, output = run("init")
-    assert code == 1 and "keys generate-signer" in output
+    assert code == 2 and "keys generate-signer" in output

@@ -1,7 +1,6 @@
 """RFC 9162 Merkle tree: known answers, the transparency-dev vectors, and properties.
 
-The vectors live outside the repository, in ``shared/testdata/rfc6962`` next to
-it (or wherever ``MEMBERGUARD_RFC6962_VECTORS`` points).
+The vectors ship with the tests, in ``tests/data/rfc6962`` (see its README).
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ import base64
 import hashlib
 import json
 import math
-import os
 from functools import cache
 from pathlib import Path
 
@@ -34,20 +32,7 @@ from audit.merkle import (
     verify_inclusion,
 )
 
-VECTORS_ENV = "MEMBERGUARD_RFC6962_VECTORS"
-PROJECT_SHARED = Path(__file__).parents[3] / "shared"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _vector_dir() -> tuple[Path, bool]:
-    """The vector directory, and whether its absence is an error. It is not only when
-    neither the variable nor the project layout (a ``shared`` sibling) exists, outside CI."""
-    if os.environ.get(VECTORS_ENV):
-        return Path(os.environ[VECTORS_ENV]), True
-    return PROJECT_SHARED / "testdata" / "rfc6962", IN_CI or PROJECT_SHARED.is_dir()
-
-
-VECTOR_DIR, VECTORS_REQUIRED = _vector_dir()
+VECTOR_DIR = Path(__file__).parents[1] / "data" / "rfc6962"
 
 
 def _vector_files(kind: str) -> list[Path]:
@@ -96,14 +81,8 @@ def _load(path: Path) -> dict:
 
 
 def test_vector_directory_is_present_with_both_kinds_of_vector() -> None:
-    if not VECTOR_DIR.is_dir():
-        message = (
-            f"RFC 6962 test vectors not found at {VECTOR_DIR}; "
-            f"point {VECTORS_ENV} at shared/testdata/rfc6962"
-        )
-        if VECTORS_REQUIRED:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    # Without it the parametrised vector tests below would quietly collect nothing.
+    assert VECTOR_DIR.is_dir(), f"RFC 6962 test vectors missing at {VECTOR_DIR}"
     for files in (INCLUSION_FILES, CONSISTENCY_FILES):
         verdicts = {_load(path)["wantErr"] for path in files}
         assert verdicts == {True, False}, f"expected passing and failing vectors, got {verdicts}"

@@ -1,0 +1,175 @@
+"""The README's five-minute tour is what ``memberguard demo`` prints, and its numbers hold.
+
+A small demo (one import batch) is run in-process; the tour's commands are taken
+from what it printed and sent to the app built on the same home; the log's
+size after them gives the README's count for the default demo by swapping the
+small demo's import batches for the default's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from cli.demo import BATCH, DEMO_CLIENTS
+from cli.main import main
+from core.settings import Settings
+from gate.context import build_services
+
+README = Path(__file__).parents[2] / "README.md"
+SMALL = 120  # members: one import batch
+# The tour's "now": later than any consent the demo data can hold (grants by
+# 2026-12, withdrawals at most 900 days after them), so the withdrawal is the latest word.
+TOUR_AT = datetime(2030, 1, 1, tzinfo=UTC)
+DATE_COMMAND = "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+# What each of the tour's requests answers, in order (the README's comments say so).
+TOUR_STATUSES = [200, 200, 403, 201, 403, 200]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    target = tmp_path / "home"
+    monkeypatch.setenv("MEMBERGUARD_HOME", str(target))
+    # A checkpoint is cut at the first commit after every_seconds; the tour's
+    # clock is years after the demo's, so only the count rule may cut one here.
+    monkeypatch.setenv("MEMBERGUARD_CHECKPOINT_EVERY_SECONDS", str(10**10))
+    for name in ("MEMBERGUARD_DATABASE_URL", "MEMBERGUARD_KEY_PROVIDER"):
+        monkeypatch.delenv(name, raising=False)
+    return target
+
+
+def demo_default(option: str) -> object:
+    command = main.commands["demo"]  # type: ignore[attr-defined]
+    assert isinstance(command, click.Command)
+    return next(p.default for p in command.params if p.name == option)
+
+
+def printed_tour(output: str) -> list[str]:
+    """The "Try it" block the demo printed, without its two-space indent."""
+    block = output.split("Try it (in another terminal):\n", 1)[1].split("\nOpenAPI:", 1)[0]
+    return [line.removeprefix("  ") for line in block.splitlines()]
+
+
+def readme_tour() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## A five-minute tour", 1)[1]
+    return section.split("```sh\n", 1)[1].split("\n```", 1)[0].splitlines()
+
+
+def commands_only(lines: list[str]) -> list[str]:
+    """Lines that run something: blank lines and whole-line comments left out."""
+    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def with_placeholders(lines: list[str]) -> list[str]:
+    """Keys and member ids as the README writes them (``mg_...``, ``...``)."""
+    placed = [re.sub(r"=mg_[A-Za-z0-9_-]+", "=mg_...", line) for line in lines]
+    return [re.sub(r"^export ([AB])=[a-z0-9]+", r"export \1=...", line) for line in placed]
+
+
+def shell_commands(lines: list[str]) -> list[str]:
+    """Continuation lines (ending in a backslash) joined into one command each."""
+    joined: list[str] = []
+    pending = ""
+    for line in commands_only(lines):
+        if line.endswith("\\"):
+            pending += line[:-1]
+            continue
+        joined.append(pending + line)
+        pending = ""
+    return joined
+
+
+def run_curl(client: TestClient, command: str, variables: dict[str, str], base: str) -> int:
+    """Send one of the tour's curl commands (-s, -si, -X, -H, -d) through the app."""
+    command = command.replace(DATE_COMMAND, TOUR_AT.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    words = [
+        re.sub(r"\$(\w+)", lambda m: variables[m.group(1)], word) for word in shlex.split(command)
+    ]
+    assert words[0] == "curl"
+    method, headers, body, url = "GET", {}, None, None
+    rest = iter(words[1:])
+    for word in rest:
+        if word in ("-s", "-si"):
+            continue
+        if word == "-X":
+            method = next(rest)
+        elif word == "-H":
+            name, value = next(rest).split(": ", 1)
+            headers[name] = value
+        elif word == "-d":
+            body = next(rest)
+        else:
+            assert url is None and word.startswith(base), word
+            url = word
+    assert url is not None
+    return client.request(method, url[len(base) :], headers=headers, content=body).status_code
+
+
+def test_the_readme_tour_is_the_printed_tour_and_its_numbers_hold(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Started the way the README's install leaves it: .venv/bin/memberguard.
+    monkeypatch.setattr("sys.argv", [".venv/bin/memberguard", "demo"])
+    result = CliRunner().invoke(main, ["demo", "--members", str(SMALL), "--no-serve"])
+    assert result.exit_code == 0, result.output
+    printed = printed_tour(result.stdout)
+
+    # The README's block runs the very commands the demo prints.
+    assert commands_only(readme_tour()) == with_placeholders(commands_only(printed))
+
+    # Run them: each answers what the tour says, and the log grows by the tour's decisions.
+    commands = shell_commands(printed)
+    variables: dict[str, str] = {}
+    for command in commands:
+        if command.startswith("export "):
+            for assignment in shlex.split(command, comments=True)[1:]:
+                name, value = assignment.split("=", 1)
+                variables[name] = value
+    base = f"http://127.0.0.1:{demo_default('port')}"
+    services = build_services(Settings(), clock=lambda: TOUR_AT)
+    with TestClient(create_app(services=services)) as client:
+        statuses = [
+            run_curl(client, command, variables, base)
+            for command in commands
+            if command.startswith("curl ")
+        ]
+    assert statuses == TOUR_STATUSES
+    assert commands[-1] == ".venv/bin/memberguard audit verify"
+    verified = CliRunner().invoke(main, ["audit", "verify"])
+    assert verified.exit_code == 0, verified.output
+    ok = re.match(r"OK: (\d+) entries", verified.stdout)
+    assert ok is not None, verified.stdout
+    small_total = int(ok.group(1))
+
+    # The README's counts are the default demo's: its import batches instead of ours.
+    default_members = demo_default("n_members")
+    assert isinstance(default_members, int)
+    small_batches = math.ceil(SMALL / BATCH)
+    default_batches = math.ceil(default_members / BATCH)
+    expected = small_total - small_batches + default_batches
+    text = README.read_text(encoding="utf-8")
+    assert f"loads {default_members:,} synthetic members" in text
+    assert f"in {default_batches} batches of {BATCH:,}" in text
+    assert re.findall(r"^# OK: (\d+) entries", "\n".join(readme_tour()), re.M) == [str(expected)]
+    explained = re.search(
+        r"The (\d+) entries are the (\d+) import batches, the first signed checkpoint, "
+        r"the (\d+) clients and the\s+tour's (\d+) decisions",
+        text,
+    )
+    assert explained is not None
+    assert [int(n) for n in explained.groups()] == [
+        expected,
+        default_batches,
+        len(DEMO_CLIENTS),
+        expected - default_batches - 1 - len(DEMO_CLIENTS),
+    ]
