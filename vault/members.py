@@ -311,7 +311,10 @@ def lookup(session: Session, *, keyring: Keyring, field_name: str, normalised: s
 class SealedMember:
     """A member's ciphertexts, loaded inside the deciding transaction.
 
-    Decryption happens after the audit entry is committed, outside any lock.
+    A single read decrypts after its audit entry is committed, outside any
+    lock. An export opens a batch before writing its entry (so that the entry
+    names only members whose ciphertexts authenticated) and sends the lines
+    only after the commit (``gate.export``).
     """
 
     member_id: str
