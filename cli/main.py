@@ -49,7 +49,9 @@ def main() -> None:
 
 
 def run_init(settings: Settings, *, echo: bool = True) -> None:
+    from audit.notary import make_private_directory
     from audit.signer import SignerError, create_signer_file, load_signer_env, load_signer_file
+    from core.db import make_sqlite_file_private
     from migrations import upgrade
     from vault.keys import EnvKeyring, KeyringError, LocalKeyFile
 
@@ -84,6 +86,11 @@ def run_init(settings: Settings, *, echo: bool = True) -> None:
         except SignerError as exc:
             _fail(f"{exc}. Generate one with `memberguard keys generate-signer`.")
         say(f"signer:   ${settings.audit_signer_env}")
+    # Private before the first write: SQLite would create the file under the umask.
+    private = make_sqlite_file_private(settings.resolved_database_url)
+    if private is not None and private[1]:
+        say(f"database: {private[0]} was readable by others; now mode 0600")
+    make_private_directory(settings.resolved_checkpoint_dir)
     upgrade(url=settings.resolved_database_url)
     say("database: migrated to the latest schema")
 
