@@ -148,6 +148,27 @@ class Notary:
             log.error("checkpoint.publish_failed", size=checkpoint.size, error=type(exc).__name__)
 
 
+def read_published(directory: Path) -> list[tuple[Path, str]]:
+    """The notes ``publish`` wrote to ``directory``, by file name; none if it does not exist.
+
+    Raises ValueError naming a file that cannot be read as UTF-8 text (read as
+    bytes: universal newlines would turn a tampered "\\r" back into "\\n").
+    """
+    if not directory.is_dir():
+        return []
+    notes = []
+    for path in sorted(directory.glob("*.checkpoint")):
+        try:
+            notes.append((path, path.read_bytes().decode("utf-8")))
+        except UnicodeDecodeError:
+            raise ValueError(f"published checkpoint {path} is not UTF-8 text") from None
+        except OSError as exc:
+            raise ValueError(
+                f"published checkpoint {path} cannot be read ({type(exc).__name__})"
+            ) from None
+    return notes
+
+
 def make_private_directory(path: Path) -> None:
     """Create ``path`` (mode 0700), or tighten it to 0700 if group or others have access.
 

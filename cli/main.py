@@ -473,12 +473,23 @@ def _deployment_verifier_key(settings: Settings) -> str | None:
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="File with the log's verifier key (required with --export).",
 )
-def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
+@click.option(
+    "--checkpoint",
+    "kept_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A signed checkpoint you kept (repeatable): the log must extend it.",
+)
+def audit_verify(
+    export_dir: Path | None, pubkey: Path | None, kept_files: tuple[Path, ...]
+) -> None:
     """Recompute the log from the stored bytes; name the first bad entry and why.
 
     Online (default): the chain, the Merkle tree, every checkpoint's root and
-    signature, the query columns and member rows, against the database.
+    signature, the query columns and member rows, against the database; and
+    the log must extend every checkpoint published to the checkpoint directory.
     With --export DIR --pubkey FILE: the same from an export, offline.
+    With --checkpoint FILE (either way): the log must extend that checkpoint too.
     """
     from audit.offline import verify_export
     from audit.online import verify_log
@@ -492,11 +503,20 @@ def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
             "FAILED: the public key is not a verifier key: not ASCII text", fg="red", err=True
         )
         sys.exit(1)
+    kept = []
+    for path in kept_files:
+        try:  # bytes, not text mode: universal newlines would undo a tampered "\r"
+            kept.append((str(path), path.read_bytes().decode("utf-8")))
+        except UnicodeDecodeError:
+            click.secho(f"FAILED: checkpoint {path} is not UTF-8 text", fg="red", err=True)
+            sys.exit(1)
     if export_dir is not None:
         if key is None:
             _fail("--export needs --pubkey: the verifier key you obtained independently")
             return
-        offline = verify_export(export_dir, verifier_key=key, progress=_progress("verified"))
+        offline = verify_export(
+            export_dir, verifier_key=key, progress=_progress("verified"), kept=kept
+        )
         if sys.stderr.isatty():
             click.echo("", err=True)
         if offline.ok:
@@ -504,12 +524,16 @@ def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
                 f"OK: {offline.size} entries, {offline.checkpoints} signed checkpoints, "
                 f"head {offline.head_hash}"
             )
+            _echo_held(0, len(kept))
             return
         click.secho(f"FAILED: {offline.failure}", fg="red", err=True)
         sys.exit(1)
 
     if key is None:
         key = _deployment_verifier_key(settings)
+        if key is None and kept:
+            _fail("--checkpoint needs the log's verifier key: give it with --pubkey FILE")
+            return
         if key is None:
             click.echo(
                 "note: no signing key here; checkpoint signatures not checked (--pubkey)", err=True
@@ -517,7 +541,13 @@ def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
     engine = build_engine(settings.resolved_database_url)
     session = session_factory(engine, read_only=True)()
     try:
-        report = verify_log(session, progress=_progress("verified"), verifier_key=key)
+        report = verify_log(
+            session,
+            progress=_progress("verified"),
+            verifier_key=key,
+            published=settings.resolved_checkpoint_dir,
+            kept=kept,
+        )
     finally:
         session.close()
         engine.dispose()
@@ -525,9 +555,21 @@ def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
         click.echo("", err=True)
     if report.ok:
         click.echo(f"OK: {report.size} entries, head {report.head_hash}")
+        _echo_held(report.published, report.kept)
         return
-    click.secho(f"FAILED at entry {report.first_bad_seq}: {report.reason}", fg="red", err=True)
+    where = f" at entry {report.first_bad_seq}" if report.first_bad_seq is not None else ""
+    click.secho(f"FAILED{where}: {report.reason}", fg="red", err=True)
     sys.exit(1)
+
+
+def _echo_held(published: int, kept: int) -> None:
+    held = [
+        f"{count} {what} checkpoint{'s' if count != 1 else ''}"
+        for count, what in ((published, "published"), (kept, "kept"))
+        if count
+    ]
+    if held:
+        click.echo(f"the log extends the {' and the '.join(held)}")
 
 
 @audit.command("public-key")
