@@ -41,7 +41,7 @@ from gate.context import Services
 from migrations import upgrade
 from policies import Policy, load_policy
 from principals import OPERATOR_ACTOR
-from vault.keys import Keyring
+from vault.keys import Keyring, KeyringSource
 
 BACKENDS = {
     "sqlite": None,
@@ -224,7 +224,7 @@ def services_for(
         services = Services(
             settings=settings,
             policy=policy,
-            keyring=keyring,
+            keys=KeyringSource(lambda: keyring),
             # Checkpoints every 50 entries, so that suites exercise the automatic cut.
             notary=Notary(origin=ORIGIN, private_key=signer, every_entries=50, every_seconds=3600),
             sessions=sessions,
