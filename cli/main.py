@@ -342,12 +342,14 @@ def keys_generate_signer() -> None:
 
 @keys.command("rotate")
 def keys_rotate() -> None:
-    """Add a new KEK version; then restart every worker and run `memberguard keys rewrap`.
+    """Add a new KEK version; once every server holds it, run `memberguard keys rewrap`.
 
-    Two steps, because running workers hold the keyring they started with: a
-    data key re-wrapped under a version they don't have would be unreadable to
-    them. With the env provider this prints the new keyring to deploy instead.
-    Data is never re-encrypted; only the data keys are re-wrapped.
+    Two steps, because running servers wrap new data keys under the keyring
+    they hold: servers reload a rotated key file within
+    MEMBERGUARD_KEYRING_HEARTBEAT_SECONDS, and `keys rewrap` refuses while one
+    still wraps under an older KEK. With the env provider this prints the new
+    keyring to deploy (and restart with) instead. Data is never re-encrypted;
+    only the data keys are re-wrapped.
     """
     from vault.keys import EnvKeyring, KeyringError, LocalKeyFile
 
@@ -360,8 +362,8 @@ def keys_rotate() -> None:
             return
         click.echo(EnvKeyring.encode(current.with_new_kek()))
         click.echo(
-            f"Deploy this as ${settings.keyring_env} on every worker, "
-            "then run `memberguard keys rewrap`.",
+            f"Deploy this as ${settings.keyring_env} on every server and restart them, "
+            "then run `memberguard keys rewrap` (it refuses while one runs the old keyring).",
             err=True,
         )
         return
@@ -373,7 +375,10 @@ def keys_rotate() -> None:
         return
     key_file.save(rotated)
     click.echo(f"KEK version {rotated.active_version} added to {key_file.path}.")
-    click.echo("Restart every worker, then run `memberguard keys rewrap`.")
+    click.echo(
+        f"Servers load it within {settings.keyring_heartbeat_seconds} s; then run "
+        "`memberguard keys rewrap` (it refuses while one still wraps under an older KEK)."
+    )
 
 
 @keys.command("rewrap")
@@ -384,20 +389,25 @@ def keys_rewrap() -> None:
 
 def _rewrap(settings: Settings) -> None:
     """Re-wrap batch by batch; each batch commits with the audit entry that records it."""
+    from core.errors import DomainError
     from gate.operator import data_keys_by_version, rewrap_data_keys
 
     services = _services(settings)
     total = sum(data_keys_by_version(services).values())
     done = 0
-    with click.progressbar(length=total, label="re-wrapping data keys", file=sys.stderr) as bar:
+    try:
+        with click.progressbar(length=total, label="re-wrapping data keys", file=sys.stderr) as bar:
 
-        def advance(step: int) -> None:
-            nonlocal done
-            step = min(step, total - done)
-            done += step
-            bar.update(step)
+            def advance(step: int) -> None:
+                nonlocal done
+                step = min(step, total - done)
+                done += step
+                bar.update(step)
 
-        result = rewrap_data_keys(services, progress=advance)
+            result = rewrap_data_keys(services, progress=advance)
+    except DomainError as exc:  # a running server still wraps under an older KEK
+        _fail(exc.detail)
+        return
     click.echo(f"re-wrapped {result.rewrapped} data keys; by KEK version now: {result.by_version}")
 
 

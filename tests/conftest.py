@@ -204,8 +204,15 @@ def clock() -> Clock:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    # Small export batches, so that exports of a few members span several.
-    return Settings(home=tmp_path / "home", export_batch_size=7, max_body_bytes=16 * 1024)
+    # Small export batches, so that exports of a few members span several. A
+    # running app records its keyring when it starts; no later beat, which would
+    # use the test's connection from another thread while the test does.
+    return Settings(
+        home=tmp_path / "home",
+        export_batch_size=7,
+        max_body_bytes=16 * 1024,
+        keyring_heartbeat_seconds=24 * 3600,
+    )
 
 
 ServicesFor = Callable[..., Services]
