@@ -17,6 +17,7 @@ from api.routers import audit, clients, health, members, reads
 from core.settings import Settings
 from gate.batching import ReadBatcher
 from gate.context import Services, build_services
+from gate.keyholders import KeyringHeartbeat
 
 
 def _add_docs(app: FastAPI, *, public: bool) -> None:
@@ -44,9 +45,14 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A fresh batcher per run of the app: a closed one refuses every read.
         app.state.reads = ReadBatcher(services)
+        # Records the KEK this process wraps under (and reloads a rotated key
+        # file), so that `keys rewrap` never leaves it behind.
+        heartbeat = KeyringHeartbeat(services)
+        await asyncio.to_thread(heartbeat.start)
         yield
         # Decides and answers whatever is still queued, off the event loop.
         await asyncio.to_thread(app.state.reads.close)
+        await asyncio.to_thread(heartbeat.stop)
 
     app = FastAPI(
         lifespan=lifespan,

@@ -184,6 +184,22 @@ def verify_note(note: str, *, verifier: str) -> str:
     return text
 
 
+def unverified_note_text(note: str) -> str:
+    """The text of a signed note, its signatures NOT checked.
+
+    Only for a reader without the signer's key that compares what the text says
+    with something it recomputes itself (``audit verify`` holding a log to the
+    sizes and roots of published checkpoints): a forged note can then make it
+    fail, never pass.
+    """
+    if not _is_note_text(note):
+        raise NoteError("note must be UTF-8 without control characters other than newline")
+    split = note.rfind("\n\n")
+    if split < 0:
+        raise NoteError("note has no blank line before its signatures")
+    return note[: split + 1]
+
+
 def _parse_signature_line(line: str, number: int) -> tuple[str, bytes, bytes]:
     if not line.startswith(SIGNATURE_PREFIX):
         raise NoteError(f"signature line {number} does not start with an em dash and a space")

@@ -12,6 +12,7 @@ checkpoints that auditors already hold.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import weakref
 from dataclasses import dataclass
@@ -140,11 +141,45 @@ class Notary:
         if self.sink is None:
             return
         try:
-            self.sink.mkdir(parents=True, exist_ok=True)
+            self.sink.mkdir(parents=True, exist_ok=True, mode=0o700)
             for name in (f"{checkpoint.size:020d}.checkpoint", "latest.checkpoint"):
                 _write_atomically(self.sink / name, checkpoint.note)
         except OSError as exc:
             log.error("checkpoint.publish_failed", size=checkpoint.size, error=type(exc).__name__)
+
+
+def read_published(directory: Path) -> list[tuple[Path, str]]:
+    """The notes ``publish`` wrote to ``directory``, by file name; none if it does not exist.
+
+    Raises ValueError naming a file that cannot be read as UTF-8 text (read as
+    bytes: universal newlines would turn a tampered "\\r" back into "\\n").
+    """
+    if not directory.is_dir():
+        return []
+    notes = []
+    for path in sorted(directory.glob("*.checkpoint")):
+        try:
+            notes.append((path, path.read_bytes().decode("utf-8")))
+        except UnicodeDecodeError:
+            raise ValueError(f"published checkpoint {path} is not UTF-8 text") from None
+        except OSError as exc:
+            raise ValueError(
+                f"published checkpoint {path} cannot be read ({type(exc).__name__})"
+            ) from None
+    return notes
+
+
+def make_private_directory(path: Path) -> None:
+    """Create ``path`` (mode 0700), or tighten it to 0700 if group or others have access.
+
+    The published checkpoints are public by design, but the directory is the
+    place ``audit verify`` trusts to say how large the log once was: only the
+    service's user may write it. (Ship copies to auditors or a write-once
+    store; see the README.)
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if stat.S_IMODE(path.stat().st_mode) & (stat.S_IRWXG | stat.S_IRWXO):
+        os.chmod(path, 0o700)
 
 
 def _write_atomically(path: Path, text: str) -> None:

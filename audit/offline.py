@@ -12,7 +12,9 @@ An export directory holds:
 ``verify_export`` recomputes every leaf, the hash chain and the Merkle root
 at every checkpoint, checks each checkpoint's signature, and so the
 consistency of successive checkpoints (all roots come from one sequence of
-entries). It names the first failing entry or checkpoint and the reason.
+entries); every ``audit.checkpoint`` entry must have its checkpoint in the
+export, and every checkpoint an auditor kept (``kept``) must be one the export
+extends. It names the first failing entry or checkpoint and the reason.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -33,11 +35,27 @@ from typing import Any, BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from audit.checkpoint import KeyFormatError, parse_verifier_key
+from audit.checkpoint import (
+    CheckpointError,
+    KeyFormatError,
+    NoteError,
+    parse_checkpoint,
+    parse_verifier_key,
+    unverified_note_text,
+)
 from audit.entry import parse_entries
 from audit.log import read_head
 from audit.models import AuditCheckpoint, AuditEntry
-from audit.verify import BLOCK, LogVerifier, Progress, summarise_block
+from audit.verify import (
+    BLOCK,
+    CHECKPOINT_ACTION,
+    HeldCheckpoint,
+    LogVerifier,
+    Progress,
+    checkpoint_record_failure,
+    held_in_order,
+    summarise_block,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +129,12 @@ def verify_export(
     verifier_key: str,
     progress: Progress | None = None,
     workers: int | None = None,
+    kept: Sequence[tuple[str, str]] = (),
 ) -> OfflineReport:
     """Verify an export; never raises for bad input, it reports it.
+
+    ``kept``: (name, note) of checkpoints an auditor kept, which must verify
+    under ``verifier_key`` and which the export must extend.
 
     ``workers``: processes that check blocks of entries alongside this one
     (``audit.verify.summarise_block``); 0 checks every entry here. By default
@@ -132,15 +154,23 @@ def verify_export(
     try:
         checkpoints = _load_checkpoints(directory / "checkpoints")
         claimed = _load_head(directory / "head.json")
-    except ValueError as exc:
+        held = held_in_order(
+            [
+                HeldCheckpoint.read(f"checkpoint {name}", note, verifier_key=verifier_key)
+                for name, note in kept
+            ]
+        )
+    except ValueError as exc:  # a HeldCheckpointError too
         return OfflineReport(False, 0, 0, failure=str(exc))
     total = claimed[0] if claimed else 0
 
-    walk = _Walk(LogVerifier(verifier_key), checkpoints, progress, total)
+    walk = _Walk(LogVerifier(verifier_key), checkpoints, progress, total, held)
     if workers is None:
         workers = default_workers(entries_file)
     with open(entries_file, "rb") as handle:
-        failure = walk.in_blocks(handle, workers) if workers > 0 else walk.lines(handle)
+        failure = walk.held_failure(0) if walk.held_at == 0 else None
+        if failure is None:
+            failure = walk.in_blocks(handle, workers) if workers > 0 else walk.lines(handle)
     verifier, checked = walk.verifier, walk.checked
     if failure:
         return _fail(walk, failure)
@@ -153,6 +183,8 @@ def verify_export(
             return _fail(walk, f"head.json says {size} entries, the export has {verifier.size}")
         if head_hash != verifier.chain.hex():
             return _fail(walk, "head.json's head hash does not match the recomputed chain")
+    if walk.held_next < len(held):
+        return _fail(walk, held[walk.held_next].beyond(verifier.size))
     if progress is not None:
         progress(verifier.size, total)
     return OfflineReport(
@@ -190,6 +222,7 @@ class _Walk:
         checkpoints: list[tuple[int, str]],
         progress: Progress | None,
         total: int,
+        held: list[HeldCheckpoint],
     ) -> None:
         self.verifier = verifier
         self.checkpoints = checkpoints
@@ -198,6 +231,26 @@ class _Walk:
         self.progress = progress
         self.total = total
         self.workers = 0  # worker processes actually started
+        # The export's checkpoints by size: what audit.checkpoint entries must name.
+        # Read without their signatures, which the walk checks at their sizes,
+        # before any entry after them.
+        self.roots = _roots(checkpoints)
+        # Checkpoints an auditor kept, by size; held_at is the next one's size (-1: none).
+        self.held = held
+        self.held_next = 0
+        self.held_at = held[0].size if held else -1
+
+    def held_failure(self, size: int) -> str | None:
+        """The kept checkpoints at ``size`` (the size verified so far) against the
+        recomputed root."""
+        root = self.verifier.frontier.root()
+        held = self.held
+        while self.held_next < len(held) and held[self.held_next].size == size:
+            if held[self.held_next].root != root:
+                return held[self.held_next].mismatch()
+            self.held_next += 1
+        self.held_at = held[self.held_next].size if self.held_next < len(held) else -1
+        return None
 
     def lines(self, lines: Iterable[bytes]) -> str | None:
         """Check each line in turn; the first failure, as the report words it."""
@@ -213,11 +266,15 @@ class _Walk:
                 if not line.endswith(b"\n"):
                     return f"entry {seq}: truncated (no final newline)"
                 if entries is None:
-                    _entry, failure = verifier.add(raws[index])
+                    entry, failure = verifier.add(raws[index])
                 else:
-                    _entry, failure = verifier.add_parsed(raws[index], entries[index])
+                    entry, failure = verifier.add_parsed(raws[index], entries[index])
                 if failure:
                     return f"entry {seq}: {failure}"
+                if entry is not None and entry.get("action") == CHECKPOINT_ACTION:
+                    failure = checkpoint_record_failure(entry.get("detail"), self.roots)
+                    if failure:
+                        return f"entry {seq}: {failure}"
                 while self.next < len(checkpoints) and checkpoints[self.next][0] == seq:
                     size, note = checkpoints[self.next]
                     failure = verifier.check_checkpoint(note, size=size)
@@ -225,6 +282,10 @@ class _Walk:
                         return f"checkpoint {size}: {failure}"
                     self.checked += 1
                     self.next += 1
+                if seq == self.held_at:
+                    failure = self.held_failure(seq)
+                    if failure:
+                        return failure
                 if self.progress is not None and seq % PROGRESS_EVERY == 0:
                     self.progress(seq, self.total)
         return None
@@ -246,7 +307,7 @@ class _Walk:
         except (OSError, ValueError):
             return self.lines(handle)
         self.workers = workers
-        sizes = [size for size, _note in self.checkpoints]
+        sizes = sorted({size for size, _note in self.checkpoints} | {cp.size for cp in self.held})
         in_flight: deque[tuple[int, int, bytes, Future[Any] | None]] = deque()
         blocks = _read_blocks(handle)
         start = 0
@@ -285,10 +346,18 @@ class _Walk:
             and first < self.checkpoints[self.next + len(due)][0] <= first + count
         ):
             due.append(self.checkpoints[self.next + len(due)])
+        held = []
+        while (
+            self.held_next + len(held) < len(self.held)
+            and first < self.held[self.held_next + len(held)].size <= first + count
+        ):
+            cp = self.held[self.held_next + len(held)]
+            held.append((cp.size, cp.root))
         if (
             summary is None
             or self.verifier.size != first
-            or not self.verifier.add_block(summary, count, due)
+            or any(checkpoint_record_failure(detail, self.roots) for detail in summary[6])
+            or not self.verifier.add_block(summary, count, due, held)
         ):
             # The block's lines as iterating the file gives them: each with its
             # newline, the last perhaps without.
@@ -296,6 +365,8 @@ class _Walk:
             return self.lines([*(line + b"\n" for line in lines), *([tail] if tail else [])])
         self.next += len(due)
         self.checked += len(due)
+        self.held_next += len(held)
+        self.held_at = self.held[self.held_next].size if self.held_next < len(self.held) else -1
         if self.progress is not None:
             for seq in range(
                 (first // PROGRESS_EVERY + 1) * PROGRESS_EVERY, first + count + 1, PROGRESS_EVERY
@@ -308,6 +379,18 @@ def _fail(walk: _Walk, failure: str) -> OfflineReport:
     return OfflineReport(
         False, walk.verifier.size, walk.checked, failure=failure, workers=walk.workers
     )
+
+
+def _roots(checkpoints: list[tuple[int, str]]) -> dict[int, str]:
+    """size → root (hex) of each checkpoint file, as its text says; a file whose
+    text does not parse is left out (the walk names it at its size)."""
+    roots = {}
+    for size, note in checkpoints:
+        try:
+            roots[size] = parse_checkpoint(unverified_note_text(note)).root.hex()
+        except (NoteError, CheckpointError):
+            continue
+    return roots
 
 
 def _load_checkpoints(directory: Path) -> list[tuple[int, str]]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, func, select, type_coerce
@@ -29,8 +30,17 @@ from sqlalchemy.types import NullType
 from audit.entry import parse_entries
 from audit.log import Head, read_head
 from audit.models import AuditCheckpoint, AuditEntry, AuditEntryMember, AuditMerkleNode
+from audit.notary import read_published
 from audit.tree import tree_root
-from audit.verify import LogVerifier, Progress
+from audit.verify import (
+    CHECKPOINT_ACTION,
+    HeldCheckpoint,
+    HeldCheckpointError,
+    LogVerifier,
+    Progress,
+    checkpoint_record_failure,
+    held_in_order,
+)
 from core.clock import from_micros
 
 
@@ -39,8 +49,13 @@ class VerifyReport:
     ok: bool
     size: int
     head_hash: str
+    # None when what failed is no entry (a held checkpoint that does not verify).
     first_bad_seq: int | None = None
     reason: str | None = None
+    # How many published checkpoints (distinct notes: latest.checkpoint repeats
+    # one) and kept checkpoints the log was held to.
+    published: int = 0
+    kept: int = 0
 
 
 # The query columns of audit_entry, in the order they are checked and named.
@@ -53,32 +68,60 @@ def verify_log(
     batch: int = 5000,
     progress: Progress | None = None,
     verifier_key: str | None = None,
+    published: Path | None = None,
+    kept: Sequence[tuple[str, str]] = (),
 ) -> VerifyReport:
     """Recompute the whole log from the stored bytes; name the first bad entry.
 
     Per entry (``audit.verify.LogVerifier``): contiguous sequence numbers from
     1, canonical bytes naming their own seq, member back-links, leaf and chain
     hashes; here also the stored hashes, the query columns and the member
-    index rows against the bytes, and every stored Merkle node the entry
-    completes. Per checkpoint: its root against the root recomputed at its
+    index rows against the bytes, every stored Merkle node the entry
+    completes, and for an ``audit.checkpoint`` entry the checkpoint row it
+    records. Per checkpoint: its root against the root recomputed at its
     size, and its signature when ``verifier_key`` is given. At the end: the
     head, and the stored Merkle tree's root.
 
+    Checkpoints held outside the tables must be ones the log extends (at most
+    its size, the root recomputed at theirs): the notes published to the
+    directory ``published`` (``Notary.publish``), and ``kept``, (name, note)
+    pairs an auditor kept, which must verify under ``verifier_key``.
+
     The walk is bounded by the head read first, so appends that commit while
     it runs on a live database are neither reported nor waited for; entries
-    past the head are looked for separately at the end.
+    past the head are looked for separately at the end. The published notes
+    are read before the head: a note is published after its checkpoint
+    committed, so each one read is within the head.
     """
+    try:
+        notes = read_published(published) if published is not None else []
+        unreadable = None
+    except ValueError as exc:
+        notes, unreadable = [], str(exc)
     head = read_head(session)
+    if unreadable is not None:
+        return _bad(head, None, unreadable)
     conn = session.connection()
     verifier = LogVerifier(verifier_key, record_nodes=True)
-    checkpoints: Iterator[Any] = iter(
-        conn.execute(
-            select(AuditCheckpoint.size, AuditCheckpoint.root_hash, AuditCheckpoint.note)
-            .where(AuditCheckpoint.size <= head.size)
-            .order_by(AuditCheckpoint.size)
-        ).all()
-    )
-    walk = _Walk(conn, head, verifier, checkpoints)
+    stored = conn.execute(
+        select(AuditCheckpoint.size, AuditCheckpoint.root_hash, AuditCheckpoint.note)
+        .where(AuditCheckpoint.size <= head.size)
+        .order_by(AuditCheckpoint.size)
+    ).all()
+    if stored and stored[0].size < 1:
+        # At no entry: met by no step of the walk, it would hold back every
+        # checkpoint after it, and the entries recording them would look orphaned.
+        return _bad(head, 1, f"checkpoint at size {stored[0].size} is at no entry of the log")
+    try:
+        held = _held_checkpoints(stored, notes, kept, verifier_key)
+    except HeldCheckpointError as exc:
+        return _bad(head, None, str(exc))
+    walk = _Walk(conn, head, verifier, iter(stored), held)
+    counts = {"published": len({note for _path, note in notes}), "kept": len(kept)}
+    if walk.held_at == 0:  # a checkpoint of the empty log: the empty tree's root
+        failure = walk.check_held(0)
+        if failure is not None:
+            return _bad(head, 1, failure)
     for rows in _entry_batches(conn, batch, upto=head.size):
         bad = walk.batch(rows)
         if bad is not None:
@@ -123,22 +166,73 @@ def verify_log(
             return _bad(head, head.size, f"stored Merkle tree is incomplete: {exc}")
         if stored_root != verifier.frontier.root():
             return _bad(head, head.size, "stored Merkle tree does not match the entries")
+    if walk.held_next < len(walk.held):
+        # Held elsewhere, larger than the log: it was rolled back, or is another log.
+        return _bad(head, head.size + 1, walk.held[walk.held_next].beyond(head.size))
     if progress is not None:
         progress(last_seq, head.size)
-    return VerifyReport(ok=True, size=head.size, head_hash=head.head_hash)
+    return VerifyReport(ok=True, size=head.size, head_hash=head.head_hash, **counts)
+
+
+def _held_checkpoints(
+    stored: Sequence[Any],
+    published: Sequence[tuple[Path, str]],
+    kept: Sequence[tuple[str, str]],
+    verifier_key: str | None,
+) -> list[HeldCheckpoint]:
+    """The checkpoints held outside the tables, verified, in the order the walk meets them.
+
+    A published note identical to a stored row's (``latest.checkpoint`` is one
+    of the others, and every published note normally is a row) is checked once,
+    as the row, when signatures are checked: the walk gives the row every
+    check a held copy would get. Without a key the copies are kept, since the
+    walk then compares only the rows' root column.
+    """
+    rows = {row.note: row.size for row in stored} if verifier_key is not None else {}
+    seen: set[str] = set()
+    held: list[HeldCheckpoint] = []
+    for path, note in published:
+        stem = path.name.removesuffix(".checkpoint")
+        named = int(stem) if stem.isdigit() else None
+        if note in seen or (note in rows and named in (None, rows[note])):
+            continue
+        seen.add(note)
+        held.append(
+            HeldCheckpoint.read(
+                f"published checkpoint {path}",
+                note,
+                verifier_key=verifier_key,
+                published=True,
+                named_size=named,
+            )
+        )
+    for source, note in kept:
+        held.append(HeldCheckpoint.read(f"checkpoint {source}", note, verifier_key=verifier_key))
+    return held_in_order(held)
 
 
 class _Walk:
     """The per-entry checks, one batch of entry rows at a time."""
 
     def __init__(
-        self, conn: Connection, head: Head, verifier: LogVerifier, checkpoints: Iterator[Any]
+        self,
+        conn: Connection,
+        head: Head,
+        verifier: LogVerifier,
+        checkpoints: Iterator[Any],
+        held: list[HeldCheckpoint],
     ) -> None:
         self.conn = conn
         self.head = head
         self.verifier = verifier
         self.checkpoints = checkpoints
         self.pending_checkpoint = next(checkpoints, None)
+        # The stored checkpoints by size: what audit.checkpoint entries must name.
+        self.roots: dict[int, str] = {}
+        # Checkpoints held elsewhere, by size; held_at is the next one's size (-1: none).
+        self.held = held
+        self.held_next = 0
+        self.held_at = held[0].size if held else -1
         self.last = 0  # the last entry verified, with its member rows and nodes
         # recorded_at is read as the driver returns it and converted only when
         # it or the entry's time changes: a batch of appends shares one time.
@@ -175,6 +269,11 @@ class _Walk:
             if why:
                 failure = (seq, why)
                 break
+            if row[4] == CHECKPOINT_ACTION:  # the action column, just checked against the bytes
+                why = checkpoint_record_failure(entry.get("detail"), self.roots)
+                if why:
+                    failure = (seq, why)
+                    break
             # The member index rows of this entry: exactly its distinct members.
             names = entry["members"]
             if (
@@ -211,9 +310,15 @@ class _Walk:
                     if why:
                         failure = (seq, why)
                         break
+                self.roots[seq] = pending.root_hash
                 pending = self.pending_checkpoint = next(self.checkpoints, None)
             if failure is not None:
                 break
+            if seq == self.held_at:
+                why = self.check_held(seq)
+                if why:
+                    failure = (seq, why)
+                    break
         # The nodes the verified entries completed, before any failure in
         # this batch is reported: a bad node names an earlier entry.
         node_failure = self._check_nodes(first, leaves)
@@ -222,6 +327,19 @@ class _Walk:
         if failure is not None:
             return _bad(head, *failure)
         self.last = verifier.size
+        return None
+
+    def check_held(self, size: int) -> str | None:
+        """The held checkpoints at ``size`` (the size verified so far) against the
+        root recomputed while streaming."""
+        root = self.verifier.frontier.root()
+        held = self.held
+        while self.held_next < len(held) and held[self.held_next].size == size:
+            checkpoint = held[self.held_next]
+            if checkpoint.root != root:
+                return checkpoint.mismatch()
+            self.held_next += 1
+        self.held_at = held[self.held_next].size if self.held_next < len(held) else -1
         return None
 
     def _check_columns(self, entry: dict[str, Any], leaf: str, row: Any) -> str | None:
@@ -353,7 +471,7 @@ def _recorded_at_processor(conn: Connection) -> Callable[[Any], datetime | None]
     return process if process is not None else (lambda value: value)
 
 
-def _bad(head: Head, seq: int, reason: str) -> VerifyReport:
+def _bad(head: Head, seq: int | None, reason: str) -> VerifyReport:
     return VerifyReport(
         ok=False, size=head.size, head_hash=head.head_hash, first_bad_seq=seq, reason=reason
     )

@@ -8,6 +8,14 @@ root at their size, and their signatures against the verifier key. The online
 verifier (``audit.online.verify_log``) adds the database's own columns; the
 offline verifier (``audit.offline``) reads an export.
 
+Both also hold the log to two things outside its entries' bytes: every
+``audit.checkpoint`` entry (the log's own record of a cut) must have its
+checkpoint among the log's (``checkpoint_record_failure``), and every checkpoint
+held elsewhere (``HeldCheckpoint``: published on the host, or kept by an
+auditor) must be one the log extends: its size at most the log's, its root the
+one recomputed at that size. A rollback past a checkpoint leaves a log that is
+consistent in itself; only a copy held elsewhere remembers that it was larger.
+
 ``add`` runs once per entry over logs of millions of entries, so it is written
 for speed: the hashes are inlined (they are ``audit.entry.leaf_hash`` and
 ``chain_hash``; tests/unit/test_log_verifier.py holds them to those), the
@@ -20,14 +28,17 @@ version is still made, in the same order, with the same messages
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from audit.actions import Action
 from audit.checkpoint import (
     CheckpointError,
     NoteError,
     parse_checkpoint,
     parse_verifier_key,
+    unverified_note_text,
     verify_note,
 )
 from audit.entry import (
@@ -48,6 +59,94 @@ _MISSING = object()
 
 BAD_LINKS = "member back-links do not name each member's previous entry"
 NO_MEMBER_LIST = "entry has no member list"
+# The action of the entry a cut records itself with (``audit.actions.checkpoint_cut``).
+CHECKPOINT_ACTION = Action.AUDIT_CHECKPOINT.value
+
+
+def checkpoint_record_failure(detail: Any, roots: Mapping[int, str]) -> str | None:
+    """Why an ``audit.checkpoint`` entry's ``detail`` names no checkpoint of the log.
+
+    ``roots``: the log's own checkpoints (stored rows, or an export's files),
+    size → root in hex, each checked against the entries at its size by the
+    walk. The entry is written in the transaction that stores the checkpoint,
+    so a checkpoint it names that is not there was deleted.
+    """
+    size = detail.get("size") if type(detail) is dict else None
+    if type(size) is not int:
+        return "the entry records a checkpoint without a tree size"
+    root = roots.get(size)
+    if root is None:
+        return f"the entry records a checkpoint at size {size}, which is missing"
+    if detail.get("root") != root:
+        return f"the entry records another root for the checkpoint at size {size}"
+    return None
+
+
+class HeldCheckpointError(ValueError):
+    """A checkpoint held outside the log does not verify, or cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCheckpoint:
+    """A checkpoint held outside the log's tables, that the log must extend.
+
+    ``source`` names it in a failure (``published checkpoint <file>``,
+    ``checkpoint <file>``); ``published`` says it is one of the host's own
+    published copies, so a size beyond the log's is a rollback.
+    """
+
+    source: str
+    size: int
+    root: bytes
+    published: bool = False
+
+    @classmethod
+    def read(
+        cls,
+        source: str,
+        note: str,
+        *,
+        verifier_key: str | None,
+        published: bool = False,
+        named_size: int | None = None,
+    ) -> HeldCheckpoint:
+        """Check ``note``'s signature under ``verifier_key`` and take its size and root.
+
+        Without a key only a published copy is accepted, its text unverified: a
+        forged copy can then make verification fail, never pass. ``named_size``:
+        the size its file name gives, which the note must say too.
+        """
+        try:
+            if verifier_key is not None:
+                origin = parse_verifier_key(verifier_key)[0]
+                checkpoint = parse_checkpoint(verify_note(note, verifier=verifier_key))
+                if checkpoint.origin != origin:
+                    raise HeldCheckpointError(
+                        f"{source} is of the log {checkpoint.origin!r}, not {origin!r}"
+                    )
+            elif published:
+                checkpoint = parse_checkpoint(unverified_note_text(note))
+            else:
+                raise HeldCheckpointError(f"{source}: no verifier key to check its signature with")
+        except (NoteError, CheckpointError) as exc:
+            raise HeldCheckpointError(f"{source} does not verify: {exc}") from None
+        if named_size is not None and checkpoint.size != named_size:
+            raise HeldCheckpointError(
+                f"{source} is named for size {named_size} but holds size {checkpoint.size}"
+            )
+        return cls(source, checkpoint.size, checkpoint.root, published)
+
+    def mismatch(self) -> str:
+        return f"{self.source} does not match the log at size {self.size}"
+
+    def beyond(self, log_size: int) -> str:
+        why = "the log was rolled back" if self.published else "the log does not extend it"
+        return f"{self.source} is at size {self.size}, beyond the log's {log_size} entries: {why}"
+
+
+def held_in_order(held: Sequence[HeldCheckpoint]) -> list[HeldCheckpoint]:
+    """By size (as the walks meet them); published copies first at a size."""
+    return sorted(held, key=lambda cp: (cp.size, not cp.published))
 
 
 class LogVerifier:
@@ -128,12 +227,17 @@ class LogVerifier:
         return entry, None
 
     def add_block(
-        self, summary: BlockSummary, count: int, checkpoints: list[tuple[int, str]]
+        self,
+        summary: BlockSummary,
+        count: int,
+        checkpoints: list[tuple[int, str]],
+        held: Sequence[tuple[int, bytes]] = (),
     ) -> bool:
         """Fold in the next ``count`` entries, summarised by ``summarise_block``, and
-        check ``checkpoints`` (size, note) cut among them. False, with nothing changed,
+        check ``checkpoints`` (size, note) cut among them and the roots ``held``
+        (size, root) of checkpoints held elsewhere. False, with nothing changed,
         if anything does not hold: the caller then feeds the entries to ``add``."""
-        leaves, stack, snapshots, first_members, first_links, last = summary
+        leaves, stack, snapshots, first_members, first_links, last, _cuts = summary
         start = self.size
         if start & (BLOCK - 1) or not 0 < count <= BLOCK or len(leaves) != 32 * count:
             return False
@@ -146,6 +250,12 @@ class LogVerifier:
                 return False
             root = self.frontier.root(then=then)
             if self._checkpoint_failure(note, expected=size, size=size, root=root):
+                return False
+        for size, expected in held:
+            then = snapshots.get(size)
+            if then is None or not start < size <= start + count:
+                return False
+            if self.frontier.root(then=then) != expected:
                 return False
         chain = self.chain
         for offset in range(0, 32 * count, 32):
@@ -219,6 +329,7 @@ BlockSummary = tuple[
     list[str],  # members named in the block, in order of their first entry in it
     list[Any],  # the back-link each of those first entries gives that member
     dict[str, int],  # each member's last entry in the block
+    list[Any],  # the detail of each audit.checkpoint entry in the block, in order
 ]
 
 
@@ -235,11 +346,14 @@ def summarise_block(start: int, data: bytes, sizes: list[int]) -> BlockSummary |
     last: dict[str, int] = {}
     first_members: list[str] = []
     first_links: list[Any] = []
+    cuts: list[Any] = []
     seq = start
     for entry in entries:
         seq += 1
         if entry.get("seq") != seq:
             return None
+        if entry.get("action") == CHECKPOINT_ACTION:
+            cuts.append(entry.get("detail"))
         members = entry.get("members")
         if type(members) is not list:
             return None
@@ -287,4 +401,12 @@ def summarise_block(start: int, data: bytes, sizes: list[int]) -> BlockSummary |
         )
 
     snapshots = {size: frontier(size - start) for size in sizes if start < size <= seq}
-    return b"".join(leaves), frontier(seq - start), snapshots, first_members, first_links, last
+    return (
+        b"".join(leaves),
+        frontier(seq - start),
+        snapshots,
+        first_members,
+        first_links,
+        last,
+        cuts,
+    )

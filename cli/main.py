@@ -79,7 +79,9 @@ def main() -> None:
 
 
 def run_init(settings: Settings, *, echo: bool = True) -> None:
+    from audit.notary import make_private_directory
     from audit.signer import create_signer_file, load_signer_env, load_signer_file
+    from core.db import make_sqlite_file_private
     from gate.context import check_database
     from migrations import upgrade
     from vault.keys import EnvKeyring, LocalKeyFile
@@ -111,6 +113,11 @@ def run_init(settings: Settings, *, echo: bool = True) -> None:
     else:
         load_signer_env(settings.audit_signer_env, name=settings.audit_origin)
         say(f"signer:   ${settings.audit_signer_env}")
+    # Private before the first write: SQLite would create the file under the umask.
+    private = make_sqlite_file_private(settings.resolved_database_url)
+    if private is not None and private[1]:
+        say(f"database: {private[0]} was readable by others; now mode 0600")
+    make_private_directory(settings.resolved_checkpoint_dir)
     upgrade(url=settings.resolved_database_url)
     say("database: migrated to the latest schema")
 
@@ -388,12 +395,14 @@ def keys_generate_signer() -> None:
 
 @keys.command("rotate")
 def keys_rotate() -> None:
-    """Add a new KEK version; then restart every worker and run `memberguard keys rewrap`.
+    """Add a new KEK version; once every server holds it, run `memberguard keys rewrap`.
 
-    Two steps, because running workers hold the keyring they started with: a
-    data key re-wrapped under a version they don't have would be unreadable to
-    them. With the env provider this prints the new keyring to deploy instead.
-    Data is never re-encrypted; only the data keys are re-wrapped.
+    Two steps, because running servers wrap new data keys under the keyring
+    they hold: servers reload a rotated key file within
+    MEMBERGUARD_KEYRING_HEARTBEAT_SECONDS, and `keys rewrap` refuses while one
+    still wraps under an older KEK. With the env provider this prints the new
+    keyring to deploy (and restart with) instead. Data is never re-encrypted;
+    only the data keys are re-wrapped.
     """
     from vault.keys import EnvKeyring, LocalKeyFile
 
@@ -402,8 +411,8 @@ def keys_rotate() -> None:
         current = EnvKeyring(settings.keyring_env).load()
         click.echo(EnvKeyring.encode(current.with_new_kek()))
         click.echo(
-            f"Deploy this as ${settings.keyring_env} on every worker, "
-            "then run `memberguard keys rewrap`.",
+            f"Deploy this as ${settings.keyring_env} on every server and restart them, "
+            "then run `memberguard keys rewrap` (it refuses while one runs the old keyring).",
             err=True,
         )
         return
@@ -411,7 +420,10 @@ def keys_rotate() -> None:
     rotated = key_file.load().with_new_kek()
     key_file.save(rotated)
     click.echo(f"KEK version {rotated.active_version} added to {key_file.path}.")
-    click.echo("Restart every worker, then run `memberguard keys rewrap`.")
+    click.echo(
+        f"Servers load it within {settings.keyring_heartbeat_seconds} s; then run "
+        "`memberguard keys rewrap` (it refuses while one still wraps under an older KEK)."
+    )
 
 
 @keys.command("rewrap")
@@ -422,20 +434,25 @@ def keys_rewrap() -> None:
 
 def _rewrap(settings: Settings) -> None:
     """Re-wrap batch by batch; each batch commits with the audit entry that records it."""
+    from core.errors import DomainError
     from gate.operator import data_keys_by_version, rewrap_data_keys
 
     services = _services(settings)
     total = sum(data_keys_by_version(services).values())
     done = 0
-    with click.progressbar(length=total, label="re-wrapping data keys", file=sys.stderr) as bar:
+    try:
+        with click.progressbar(length=total, label="re-wrapping data keys", file=sys.stderr) as bar:
 
-        def advance(step: int) -> None:
-            nonlocal done
-            step = min(step, total - done)
-            done += step
-            bar.update(step)
+            def advance(step: int) -> None:
+                nonlocal done
+                step = min(step, total - done)
+                done += step
+                bar.update(step)
 
-        result = rewrap_data_keys(services, progress=advance)
+            result = rewrap_data_keys(services, progress=advance)
+    except DomainError as exc:  # a running server still wraps under an older KEK
+        _fail(exc.detail)
+        return
     click.echo(f"re-wrapped {result.rewrapped} data keys; by KEK version now: {result.by_version}")
 
 
@@ -513,12 +530,23 @@ def _deployment_verifier_key(settings: Settings) -> str | None:
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="File with the log's verifier key (required with --export).",
 )
-def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
+@click.option(
+    "--checkpoint",
+    "kept_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A signed checkpoint you kept (repeatable): the log must extend it.",
+)
+def audit_verify(
+    export_dir: Path | None, pubkey: Path | None, kept_files: tuple[Path, ...]
+) -> None:
     """Recompute the log from the stored bytes; name the first bad entry and why.
 
     Online (default): the chain, the Merkle tree, every checkpoint's root and
-    signature, the query columns and member rows, against the database.
+    signature, the query columns and member rows, against the database; and
+    the log must extend every checkpoint published to the checkpoint directory.
     With --export DIR --pubkey FILE: the same from an export, offline.
+    With --checkpoint FILE (either way): the log must extend that checkpoint too.
     """
     from audit.offline import verify_export
     from audit.online import verify_log
@@ -533,11 +561,20 @@ def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
             "FAILED: the public key is not a verifier key: not ASCII text", fg="red", err=True
         )
         sys.exit(1)
+    kept = []
+    for path in kept_files:
+        try:  # bytes, not text mode: universal newlines would undo a tampered "\r"
+            kept.append((str(path), path.read_bytes().decode("utf-8")))
+        except UnicodeDecodeError:
+            click.secho(f"FAILED: checkpoint {path} is not UTF-8 text", fg="red", err=True)
+            sys.exit(1)
     if export_dir is not None:
         if key is None:
             _fail("--export needs --pubkey: the verifier key you obtained independently")
             return
-        offline = verify_export(export_dir, verifier_key=key, progress=_progress("verified"))
+        offline = verify_export(
+            export_dir, verifier_key=key, progress=_progress("verified"), kept=kept
+        )
         if sys.stderr.isatty():
             click.echo("", err=True)
         if offline.ok:
@@ -545,6 +582,7 @@ def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
                 f"OK: {offline.size} entries, {offline.checkpoints} signed checkpoints, "
                 f"head {offline.head_hash}"
             )
+            _echo_held(0, len(kept))
             return
         click.secho(f"FAILED: {offline.failure}", fg="red", err=True)
         sys.exit(1)
@@ -552,6 +590,9 @@ def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
     check_database(settings)
     if key is None:
         key = _deployment_verifier_key(settings)
+        if key is None and kept:
+            _fail("--checkpoint needs the log's verifier key: give it with --pubkey FILE")
+            return
         if key is None:
             click.echo(
                 "note: no signing key here; checkpoint signatures not checked (--pubkey)", err=True
@@ -559,7 +600,13 @@ def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
     engine = build_engine(settings.resolved_database_url)
     session = session_factory(engine, read_only=True)()
     try:
-        report = verify_log(session, progress=_progress("verified"), verifier_key=key)
+        report = verify_log(
+            session,
+            progress=_progress("verified"),
+            verifier_key=key,
+            published=settings.resolved_checkpoint_dir,
+            kept=kept,
+        )
     finally:
         session.close()
         engine.dispose()
@@ -567,9 +614,21 @@ def audit_verify(export_dir: Path | None, pubkey: Path | None) -> None:
         click.echo("", err=True)
     if report.ok:
         click.echo(f"OK: {report.size} entries, head {report.head_hash}")
+        _echo_held(report.published, report.kept)
         return
-    click.secho(f"FAILED at entry {report.first_bad_seq}: {report.reason}", fg="red", err=True)
+    where = f" at entry {report.first_bad_seq}" if report.first_bad_seq is not None else ""
+    click.secho(f"FAILED{where}: {report.reason}", fg="red", err=True)
     sys.exit(1)
+
+
+def _echo_held(published: int, kept: int) -> None:
+    held = [
+        f"{count} {what} checkpoint{'s' if count != 1 else ''}"
+        for count, what in ((published, "published"), (kept, "kept"))
+        if count
+    ]
+    if held:
+        click.echo(f"the log extends the {' and the '.join(held)}")
 
 
 @audit.command("public-key")

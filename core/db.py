@@ -11,11 +11,14 @@ embedded default), PostgreSQL 15+ (psycopg 3) and MySQL 8 / MariaDB 10.11+
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -227,6 +230,32 @@ def _configure_sqlite(engine: Engine, *, synchronous: str) -> None:
 
     event.listen(engine, "commit", _release)
     event.listen(engine, "rollback", _release)
+
+
+def make_sqlite_file_private(url: str | URL) -> tuple[Path, bool] | None:
+    """Create the SQLite database file of ``url`` with mode 0600, or tighten an existing one.
+
+    Left to SQLite, the file would be created under the process's umask
+    (usually 0644): readable by every local user, and it holds the wrapped
+    data keys, the ciphertexts, the blind indexes and the log. SQLite gives its
+    ``-wal`` and ``-shm`` files the database file's mode, so they follow.
+    Returns (path, whether its mode was changed), or None when ``url`` is no
+    SQLite file (another database, or in memory).
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return path, False
+    except FileExistsError:
+        pass
+    if stat.S_IMODE(path.stat().st_mode) & (stat.S_IRWXG | stat.S_IRWXO):
+        os.chmod(path, 0o600)
+        return path, True
+    return path, False
 
 
 SQLITE_WRITER_WAIT_SECONDS = 30

@@ -60,6 +60,16 @@ class Settings(BaseSettings):
         default=None,
         description="Where signed checkpoints are published. Default: <home>/checkpoints",
     )
+    keyring_heartbeat_seconds: int = Field(
+        default=15,
+        ge=1,
+        description="How often a server reloads a changed key file and records the KEK it uses.",
+    )
+    keyring_live_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="A server seen within this long counts as running for `keys rewrap`.",
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     docs_public: bool = Field(
         default=False,

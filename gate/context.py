@@ -29,14 +29,16 @@ from policies import load_policy
 from policies.model import Policy
 from principals.actor import Actor
 from principals.clients import ensure_active
-from vault.keys import EnvKeyring, Keyring, LocalKeyFile
+from vault.keys import EnvKeyring, Keyring, KeyringSource, LocalKeyFile
 
 
 @dataclass(frozen=True)
 class Services:
     settings: Settings
     policy: Policy
-    keyring: Keyring
+    # The keyring, loaded again when the process falls behind a rotation
+    # (``vault.keys.KeyringSource``); use cases read ``keyring``.
+    keys: KeyringSource
     notary: Notary
     # Sessions for use cases (they take the write lock) ...
     sessions: SessionFactory
@@ -47,6 +49,11 @@ class Services:
     # Rate-limit counters shared by every request of this process (or, with a
     # shared storage URI, of every process): state, not configuration.
     limiter: RateLimiter = field(default_factory=lambda: build_limiter("memory://"))
+
+    @property
+    def keyring(self) -> Keyring:
+        """The keyring now: new data keys are wrapped under its newest KEK."""
+        return self.keys.current
 
     def uow(self, actor: Actor | None = None) -> AuditedUnitOfWork:
         """One use case's audited unit of work (``with services.uow(actor) as uow:``).
@@ -79,10 +86,17 @@ def build_limiter(storage_uri: str) -> RateLimiter:
     return MovingWindowRateLimiter(storage_from_string(storage_uri))
 
 
-def load_keyring(settings: Settings) -> Keyring:
+def keyring_source(settings: Settings) -> KeyringSource:
+    """The keyring from the configured provider, and how to load it again.
+
+    The key file is stamped, so a rotation is noticed by ``refresh``; the
+    environment of a running process cannot change, so ``env`` only loads
+    again on an unknown KEK version (which then fails as before).
+    """
     if settings.key_provider == "env":
-        return EnvKeyring(settings.keyring_env).load()
-    return LocalKeyFile(settings.resolved_key_path).load()
+        return KeyringSource(lambda: EnvKeyring(settings.keyring_env).load())
+    key_file = LocalKeyFile(settings.resolved_key_path)
+    return KeyringSource(key_file.load, changed=key_file.stamp)
 
 
 def load_notary(settings: Settings) -> Notary:
@@ -129,7 +143,7 @@ def build_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
     return Services(
         settings=settings,
         policy=load_policy(settings.policy_path),
-        keyring=load_keyring(settings),
+        keys=keyring_source(settings),
         notary=load_notary(settings),
         sessions=session_factory(engine),
         read_sessions=session_factory(engine, read_only=True),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from audit import actions
 from audit.notary import latest_checkpoint
 from gate.context import Services
+from gate.keyholders import ensure_no_holder_behind
 from principals.actor import OPERATOR_ACTOR
 from vault.members import count_by_kek_version, rewrap_batch
 
@@ -33,11 +34,17 @@ def rewrap_data_keys(
     Each batch is one audited unit of work whose entry names the range of
     member ids it covered; a batch in which every key was already current
     records nothing. ``progress`` is called once per batch of ``REWRAP_BATCH`` keys.
+
+    Every batch first checks, under the log-head lock, that no running server
+    wraps new data keys under an older KEK (``gate.keyholders``): a member it
+    created after the re-wrap passed would stay behind. ``KeyringBehind`` then
+    stops the re-wrap; the batches committed before stay (it is resumable).
     """
     changed = 0
     after = ""
     while True:
         with services.uow(OPERATOR_ACTOR) as uow:
+            ensure_no_holder_behind(uow.session, services, now=uow.now)
             n, last = rewrap_batch(
                 uow.session, keyring=services.keyring, after=after, limit=REWRAP_BATCH
             )

@@ -41,7 +41,7 @@ from gate.context import Services
 from migrations import upgrade
 from policies import Policy, load_policy
 from principals import OPERATOR_ACTOR
-from vault.keys import Keyring
+from vault.keys import Keyring, KeyringSource
 
 BACKENDS = {
     "sqlite": None,
@@ -204,8 +204,15 @@ def clock() -> Clock:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    # Small export batches, so that exports of a few members span several.
-    return Settings(home=tmp_path / "home", export_batch_size=7, max_body_bytes=16 * 1024)
+    # Small export batches, so that exports of a few members span several. A
+    # running app records its keyring when it starts; no later beat, which would
+    # use the test's connection from another thread while the test does.
+    return Settings(
+        home=tmp_path / "home",
+        export_batch_size=7,
+        max_body_bytes=16 * 1024,
+        keyring_heartbeat_seconds=24 * 3600,
+    )
 
 
 ServicesFor = Callable[..., Services]
@@ -224,7 +231,7 @@ def services_for(
         services = Services(
             settings=settings,
             policy=policy,
-            keyring=keyring,
+            keys=KeyringSource(lambda: keyring),
             # Checkpoints every 50 entries, so that suites exercise the automatic cut.
             notary=Notary(origin=ORIGIN, private_key=signer, every_entries=50, every_seconds=3600),
             sessions=sessions,

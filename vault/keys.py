@@ -11,6 +11,12 @@ The keyring holds
 Providers: ``local`` (a JSON file created by ``memberguard init`` with mode
 0600) and ``env`` (the same document, base64, in an environment variable).
 An external KMS plugs in as another provider returning a ``Keyring``.
+
+A long-running process holds its keyring in a ``KeyringSource``, which loads
+it again from the provider when the process meets a data key wrapped under a
+KEK version it does not hold (another process re-wrapped it under a newer
+keyring) and when the provider says it changed (``refresh``: the key file
+rewritten by ``memberguard keys rotate``).
 """
 
 from __future__ import annotations
@@ -23,16 +29,21 @@ import os
 import secrets
 import stat
 import tempfile
+import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import structlog
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from core.errors import SetupError
+
+log = structlog.get_logger("memberguard.keys")
 
 KEY_BYTES = 32
 KEYRING_FORMAT = 1
@@ -57,6 +68,9 @@ class Keyring:
     _kek_ciphers: dict[int, AESGCM] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    # The KeyringSource that handed this keyring out, if any: asked for a KEK
+    # version this keyring does not hold (see ``KeyringSource``).
+    _source: KeyringSource | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.keks:
@@ -78,16 +92,32 @@ class Keyring:
         return max(self.keks)
 
     def kek(self, version: int) -> bytes:
-        try:
-            return self.keks[version]
-        except KeyError:
-            raise KeyringError(f"KEK version {version} is not in the keyring") from None
+        key = self.keks.get(version)
+        if key is not None:
+            return key
+        newer = self._source.holding(version) if self._source is not None else None
+        if newer is None:
+            raise KeyringError(f"KEK version {version} is not in the keyring")
+        return newer.kek(version)
 
     def kek_cipher(self, version: int) -> AESGCM:
         cipher = self._kek_ciphers.get(version)
         if cipher is None:
+            if version not in self.keks and self._source is not None:
+                newer = self._source.holding(version)
+                if newer is not None:
+                    return newer.kek_cipher(version)
             cipher = self._kek_ciphers[version] = AESGCM(self.kek(version))
         return cipher
+
+    def extends(self, other: Keyring) -> bool:
+        """Is this ``other`` grown by rotation: every KEK version of it, unchanged, and
+        the same index and pseudonym keys (blind indexes and pseudonyms stay valid)?"""
+        return (
+            self.index_key == other.index_key
+            and self.pseudonym_key == other.pseudonym_key
+            and all(self.keks.get(version) == key for version, key in other.keks.items())
+        )
 
     def index_key_for(self, field_name: str) -> bytes:
         return _cached_derive(self.index_key, b"memberguard/blind-index/v1/" + field_name.encode())
@@ -145,6 +175,105 @@ def _cached_derive(root: bytes, info: bytes) -> bytes:
     return _derive(root, info)
 
 
+class KeyringSource:
+    """The keyring a long-running process holds, and how to load it again.
+
+    ``current`` is what the process wraps new data keys under (its newest KEK)
+    and unwraps with. It is loaded again from the provider (``load``):
+
+    - when a data key names a KEK version it does not hold (``holding``): a
+      process that re-wrapped data keys under a newer keyring has been at work.
+      At most once per such version, under a lock, so a burst of reads of
+      re-wrapped members costs one load; a version still unknown after it
+      fails as before (``KeyringError``, a 503 on the read path);
+    - when ``refresh`` finds that the provider changed (``changed``: a stamp of
+      the key file; a provider without one, like ``env``, never changes under
+      a running process).
+
+    A loaded keyring is taken only if it extends the one held (``Keyring.extends``):
+    a key file replaced by another keyring, or with a KEK version removed, is
+    refused and logged, and the process keeps what it has.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], Keyring],
+        *,
+        changed: Callable[[], Hashable] | None = None,
+    ) -> None:
+        self._load = load
+        self._changed = changed
+        self._lock = threading.Lock()
+        self._tried: set[int] = set()  # versions looked for once already
+        self._stamp = changed() if changed is not None else None
+        self._current = self._bind(load())
+
+    @property
+    def current(self) -> Keyring:
+        return self._current
+
+    def holding(self, version: int) -> Keyring | None:
+        """A keyring holding KEK ``version``: the current one, or one loaded again."""
+        current = self._current
+        if version in current.keks:
+            return current
+        with self._lock:
+            current = self._current  # another thread may have loaded it meanwhile
+            if version in current.keks:
+                return current
+            if version in self._tried:
+                return None
+            self._tried.add(version)
+            self._reload(trigger="unknown-kek-version", version=version)
+            current = self._current
+            return current if version in current.keks else None
+
+    def refresh(self) -> bool:
+        """Load the keyring again if the provider changed; True if a newer one was taken."""
+        if self._changed is None:
+            return False
+        stamp = self._changed()
+        if stamp == self._stamp:
+            return False
+        with self._lock:
+            if stamp == self._stamp:
+                return False
+            taken = self._reload(trigger="provider-changed")
+            self._stamp = stamp
+            return taken
+
+    def _reload(self, **why: object) -> bool:
+        """Load and take a keyring that extends the current one. Holds the lock."""
+        try:
+            loaded = self._load()
+        except KeyringError as exc:
+            log.error("keyring.reload_failed", error=str(exc), **why)
+            return False
+        except OSError as exc:  # unreadable: the process keeps the keyring it has
+            log.error("keyring.reload_failed", error=type(exc).__name__, **why)
+            return False
+        current = self._current
+        if not loaded.extends(current):
+            log.error("keyring.reload_refused", reason="not-an-extension", **why)
+            return False
+        if loaded.keks.keys() == current.keks.keys():
+            return False
+        self._current = self._bind(loaded)
+        log.info("keyring.reloaded", kek_versions=sorted(loaded.keks), **why)
+        return True
+
+    def _bind(self, keyring: Keyring) -> Keyring:
+        """A copy of ``keyring`` that asks this source for versions it lacks (the
+        caller's instance is left as it was)."""
+        bound = Keyring(
+            keks=dict(keyring.keks),
+            index_key=keyring.index_key,
+            pseudonym_key=keyring.pseudonym_key,
+        )
+        object.__setattr__(bound, "_source", self)  # frozen: set once, here
+        return bound
+
+
 class LocalKeyFile:
     """A keyring file readable by the service's user only."""
 
@@ -153,6 +282,14 @@ class LocalKeyFile:
 
     def exists(self) -> bool:
         return self.path.exists()
+
+    def stamp(self) -> Hashable:
+        """Changes whenever the file is replaced or rewritten (``save`` renames a new file in)."""
+        try:
+            found = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (found.st_ino, found.st_mtime_ns, found.st_size)
 
     def create(self) -> Keyring:
         """Create a new keyring file (mode 0600). Refuses to overwrite one."""

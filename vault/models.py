@@ -57,3 +57,22 @@ class VaultBlindIndex(Base):
     member_id: Mapped[str] = mapped_column(
         ForeignKey("vault_member.id", ondelete="CASCADE"), primary_key=True
     )
+
+
+class VaultKeyringHolder(Base):
+    """A running server process and the KEK version it wraps new data keys under.
+
+    Each process writes its own row when it starts and every
+    ``keyring_heartbeat_seconds`` (``seen_at``), and deletes it when it stops;
+    ``memberguard keys rewrap`` refuses while a process seen within
+    ``keyring_live_seconds`` wraps under an older KEK (``gate.keyholders``).
+    """
+
+    __tablename__ = "vault_keyring_holder"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    kek_version: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,58 @@ def test_init_creates_a_0600_key_file_and_is_idempotent(home: Path) -> None:
     code, output = run("init")
     assert code == 0 and "exists" in output
     assert key_file.read_bytes() == before
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """The usual umask, under which a file or directory made without a mode is world-readable."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_init_creates_a_0600_database_and_a_0700_checkpoint_directory(home: Path) -> None:
+    code, output = run("init")
+    assert code == 0, output
+    assert mode(home / "memberguard.db") == 0o600
+    assert mode(home / "checkpoints") == 0o700
+    assert mode(home) == 0o700
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_init_tightens_a_database_and_checkpoint_directory_readable_by_others(
+    home: Path,
+) -> None:
+    run("init")
+    (home / "memberguard.db").chmod(0o644)
+    (home / "checkpoints").chmod(0o755)
+    code, output = run("init")
+    assert code == 0, output
+    assert "now mode 0600" in output
+    assert mode(home / "memberguard.db") == 0o600
+    assert mode(home / "checkpoints") == 0o700
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_the_demo_database_and_published_checkpoints_are_private(home: Path) -> None:
+    code, output = run("demo", "--members", "20", "--no-serve")
+    assert code == 0, output
+    assert mode(home / "memberguard.db") == 0o600
+    assert mode(home / "checkpoints") == 0o700
+    # A checkpoint directory that is gone is made again, private, by the next publish.
+    shutil.rmtree(home / "checkpoints")
+    code, output = run("audit", "checkpoint")
+    assert code == 0, output
+    assert mode(home / "checkpoints") == 0o700
+    published = sorted((home / "checkpoints").glob("*.checkpoint"))
+    assert published and {mode(path) for path in published} == {0o600}
 
 
 def test_clients_add_prints_the_key_once_and_list_never_shows_it(home: Path) -> None:

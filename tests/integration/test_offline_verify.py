@@ -166,10 +166,11 @@ class Export:
         note = sign_note(body, name=origin, private_key=key)
         self.checkpoint_file(size).write_text(note, encoding="utf-8")
 
-    def verify(self, pubkey: Path | None = None) -> Result:
+    def verify(self, pubkey: Path | None = None, *, kept: tuple[Path, ...] = ()) -> Result:
         key = pubkey or self.built.pubkey
+        held = [arg for path in kept for arg in ("--checkpoint", str(path))]
         result = CliRunner().invoke(
-            main, ["audit", "verify", "--export", str(self.dir), "--pubkey", str(key)]
+            main, ["audit", "verify", "--export", str(self.dir), "--pubkey", str(key), *held]
         )
         # Only a deliberate exit: a traceback would be result.exception of another type.
         assert result.exception is None or isinstance(result.exception, SystemExit), (
@@ -488,6 +489,72 @@ def test_a_newline_turned_into_a_carriage_return_in_a_checkpoint_is_detected(
     at = data.index(b"\n")  # the end of the origin line, inside the signed text
     path.write_bytes(data[:at] + b"\r" + data[at + 1 :])
     assert_failed(export.verify(), f"checkpoint {built.checkpoints[1]}: ")
+
+
+def test_a_deleted_checkpoint_that_the_log_records_is_named_at_its_entry(
+    built: Built, export: Export
+) -> None:
+    # The entry after each checkpoint is the log's own record of the cut.
+    second = built.checkpoints[1]
+    export.checkpoint_file(second).unlink()
+    assert_failed(
+        export.verify(),
+        f"entry {second + 1}: the entry records a checkpoint at size {second}, which is missing",
+    )
+
+
+# -- checkpoints an auditor kept (--checkpoint) -----------------------------------
+
+
+def test_a_kept_checkpoint_that_the_export_extends_passes(
+    built: Built, export: Export, tmp_path: Path
+) -> None:
+    kept = tmp_path / "kept.checkpoint"
+    shutil.copy(export.checkpoint_file(built.checkpoints[1]), kept)
+    result = export.verify(kept=(kept,))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"OK: {built.size} entries, 3 signed checkpoints, head ")
+    assert "the log extends the 1 kept checkpoint" in result.stdout
+
+
+def keep(path: Path, size: int, root: bytes, key: Ed25519PrivateKey) -> Path:
+    """A signed checkpoint as an auditor would have kept it."""
+    body = format_checkpoint(Checkpoint(origin=CLI_ORIGIN, size=size, root=root))
+    path.write_text(sign_note(body, name=CLI_ORIGIN, private_key=key), encoding="utf-8")
+    return path
+
+
+def test_a_kept_checkpoint_beyond_the_export_is_named(
+    built: Built, export: Export, tmp_path: Path
+) -> None:
+    # A later checkpoint the auditor kept, and an export of a log rolled back since.
+    beyond = built.size + 12
+    kept = keep(tmp_path / "later", beyond, hashlib.sha256(b"more").digest(), built.signer)
+    assert_failed(
+        export.verify(kept=(kept,)),
+        f"checkpoint {kept} is at size {beyond}, beyond the log's {built.size} entries: "
+        "the log does not extend it",
+    )
+
+
+def test_a_kept_checkpoint_of_another_history_is_named(
+    built: Built, export: Export, tmp_path: Path
+) -> None:
+    # Signed by the log's key: the auditor was shown another history of that size.
+    second = built.checkpoints[1]
+    kept = keep(tmp_path / "fork", second, hashlib.sha256(b"other").digest(), built.signer)
+    assert_failed(
+        export.verify(kept=(kept,)), f"checkpoint {kept} does not match the log at size {second}"
+    )
+
+
+def test_a_kept_checkpoint_signed_by_another_key_is_named(
+    built: Built, export: Export, tmp_path: Path
+) -> None:
+    second = built.checkpoints[1]
+    root = root_of(export.lines()[:second])
+    kept = keep(tmp_path / "other", second, root, generate_signer(CLI_ORIGIN)[0])
+    assert_failed(export.verify(kept=(kept,)), f"checkpoint {kept} does not verify: ")
 
 
 # -- bad head file and bad keys: a FAILED line, never a traceback -----------------

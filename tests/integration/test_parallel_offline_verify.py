@@ -25,7 +25,10 @@ from audit.verify import BLOCK
 
 ORIGIN = "memberguard.test/parallel"
 SIZE = 2 * BLOCK + 300
-CHECKPOINTS = (1, 100, BLOCK, BLOCK + 1, 2 * BLOCK + 10, SIZE)
+CHECKPOINTS = (1, 100, BLOCK, BLOCK + 1, 2 * BLOCK, 2 * BLOCK + 10, SIZE)
+# Checkpoints the log records itself, as a cut does, by the entry after them: one
+# inside a block, one whose entry starts the next block, one in the last block.
+RECORDED = (100, 2 * BLOCK, 2 * BLOCK + 10)
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,30 @@ def sign(directory: Path, size: int, root: bytes, signer: Any, *, name: str | No
     path.write_text(note, encoding="utf-8")
 
 
+def cut_entry(seq: int, lines: list[bytes]) -> dict[str, Any]:
+    """The entry that records the checkpoint at ``seq - 1``, cut over ``lines``."""
+    root = root_from_leaves([leaf_hash(line) for line in lines])
+    return {
+        "v": 1,
+        "seq": seq,
+        "at": 1_795_000_000_000_000 + seq,
+        "action": "audit.checkpoint",
+        "members": [],
+        "decision": "permit",
+        "reason": "checkpoint",
+        "policy": "0" * 64,
+        "detail": {"size": seq - 1, "root": root.hex(), "origin": ORIGIN},
+    }
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     signer, _, key = generate_signer(ORIGIN)
     last: dict[str, int] = {}
-    lines = [canonical_bytes(body(seq, last)) for seq in range(1, SIZE + 1)]
+    lines: list[bytes] = []
+    for seq in range(1, SIZE + 1):
+        entry = cut_entry(seq, lines) if seq - 1 in RECORDED else body(seq, last)
+        lines.append(canonical_bytes(entry))
     directory = tmp_path_factory.mktemp("parallel") / "export"
     write_export(directory, lines, signer, CHECKPOINTS)
     return Built(directory, key, signer)
@@ -120,7 +142,12 @@ class Copy:
         self.write(lines)
 
 
-def both(directory: Path, key: str, monkeypatch: pytest.MonkeyPatch) -> list[OfflineReport]:
+def both(
+    directory: Path,
+    key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    kept: list[tuple[str, str]] | None = None,
+) -> list[OfflineReport]:
     """The report without and with workers, and proof that a worker checked a block."""
     from audit import offline
 
@@ -131,11 +158,11 @@ def both(directory: Path, key: str, monkeypatch: pytest.MonkeyPatch) -> list[Off
         from_workers.append(future is not None)
         return original(self, first, count, data, future)
 
-    sequential = verify_export(directory, verifier_key=key, workers=0)
+    sequential = verify_export(directory, verifier_key=key, workers=0, kept=kept or [])
     assert not from_workers
     with monkeypatch.context() as patch:
         patch.setattr(offline._Walk, "_block", spy)
-        parallel = verify_export(directory, verifier_key=key, workers=2)
+        parallel = verify_export(directory, verifier_key=key, workers=2, kept=kept or [])
     assert any(from_workers), "no block went to a worker"
     assert (sequential.workers, parallel.workers) == (0, 2)  # the reports say so
     return [sequential, parallel]
@@ -204,6 +231,12 @@ CASES: dict[str, Callable[[Copy], None]] = {
     "tail-cut-with-head-fixed": lambda copy: write_export(
         copy.dir, copy.lines()[: SIZE - 10], copy.built.signer, CHECKPOINTS[:-1]
     ),
+    "a-recorded-checkpoint-deleted-inside-a-block": lambda copy: (
+        copy.dir / "checkpoints" / f"{100:020d}.checkpoint"
+    ).unlink(),
+    "a-recorded-checkpoint-deleted-at-a-block-edge": lambda copy: (
+        copy.dir / "checkpoints" / f"{2 * BLOCK:020d}.checkpoint"
+    ).unlink(),
 }
 
 
@@ -219,6 +252,37 @@ def test_workers_report_exactly_what_the_sequential_walk_reports(
     assert sequential.ok == (case in ("clean", "two-files-for-one-size")), sequential
     if case == "clean":
         assert (sequential.size, sequential.checkpoints) == (SIZE, len(CHECKPOINTS))
+
+
+# size, root (None: the log's own), whether the log extends it.
+KEPT = {
+    "in-block-2": ([(BLOCK + 77, None)], True),
+    "at-a-block-edge-and-in-the-tail": ([(BLOCK, None), (SIZE - 3, None)], True),
+    "of-the-empty-log": ([(0, None)], True),
+    "another-root-in-block-2": ([(BLOCK + 77, b"\x07" * 32)], False),
+    "another-root-after-a-good-one": ([(100, None), (2 * BLOCK + 1, b"\x07" * 32)], False),
+    "beyond-the-log": ([(SIZE + 5, b"\x07" * 32)], False),
+}
+
+
+@pytest.mark.parametrize("case", list(KEPT))
+def test_workers_hold_the_log_to_kept_checkpoints_as_the_sequential_walk_does(
+    built: Built, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    wanted, extends = KEPT[case]
+    lines = (built.directory / "entries.ndjson").read_bytes()[:-1].split(b"\n")
+    kept = []
+    for number, (size, root) in enumerate(wanted):
+        if root is None:
+            root = root_from_leaves([leaf_hash(line) for line in lines[:size]])
+        body = format_checkpoint(Checkpoint(origin=ORIGIN, size=size, root=root))
+        kept.append((f"kept-{number}", sign_note(body, name=ORIGIN, private_key=built.signer)))
+    sequential, parallel = both(built.directory, built.key, monkeypatch, kept)
+    assert parallel == sequential
+    assert sequential.ok == extends, sequential
+    if not extends:
+        assert sequential.failure is not None
+        assert sequential.failure.startswith(f"checkpoint kept-{len(wanted) - 1} "), sequential
 
 
 def test_progress_is_reported_at_the_same_counts(built: Built) -> None:

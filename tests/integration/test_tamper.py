@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -231,23 +232,27 @@ def committed_log(fresh: FreshDatabase, *, tamper_seq: int | None = None) -> Non
         engine.dispose()
 
 
-def audit_verify(fresh: FreshDatabase) -> Result:
-    return CliRunner().invoke(
-        main, ["audit", "verify"], env={"MEMBERGUARD_DATABASE_URL": fresh.url}
-    )
+def audit_verify(fresh: FreshDatabase, home: Path) -> Result:
+    # A home of its own: verify also reads the checkpoints published there.
+    env = {"MEMBERGUARD_DATABASE_URL": fresh.url, "MEMBERGUARD_HOME": str(home)}
+    return CliRunner().invoke(main, ["audit", "verify"], env=env)
 
 
-def test_cli_verify_exits_1_and_names_the_tampered_entry(fresh_database: FreshDatabase) -> None:
+def test_cli_verify_exits_1_and_names_the_tampered_entry(
+    fresh_database: FreshDatabase, tmp_path: Path
+) -> None:
     committed_log(fresh_database, tamper_seq=5)
-    result = audit_verify(fresh_database)
+    result = audit_verify(fresh_database, tmp_path / "home")
     assert result.exit_code == 1, result.output
     assert "FAILED at entry 5:" in result.stderr
     assert "column 'actor'" in result.stderr
     assert "OK" not in result.output
 
 
-def test_cli_verify_exits_0_and_says_ok_for_an_intact_log(fresh_database: FreshDatabase) -> None:
+def test_cli_verify_exits_0_and_says_ok_for_an_intact_log(
+    fresh_database: FreshDatabase, tmp_path: Path
+) -> None:
     committed_log(fresh_database)
-    result = audit_verify(fresh_database)
+    result = audit_verify(fresh_database, tmp_path / "home")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"OK: {N} entries, head ")

@@ -16,7 +16,12 @@ from audit.checkpoint import (
 )
 from audit.entry import ZERO_HASH, canonical_bytes, chain_hash, leaf_hash
 from audit.merkle import root_from_leaves
-from audit.verify import LogVerifier
+from audit.verify import (
+    HeldCheckpoint,
+    HeldCheckpointError,
+    LogVerifier,
+    checkpoint_record_failure,
+)
 
 ORIGIN = "memberguard.test/audit"
 ALICE, BOB, CAROL = "a" * 24, "b" * 24, "c" * 24
@@ -261,3 +266,56 @@ def test_a_checkpoint_cannot_be_accepted_without_a_verifier_key(key: Ed25519Priv
     assert verifier.check_checkpoint(signed) == (
         "no verifier key to check the checkpoint's signature"
     )
+
+
+# -- the log's own record of a cut, and checkpoints held elsewhere -----------------
+
+ROOT_5 = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("detail", "failure"),
+    [
+        ({"size": 5, "root": ROOT_5, "origin": ORIGIN}, None),
+        (
+            {"size": 6, "root": ROOT_5, "origin": ORIGIN},
+            "the entry records a checkpoint at size 6, which is missing",
+        ),
+        (
+            {"size": 5, "root": "cd" * 32, "origin": ORIGIN},
+            "the entry records another root for the checkpoint at size 5",
+        ),
+        ({"size": "5", "root": ROOT_5}, "the entry records a checkpoint without a tree size"),
+        (None, "the entry records a checkpoint without a tree size"),
+    ],
+    ids=["recorded", "missing", "another-root", "size-as-text", "no-detail"],
+)
+def test_a_checkpoint_entry_must_name_a_checkpoint_of_the_log(
+    detail: Any, failure: str | None
+) -> None:
+    assert checkpoint_record_failure(detail, {5: ROOT_5}) == failure
+
+
+def test_a_held_checkpoint_is_read_only_if_it_verifies_under_the_key(
+    key: Ed25519PrivateKey,
+) -> None:
+    root = root_from_leaves([leaf_hash(raw) for raw in history()])
+    signed = note(key, origin=ORIGIN, size=5, root=root)
+    held = HeldCheckpoint.read("checkpoint kept", signed, verifier_key=vkey(key))
+    assert (held.size, held.root, held.published) == (5, root, False)
+    other = vkey(generate_signer(ORIGIN)[0])
+    with pytest.raises(HeldCheckpointError, match=r"^checkpoint kept does not verify: "):
+        HeldCheckpoint.read("checkpoint kept", signed, verifier_key=other)
+    with pytest.raises(HeldCheckpointError, match="no verifier key"):
+        HeldCheckpoint.read("checkpoint kept", signed, verifier_key=None)
+
+
+def test_a_published_checkpoint_is_read_unverified_without_a_key_and_by_its_name(
+    key: Ed25519PrivateKey,
+) -> None:
+    signed = note(key, origin=ORIGIN, size=5, root=bytes(32))
+    held = HeldCheckpoint.read("p", signed, verifier_key=None, published=True, named_size=5)
+    assert (held.size, held.root, held.published) == (5, bytes(32), True)
+    with pytest.raises(HeldCheckpointError, match="named for size 7 but holds size 5"):
+        HeldCheckpoint.read("p", signed, verifier_key=vkey(key), published=True, named_size=7)
+    assert held.beyond(3).endswith("beyond the log's 3 entries: the log was rolled back")
