@@ -161,6 +161,11 @@ def test_the_readme_tour_is_the_printed_tour_and_its_numbers_hold(
     assert f"loads {default_members:,} synthetic members" in text
     assert f"in {default_batches} batches of {BATCH:,}" in text
     assert re.findall(r"^# OK: (\d+) entries", "\n".join(readme_tour()), re.M) == [str(expected)]
+    # ... and the line on the published checkpoints is what verify prints.
+    extends = [line for line in verified.stdout.splitlines() if line.startswith("the log extends")]
+    assert [f"# {line}" for line in extends] == [
+        line for line in readme_tour() if line.startswith("# the log extends")
+    ]
     explained = re.search(
         r"The (\d+) entries are the (\d+) import batches, the first signed checkpoint, "
         r"the (\d+) clients and the\s+tour's (\d+) decisions",
