@@ -28,7 +28,7 @@ from principals.models import GateApiKey, GateClient, GateClientPurpose
 ROLES: tuple[str, ...] = ("client", "auditor", "admin")
 SCOPES = frozenset({"members:write", "consents:read", "consents:write"})
 KEY_PREFIX = "mg_"
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # fullmatch: "$" allows a final "\n"
 
 
 def kind_of(role: str) -> ActorKind:
@@ -155,7 +155,7 @@ def check_new_client(
     policy: Policy, *, name: str, role: str, purposes: list[str], scopes: list[str]
 ) -> None:
     """Everything about a registration that can be checked without the database."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InvalidInput(
             "name must be 1-64 characters: lower-case letters, digits, '_', '.', '-'"
         )

@@ -480,6 +480,39 @@ def test_malformed_member_id_is_not_found_and_not_echoed(
     assert_database_intact(app_client, keys, member_id, session)
 
 
+def test_a_member_id_with_a_trailing_newline_is_malformed_everywhere(
+    app_client: TestClient, keys: Keys, member_id: str, session: Session
+) -> None:
+    """``re.match`` with ``$`` accepts ``"<id>\\n"``: such an id must be refused like any
+    malformed one (404, not echoed), never recorded under an id that is not the member's."""
+    padded = [member_id + "\n", new_id() + "\n", member_id + "\r\n"]
+    for operation in MEMBER_OPERATIONS:
+        before = snapshot(session)
+        for bad in padded:
+            response = _member_request(app_client, keys, operation, quote(bad, safe=""))
+            assert_problem(response, 404, "not-found")
+            assert_not_echoed(response, bad)
+        after = snapshot(session)
+        if operation == "read":
+            one_refusal_recorded(before, after, n=len(padded))
+        else:
+            assert after == before, operation
+    log = audit_bytes(session)
+    for bad in padded:
+        assert json.dumps(bad).encode() not in log
+    for bad in padded:  # the auditor's view of a member and the admin's revocation too
+        for method, path, key in (
+            ("GET", f"/v1/members/{quote(bad, safe='')}/access-log", keys.auditor),
+            ("DELETE", f"/v1/clients/{quote(keys.ids['sms'] + bad[24:], safe='')}", keys.admin),
+        ):
+            response = app_client.request(method, path, headers=auth(key))
+            assert_problem(response, 404, "not-found")
+            assert_not_echoed(response, bad)
+    # The client with the id that was padded was not revoked.
+    still = app_client.get(f"/v1/members/{member_id}?purpose=marketing_sms", headers=auth(keys.sms))
+    assert still.status_code == 403, still.text
+
+
 # ------------------------------------------------------------------- consents
 
 
@@ -892,3 +925,15 @@ def test_injection_in_a_client_registration_is_refused_and_writes_nothing(
             assert_not_echoed(response, value)
     assert snapshot(session) == before
     assert_database_intact(app_client, keys, member_id, session)
+
+
+def test_a_client_name_with_a_trailing_newline_is_refused(
+    app_client: TestClient, keys: Keys, member_id: str, session: Session
+) -> None:
+    before = snapshot(session)
+    for name in ("pos-till\n", "pos-till\r\n"):
+        response = app_client.post(
+            "/v1/clients", json={"name": name, "role": "client"}, headers=auth(keys.admin)
+        )
+        assert_problem(response, 422, "validation-failed")
+    assert snapshot(session) == before
