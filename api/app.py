@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A fresh batcher per run of the app: a closed one refuses every read.
         app.state.reads = ReadBatcher(services)
+        app.state.readiness = health.Readiness(services)
         yield
         # Decides and answers whatever is still queued, off the event loop.
         await asyncio.to_thread(app.state.reads.close)
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.state.services = services
     app.state.settings = settings
     app.state.reads = ReadBatcher(services)  # replaced by each run of the lifespan
+    app.state.readiness = health.Readiness(services)  # likewise
     problems.install(app)
     for router in (
         health.router,
