@@ -132,6 +132,16 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     cause = exc.__cause__
     if isinstance(cause, BodyTooLarge):
         return await domain_error(request, cause)
+    if isinstance(cause, RecursionError):
+        # Valid JSON, but nested deeper than the parser goes (about 1,000 levels,
+        # well inside the body limit); RFC 8259 section 9 allows the limit.
+        return problem(
+            422,
+            "json-too-deep",
+            "JSON nested too deeply",
+            "the request body nests arrays or objects too deeply",
+            request,
+        )
     if isinstance(cause, UnicodeDecodeError | ValueError):
         return problem(
             422, "malformed-json", "Malformed JSON", "the request body is not UTF-8 JSON", request

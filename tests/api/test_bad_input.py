@@ -10,6 +10,7 @@ audit log: unchanged, or grown by the one entry that records a refusal).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -22,8 +23,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from api.app import create_app
 from audit.log import read_head
 from core.ids import new_id
+from gate.context import Services
 from tests.api.conftest import MEMBER, app_routes, auth, grant
 from tests.conftest import Keys
 
@@ -195,6 +198,30 @@ def test_body_that_is_not_utf8_is_refused_as_malformed_json(
     for method, path, key in body_endpoints(keys, member_id):
         response = json_post(app_client, path, b'{"name": "\xff\xfe"}', key, method)
         assert_problem(response, 422, "malformed-json")
+    assert snapshot(session) == before
+
+
+NESTED_TOO_DEEP = {
+    "arrays": b"[" * 10_000 + b"]" * 10_000,
+    "objects": b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+    "arrays-in-a-field": b'{"name": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+}
+
+
+def test_deeply_nested_json_is_refused_as_json_too_deep(
+    services: Services, keys: Keys, member_id: str, session: Session
+) -> None:
+    """10,000 levels fit under the default body limit (64 KiB); the parser gives up
+    at about 1,000 (RecursionError), which must be a documented 422, not a 400 or 500."""
+    settings = services.settings.model_copy(update={"max_body_bytes": 1024 * 1024})
+    app = create_app(services=dataclasses.replace(services, settings=settings))
+    before = snapshot(session)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for case, content in NESTED_TOO_DEEP.items():
+            for method, path, key in body_endpoints(keys, member_id):
+                response = json_post(client, path, content, key, method)
+                assert response.status_code == 422, (case, path, response.text)
+                assert_problem(response, 422, "json-too-deep")
     assert snapshot(session) == before
 
 
