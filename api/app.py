@@ -12,7 +12,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from swagger_ui_bundle import swagger_ui_path
 
-from api import problems
+from api import openapi, problems
 from api.deps import get_actor
 from api.middleware import BodyLimit, RequestContext
 from api.routers import audit, clients, health, members, reads
@@ -38,7 +38,7 @@ def _add_docs(app: FastAPI, *, public: bool) -> None:
     assets = Path(swagger_ui_path)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=dependencies)
-    def openapi() -> JSONResponse:
+    def openapi_document() -> JSONResponse:
         return JSONResponse(app.openapi())
 
     @app.get("/docs", include_in_schema=False, dependencies=dependencies)
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         clients.router,
     ):
         app.include_router(router)
+    openapi.install(app)
     _add_docs(app, public=settings.docs_public)
     # Outermost first: the request id exists before the body limit can reject.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import ServicesDep, require_role
+from api.openapi import problems
 from api.schemas import AuditEntriesOut, AuditHeadOut
 from audit.log import read_head
 from audit.notary import latest_checkpoint
@@ -72,6 +73,7 @@ Filters = Annotated[EntryFilter, Depends(_filters)]
     "/entries",
     response_model=AuditEntriesOut,
     responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+    openapi_extra=problems("invalid-cursor"),
 )
 def entries(
     request: Request,
@@ -137,14 +139,14 @@ def head(services: ServicesDep) -> dict[str, Any]:
 Size = Annotated[int | None, Query(ge=1, le=2**62, description="A checkpointed tree size")]
 
 
-@router.get("/checkpoint")
+@router.get("/checkpoint", openapi_extra=problems("no-checkpoint"))
 def checkpoint(services: ServicesDep, size: Size = None) -> dict[str, Any]:
     """The latest signed checkpoint, or the one cut at ``size``."""
     with services.reading() as session:
         return get_checkpoint(session, size)
 
 
-@router.get("/entries/{seq}/proof")
+@router.get("/entries/{seq}/proof", openapi_extra=problems("no-checkpoint", "not-found"))
 def entry_proof(
     services: ServicesDep, seq: Annotated[int, Path(ge=1, le=2**62)], size: Size = None
 ) -> dict[str, Any]:
@@ -153,7 +155,7 @@ def entry_proof(
         return inclusion(session, seq=seq, size=size)
 
 
-@router.get("/consistency")
+@router.get("/consistency", openapi_extra=problems("no-checkpoint"))
 def consistency_proof(
     services: ServicesDep,
     from_size: Annotated[int, Query(alias="from", ge=1, le=2**62)],
@@ -175,7 +177,9 @@ members_router = APIRouter(
 )
 
 
-@members_router.get("/{member_id}/access-log")
+@members_router.get(
+    "/{member_id}/access-log", openapi_extra=problems("not-found", "invalid-cursor")
+)
 def access_log(
     member_id: str,
     services: ServicesDep,

@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from api.schemas import ReadinessOut
 from gate.context import Services
 from gate.readiness import OK, check_readiness
 
@@ -51,7 +52,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=ReadinessOut,
+    responses={503: {"model": ReadinessOut, "description": "A dependency is not available"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     readiness: Readiness = request.app.state.readiness
     checks = await readiness.checks(within=READY_WITHIN_SECONDS)
