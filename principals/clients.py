@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeGuard
@@ -22,7 +22,7 @@ from audit.actions import ActorKind
 from core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from core.ids import is_valid_id, new_id
 from policies.model import Policy
-from principals.actor import OPERATOR, Actor
+from principals.actor import OPERATOR, OPERATOR_ACTOR, Actor
 from principals.models import GateApiKey, GateClient, GateClientPurpose
 
 ROLES: tuple[str, ...] = ("client", "auditor", "admin")
@@ -252,6 +252,19 @@ def find_client(session: Session, reference: str) -> GateClient | None:
         if by_id is not None:
             return by_id
     return session.scalar(select(GateClient).where(GateClient.name == reference))
+
+
+def actor_names(session: Session, actor_ids: Collection[str]) -> dict[str, str]:
+    """The names of the actors (clients, the operator) that audit entries name by id.
+
+    Revoked clients keep their rows, so every client an entry names has one.
+    """
+    names = {OPERATOR: OPERATOR_ACTOR.name} if OPERATOR in actor_ids else {}
+    ids = [i for i in actor_ids if is_valid_id(i)]
+    if ids:
+        rows = session.execute(select(GateClient.id, GateClient.name).where(GateClient.id.in_(ids)))
+        names.update({row.id: row.name for row in rows})
+    return names
 
 
 def client_view(client: GateClient) -> dict[str, Any]:

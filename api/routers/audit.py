@@ -18,9 +18,8 @@ from api.schemas import AuditEntriesOut, AuditHeadOut
 from audit.log import read_head
 from audit.notary import latest_checkpoint
 from audit.proofs import consistency, get_checkpoint, inclusion
-from audit.queries import EntryFilter, page_entries, stream_entries, time_bound
-from core.errors import NotFound
-from core.ids import is_valid_id
+from audit.queries import EntryFilter, time_bound
+from gate.auditor import entries_page, entries_stream, member_access_log
 
 router = APIRouter(
     prefix="/v1/audit", tags=["audit"], dependencies=[Depends(require_role("auditor"))]
@@ -31,11 +30,13 @@ CSV_COLUMNS = (
     "at",
     "action",
     "actor",
+    "actor_name",
     "actor_role",
     "purpose",
     "decision",
     "reason",
     "members",
+    "members_in_entry",
     "fields",
     "policy",
     "request_id",
@@ -84,7 +85,7 @@ def entries(
 ) -> Any:
     accept = request.headers.get("accept", "")
     if "application/x-ndjson" in accept or "text/csv" in accept:
-        rows = stream_entries(services.read_sessions, filters)
+        rows = entries_stream(services, filters)
         if "application/x-ndjson" in accept:
             return StreamingResponse(_ndjson(rows), media_type="application/x-ndjson")
         return StreamingResponse(
@@ -92,9 +93,8 @@ def entries(
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="audit-entries.csv"'},
         )
-    with services.reading() as session:
-        items, next_cursor = page_entries(session, filters, cursor=cursor, limit=limit)
-    return {"entries": items, "next_cursor": next_cursor}
+    page = entries_page(services, filters, cursor=cursor, limit=limit)
+    return {"entries": page.entries, "next_cursor": page.next_cursor}
 
 
 def _ndjson(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
@@ -191,19 +191,14 @@ def access_log(
     Each item carries its ``seq`` (ask for its inclusion proof) and ``prev``,
     the member's previous entry as named inside the entry's hashed bytes: the
     history is complete when each item's ``prev`` is the ``seq`` of the item
-    before it (0 for the first), so an entry left out breaks the links.
+    before it (0 for the first), so an entry left out breaks the links. A bulk
+    entry shows the member's own line (``members_in_entry`` says how many it
+    names); each item names its actor (``actor_name``).
     """
-    if not is_valid_id(member_id):
-        raise NotFound("no such member")
-    with services.reading() as session:
-        items, next_cursor = page_entries(
-            session, EntryFilter(member=member_id), cursor=cursor, limit=limit
-        )
-        latest = latest_checkpoint(session)
-        note = latest.note if latest is not None else None
+    log = member_access_log(services, member_id, cursor=cursor, limit=limit)
     return {
-        "member": member_id,
-        "entries": [{**item, "prev": item.get("member_prev", {}).get(member_id)} for item in items],
-        "next_cursor": next_cursor,
-        "checkpoint": note,
+        "member": log.member,
+        "entries": log.entries,
+        "next_cursor": log.next_cursor,
+        "checkpoint": log.checkpoint,
     }
