@@ -5,32 +5,61 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from swagger_ui_bundle import swagger_ui_path
 
-from api import problems
+from api import openapi, problems
 from api.deps import get_actor
 from api.middleware import BodyLimit, RequestContext
 from api.routers import audit, clients, health, members, reads
+from core.errors import NotFound
 from core.settings import Settings
 from gate.batching import ReadBatcher
 from gate.context import Services, build_services
 from gate.keyholders import KeyringHeartbeat
 
+# Swagger UI's files, served from the swagger-ui-bundle package: FastAPI's
+# default page loads them from a CDN, which left /docs blank offline.
+DOCS_ASSETS = "/docs/assets"
+DOCS_ASSET_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"})
+
 
 def _add_docs(app: FastAPI, *, public: bool) -> None:
-    """OpenAPI and Swagger UI: any valid key (any role) may read them."""
+    """OpenAPI and Swagger UI: any valid key (any role) may read them.
+
+    Swagger UI's own files hold no data, but they sit behind the same rule as
+    the page that loads them (a key, or ``docs_public``), so that nothing is
+    public but the health probes unless the operator opens the docs as a whole.
+    """
     dependencies = [] if public else [Depends(get_actor)]
+    assets = Path(swagger_ui_path)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=dependencies)
-    def openapi() -> JSONResponse:
+    def openapi_document() -> JSONResponse:
         return JSONResponse(app.openapi())
 
     @app.get("/docs", include_in_schema=False, dependencies=dependencies)
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="memberguard API")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="memberguard API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            # No badge fetched from the public validator service either.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get(DOCS_ASSETS + "/{name}", include_in_schema=False, dependencies=dependencies)
+    def docs_asset(name: str) -> FileResponse:
+        # Only the files the page names: never a path into the package.
+        if name not in DOCS_ASSET_FILES:
+            raise NotFound("no such file")
+        return FileResponse(assets / name)
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
@@ -49,6 +78,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         # file), so that `keys rewrap` never leaves it behind.
         heartbeat = KeyringHeartbeat(services)
         await asyncio.to_thread(heartbeat.start)
+        app.state.readiness = health.Readiness(services)
         yield
         # Decides and answers whatever is still queued, off the event loop.
         await asyncio.to_thread(app.state.reads.close)
@@ -70,6 +100,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.state.services = services
     app.state.settings = settings
     app.state.reads = ReadBatcher(services)  # replaced by each run of the lifespan
+    app.state.readiness = health.Readiness(services)  # likewise
     problems.install(app)
     for router in (
         health.router,
@@ -80,6 +111,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         clients.router,
     ):
         app.include_router(router)
+    openapi.install(app)
     _add_docs(app, public=settings.docs_public)
     # Outermost first: the request id exists before the body limit can reject.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

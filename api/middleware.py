@@ -18,14 +18,16 @@ from api.problems import BodyTooLarge
 
 log = structlog.get_logger("memberguard.access")
 
+# Matched whole (fullmatch): a client's X-Request-ID is kept only in this shape.
 UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+    r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 )
 
 
-# Request ids must be unique, not secret (a client may send its own), so they
-# come from a generator seeded once from the OS: uuid4() reads os.urandom on
-# every call, which cost a tenth of the event loop's time under load.
+# Request ids must be unique, not secret (each is shown to its client and
+# grants nothing), so they come from a generator seeded once from the OS:
+# uuid4() reads os.urandom on every call, which cost a tenth of the event
+# loop's time under load.
 _request_ids = random.Random()  # noqa: S311 (uniqueness, not secrecy)
 # A forked worker (gunicorn --preload) must not repeat its parent's sequence.
 os.register_at_fork(after_in_child=_request_ids.seed)
@@ -39,10 +41,15 @@ def new_request_id() -> str:
 class RequestContext:
     """Assigns the request id, logs one access line per request.
 
-    A client's X-Request-ID is kept only if it is a UUID: any other text could
-    be personal data, and the id is written to the audit log. The access line
-    names the route template (``/v1/members/{member_id}``), never the raw path
-    or query string.
+    The request id is always the server's own: it is written into audit
+    entries, which are permanent and hashed, so no client text may reach them
+    (a "UUID" can end in a phone number's digits). It is returned as
+    ``X-Request-ID``. A client's own ``X-Request-ID``, if it is a UUID, is
+    kept for correlation only: bound to the log lines as
+    ``client_request_id`` (which the log's scrubbing covers, unlike the
+    trusted ``request_id``) and echoed as ``X-Client-Request-ID``; anything
+    else is dropped. The access line names the route template
+    (``/v1/members/{member_id}``), never the raw path or query string.
     """
 
     def __init__(self, app: Any) -> None:
@@ -53,10 +60,15 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         supplied = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = supplied.lower() if UUID_RE.match(supplied) else new_request_id()
+        client_request_id = supplied if UUID_RE.fullmatch(supplied) else None
+        request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        extra_headers = [(b"x-request-id", request_id.encode())]
+        if client_request_id is not None:
+            structlog.contextvars.bind_contextvars(client_request_id=client_request_id)
+            extra_headers.append((b"x-client-request-id", client_request_id.encode()))
         started = time.perf_counter()
         status = 500
 
@@ -64,7 +76,7 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                message.setdefault("headers", []).extend(extra_headers)
             await send(message)
 
         try:

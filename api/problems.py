@@ -8,6 +8,7 @@ errors carry the location and the rule, not the input.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -49,6 +50,73 @@ STATUS_BY_CLASS: tuple[tuple[type[DomainError], int], ...] = (
 class BodyTooLarge(DomainError):
     slug = "payload-too-large"
     title = "Request body too large"
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemType:
+    status: int
+    meaning: str
+
+
+# Every problem type the API answers with: its status and what it means. The
+# OpenAPI document is built from this table (api/openapi.py), and a test
+# collects the slugs the code can emit and checks that each is documented.
+PROBLEM_TYPES: dict[str, ProblemType] = {
+    "unauthenticated": ProblemType(401, "missing, malformed, unknown or revoked API key"),
+    "role-required": ProblemType(403, "the key's role may not use this endpoint"),
+    "scope-required": ProblemType(403, "the client lacks the scope this write needs"),
+    "purpose-not-allowed": ProblemType(403, "the client is not granted the purpose (recorded)"),
+    "consent-required": ProblemType(403, "the member has not consented to the purpose (recorded)"),
+    "consent-outdated": ProblemType(
+        403, "the member consented under a notice the policy no longer accepts (recorded)"
+    ),
+    "lookup-not-allowed": ProblemType(
+        403, "the purpose may not find members by that field (recorded)"
+    ),
+    "consent-self-grant": ProblemType(
+        403, "a client may not record a grant for a purpose it reads itself"
+    ),
+    "separate-consent-collector-only": ProblemType(
+        403, "a separate consent is granted only by a client that only collects consent"
+    ),
+    "forbidden": ProblemType(403, "refused (generic)"),
+    "not-found": ProblemType(404, "no such member, client, entry or path"),
+    "no-checkpoint": ProblemType(404, "no signed checkpoint at that size (or none yet)"),
+    "method-not-allowed": ProblemType(405, "the path does not take this method"),
+    "not-acceptable": ProblemType(406, "no representation matches the Accept header"),
+    "bundled-consent": ProblemType(409, "a separate-consent purpose granted with others"),
+    "client-exists": ProblemType(409, "a client with this name already exists"),
+    "already-revoked": ProblemType(409, "the client is already revoked"),
+    "keyring-behind": ProblemType(
+        409, "a running server wraps under an older KEK (`keys rewrap`, CLI only)"
+    ),
+    "conflict": ProblemType(409, "a concurrent change won a uniqueness race; retry"),
+    "payload-too-large": ProblemType(413, "the body is larger than the configured limit"),
+    "unsupported-media-type": ProblemType(415, "the body's content type is not accepted"),
+    "validation-failed": ProblemType(422, "a parameter or body member breaks a rule (`errors`)"),
+    "malformed-json": ProblemType(422, "the body is not UTF-8 JSON"),
+    "json-too-deep": ProblemType(422, "the body nests arrays or objects too deeply"),
+    "unknown-purpose": ProblemType(422, "the purpose is not in the policy (`known_purposes`)"),
+    "invalid-cursor": ProblemType(422, "the cursor is not a next_cursor this API gave"),
+    "rate-limited": ProblemType(429, "too many requests of this kind; see `Retry-After`"),
+    "http-error": ProblemType(400, "the request could not be read (generic)"),
+    "error": ProblemType(400, "the request failed (generic)"),
+    "vault-integrity": ProblemType(500, "stored data failed its integrity check; nothing released"),
+    "internal-error": ProblemType(500, "an unexpected failure; see the server log"),
+    "audit-unavailable": ProblemType(503, "the audit log could not be written; nothing released"),
+    "keys-unavailable": ProblemType(503, "the key provider or checkpoint signer failed"),
+    "database-unavailable": ProblemType(503, "the database could not be reached"),
+    "unavailable": ProblemType(503, "a dependency failed (generic)"),
+}
+
+# Starlette's own HTTP errors (an unknown path, a method the path does not take).
+HTTP_ERROR_SLUGS = {
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    415: "unsupported-media-type",
+}
+HTTP_ERROR = "http-error"
 
 
 def problem(
@@ -136,16 +204,21 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     cause = exc.__cause__
     if isinstance(cause, BodyTooLarge):
         return await domain_error(request, cause)
+    if isinstance(cause, RecursionError):
+        # Valid JSON, but nested deeper than the parser goes (about 1,000 levels,
+        # well inside the body limit); RFC 8259 section 9 allows the limit.
+        return problem(
+            422,
+            "json-too-deep",
+            "JSON nested too deeply",
+            "the request body nests arrays or objects too deeply",
+            request,
+        )
     if isinstance(cause, UnicodeDecodeError | ValueError):
         return problem(
             422, "malformed-json", "Malformed JSON", "the request body is not UTF-8 JSON", request
         )
-    slug = {
-        404: "not-found",
-        405: "method-not-allowed",
-        406: "not-acceptable",
-        415: "unsupported-media-type",
-    }.get(exc.status_code, "http-error")
+    slug = HTTP_ERROR_SLUGS.get(exc.status_code, HTTP_ERROR)
     detail = exc.detail if isinstance(exc.detail, str) else "request failed"
     return problem(exc.status_code, slug, detail, detail, request, dict(exc.headers or {}))
 

@@ -95,6 +95,13 @@ class ClientCreatedOut(ClientOut):
     key: str = Field(description="Shown once; only its hash is stored.")
 
 
+class ReadinessOut(BaseModel):
+    status: Literal["ready", "not-ready"]
+    checks: dict[str, str] = Field(
+        description='Each dependency: "ok", or why not (a type name, never a value).'
+    )
+
+
 class AuditHeadOut(BaseModel):
     size: int
     head_hash: str

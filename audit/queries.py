@@ -83,9 +83,25 @@ def _statement(filters: EntryFilter, after: int) -> Select[Any]:
     return stmt.where(AuditEntry.seq > after).order_by(AuditEntry.seq)
 
 
-def entry_view(row: Any) -> dict[str, Any]:
+def entry_view(row: Any, *, member: str | None = None) -> dict[str, Any]:
+    """The stored entry with its hashes; for ``member``, that member's line of it.
+
+    A bulk entry (an import batch, an export batch) names up to thousands of
+    members, each with a back-link: shown for one member, ``members`` and
+    ``member_prev`` keep that member only and ``members_in_entry`` says how
+    many the entry names. ``seq`` and the hashes are the stored entry's, so
+    its inclusion proof (which carries the whole entry) still proves it.
+    """
     entry = parse_entry(bytes(row.entry))
-    return {**entry, "leaf_hash": row.leaf_hash, "chain_hash": row.chain_hash}
+    view = {**entry, "leaf_hash": row.leaf_hash, "chain_hash": row.chain_hash}
+    if member is not None:
+        members = entry.get("members", [])
+        view["members"] = [m for m in members if m == member]
+        view["members_in_entry"] = len(members)
+        links = entry.get("member_prev")
+        if links is not None:
+            view["member_prev"] = {m: seq for m, seq in links.items() if m == member}
+    return view
 
 
 def page_entries(
@@ -94,7 +110,8 @@ def page_entries(
     rows = session.execute(_statement(filters, decode_cursor(cursor)).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    return [entry_view(r) for r in rows], (encode_cursor(rows[-1].seq) if more and rows else None)
+    views = [entry_view(r, member=filters.member) for r in rows]
+    return views, (encode_cursor(rows[-1].seq) if more and rows else None)
 
 
 def stream_entries(
@@ -112,5 +129,5 @@ def stream_entries(
         if not rows:
             return
         for row in rows:
-            yield entry_view(row)
+            yield entry_view(row, member=filters.member)
         after = rows[-1].seq

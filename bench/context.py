@@ -53,9 +53,7 @@ class BenchContext:
         if self._dropped:
             return
         self._dropped = True
-        bind = self.services.sessions.kw.get("bind")  # type: ignore[attr-defined]
-        if bind is not None:
-            bind.dispose()
+        self.services.dispose()
         if self.server_url is not None and self.db_url is not None:
             _drop_database(self.server_url, make_url(self.db_url).database or "")
         shutil.rmtree(self.home, ignore_errors=True)

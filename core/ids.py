@@ -13,7 +13,7 @@ import re
 import secrets
 
 ID_LENGTH = 24
-ID_PATTERN = re.compile(r"^[a-z2-7]{24}$")
+ID_PATTERN = re.compile(r"[a-z2-7]{24}")
 
 
 def new_id() -> str:
@@ -21,4 +21,6 @@ def new_id() -> str:
 
 
 def is_valid_id(value: str) -> bool:
-    return bool(ID_PATTERN.match(value))
+    # fullmatch, not match with "$": "$" also matches before a trailing newline,
+    # and "<id>\n" is not an id (it would be recorded under a name no member has).
+    return ID_PATTERN.fullmatch(value) is not None

@@ -47,7 +47,7 @@ def record_member_consent(
     )
     with services.uow(actor) as uow:
         if not member_exists(uow.session, member_id):
-            raise NotFound("no such member", member_id=member_id)
+            raise NotFound("no such member")
         receipt_id = new_receipt_id(change)
         seq = uow.record(
             actions.consent_changed(

@@ -16,6 +16,7 @@ from functools import partial
 
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter, RateLimiter
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from audit.notary import Notary
@@ -42,8 +43,9 @@ class Services:
     notary: Notary
     # Sessions for use cases (they take the write lock) ...
     sessions: SessionFactory
-    # ... and for read-only work that records nothing (auditor queries,
-    # proofs, listings): never SQLite's write lock.
+    # ... and for read-only work that records nothing (key checks, auditor
+    # queries, proofs, listings, readiness): never SQLite's write lock, and
+    # (from build_services) a connection pool of their own.
     read_sessions: SessionFactory
     clock: Clock = utc_now
     # Rate-limit counters shared by every request of this process (or, with a
@@ -69,6 +71,13 @@ class Services:
             policy_version=self.policy.version,
             under_lock=partial(ensure_active, actor=actor) if actor is not None else None,
         )
+
+    def dispose(self) -> None:
+        """Close the pooled connections of the engines behind both session factories."""
+        for factory in (self.sessions, self.read_sessions):
+            bind = getattr(factory, "kw", {}).get("bind")
+            if isinstance(bind, Engine):
+                bind.dispose()
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
@@ -137,16 +146,21 @@ def check_database(settings: Settings, *, migrated: bool = True) -> None:
 def build_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
     """Everything from ``settings``; raises a ``SetupError`` (keys, signer, database URL) or
     ``PolicyError``. The database is not connected to here: see ``check_database``."""
-    engine = build_engine(
-        settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
-    )
+    url, synchronous = settings.resolved_database_url, settings.sqlite_synchronous
+    # Read-only work (key checks, auditor queries, readiness) gets a connection
+    # pool of its own. Writers queued for the log-head lock (SQLite's write
+    # lock, the head row elsewhere) hold their pooled connections while they
+    # wait; in one shared pool, a lock held for long made every key check and
+    # readiness probe wait as long for a connection.
+    engine = build_engine(url, sqlite_synchronous=synchronous)
+    read_engine = build_engine(url, sqlite_synchronous=synchronous)
     return Services(
         settings=settings,
         policy=load_policy(settings.policy_path),
         keys=keyring_source(settings),
         notary=load_notary(settings),
         sessions=session_factory(engine),
-        read_sessions=session_factory(engine, read_only=True),
+        read_sessions=session_factory(read_engine, read_only=True),
         clock=clock,
         limiter=build_limiter(settings.rate_limit_storage),
     )

@@ -189,7 +189,7 @@ class Programme(_Strict):
     @classmethod
     def _slug_channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for channel in value:
-            if not SLUG_RE.match(channel):
+            if not SLUG_RE.fullmatch(channel):
                 raise ValueError(f"{channel!r} is not a valid channel id")
         return value
 
@@ -235,7 +235,7 @@ class Policy(_Strict):
     @classmethod
     def _slug_keys(cls, value: dict[str, object]) -> dict[str, object]:
         for key in value:
-            if not SLUG_RE.match(key):
+            if not SLUG_RE.fullmatch(key):
                 raise ValueError(f"{key!r} is not a valid id (lower-case letters, digits, _)")
         return value
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeGuard
@@ -22,13 +22,13 @@ from audit.actions import ActorKind
 from core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from core.ids import is_valid_id, new_id
 from policies.model import SLUG_RE, Policy
-from principals.actor import OPERATOR, Actor
+from principals.actor import OPERATOR, OPERATOR_ACTOR, Actor
 from principals.models import GateApiKey, GateClient, GateClientPurpose
 
 ROLES: tuple[str, ...] = ("client", "auditor", "admin")
 SCOPES = frozenset({"members:write", "consents:read", "consents:write"})
 KEY_PREFIX = "mg_"
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # fullmatch: "$" allows a final "\n"
 
 
 def kind_of(role: str) -> ActorKind:
@@ -155,7 +155,7 @@ def check_new_client(
     policy: Policy, *, name: str, role: str, purposes: list[str], scopes: list[str]
 ) -> None:
     """Everything about a registration that can be checked without the database."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InvalidInput(
             "name must be 1-64 characters: lower-case letters, digits, '_', '.', '-'"
         )
@@ -182,7 +182,7 @@ def _unknown_purposes(unknown: list[str]) -> str:
     anything else is counted, not echoed, since error details never repeat
     arbitrary submitted values (someone may have pasted a phone number).
     """
-    named = [purpose for purpose in unknown if SLUG_RE.match(purpose)]
+    named = [purpose for purpose in unknown if SLUG_RE.fullmatch(purpose)]
     others = len(unknown) - len(named)
     listed = ", ".join(named)
     if others:
@@ -268,6 +268,19 @@ def find_client(session: Session, reference: str) -> GateClient | None:
         if by_id is not None:
             return by_id
     return session.scalar(select(GateClient).where(GateClient.name == reference))
+
+
+def actor_names(session: Session, actor_ids: Collection[str]) -> dict[str, str]:
+    """The names of the actors (clients, the operator) that audit entries name by id.
+
+    Revoked clients keep their rows, so every client an entry names has one.
+    """
+    names = {OPERATOR: OPERATOR_ACTOR.name} if OPERATOR in actor_ids else {}
+    ids = [i for i in actor_ids if is_valid_id(i)]
+    if ids:
+        rows = session.execute(select(GateClient.id, GateClient.name).where(GateClient.id.in_(ids)))
+        names.update({row.id: row.name for row in rows})
+    return names
 
 
 def client_view(client: GateClient) -> dict[str, Any]:

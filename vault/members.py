@@ -368,7 +368,7 @@ def load_sealed(
 def _data_key(session: Session, keyring: Keyring, member_id: str) -> bytes:
     row = session.get(VaultDataKey, member_id)
     if row is None:
-        raise NotFound("no such member", member_id=member_id)
+        raise NotFound("no such member")
     return unwrap_data_key(keyring, member_id, row.kek_version, row.data_key_ct)
 
 

@@ -13,13 +13,13 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import ServicesDep, require_role
+from api.openapi import problems
 from api.schemas import AuditEntriesOut, AuditHeadOut
 from audit.log import read_head
 from audit.notary import latest_checkpoint
 from audit.proofs import consistency, get_checkpoint, inclusion
-from audit.queries import EntryFilter, page_entries, stream_entries, time_bound
-from core.errors import NotFound
-from core.ids import is_valid_id
+from audit.queries import EntryFilter, time_bound
+from gate.auditor import entries_page, entries_stream, member_access_log
 
 router = APIRouter(
     prefix="/v1/audit", tags=["audit"], dependencies=[Depends(require_role("auditor"))]
@@ -30,11 +30,13 @@ CSV_COLUMNS = (
     "at",
     "action",
     "actor",
+    "actor_name",
     "actor_role",
     "purpose",
     "decision",
     "reason",
     "members",
+    "members_in_entry",
     "fields",
     "policy",
     "request_id",
@@ -72,6 +74,7 @@ Filters = Annotated[EntryFilter, Depends(_filters)]
     "/entries",
     response_model=AuditEntriesOut,
     responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+    openapi_extra=problems("invalid-cursor"),
 )
 def entries(
     request: Request,
@@ -82,7 +85,7 @@ def entries(
 ) -> Any:
     accept = request.headers.get("accept", "")
     if "application/x-ndjson" in accept or "text/csv" in accept:
-        rows = stream_entries(services.read_sessions, filters)
+        rows = entries_stream(services, filters)
         if "application/x-ndjson" in accept:
             return StreamingResponse(_ndjson(rows), media_type="application/x-ndjson")
         return StreamingResponse(
@@ -90,9 +93,8 @@ def entries(
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="audit-entries.csv"'},
         )
-    with services.reading() as session:
-        items, next_cursor = page_entries(session, filters, cursor=cursor, limit=limit)
-    return {"entries": items, "next_cursor": next_cursor}
+    page = entries_page(services, filters, cursor=cursor, limit=limit)
+    return {"entries": page.entries, "next_cursor": page.next_cursor}
 
 
 def _ndjson(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
@@ -137,14 +139,14 @@ def head(services: ServicesDep) -> dict[str, Any]:
 Size = Annotated[int | None, Query(ge=1, le=2**62, description="A checkpointed tree size")]
 
 
-@router.get("/checkpoint")
+@router.get("/checkpoint", openapi_extra=problems("no-checkpoint"))
 def checkpoint(services: ServicesDep, size: Size = None) -> dict[str, Any]:
     """The latest signed checkpoint, or the one cut at ``size``."""
     with services.reading() as session:
         return get_checkpoint(session, size)
 
 
-@router.get("/entries/{seq}/proof")
+@router.get("/entries/{seq}/proof", openapi_extra=problems("no-checkpoint", "not-found"))
 def entry_proof(
     services: ServicesDep, seq: Annotated[int, Path(ge=1, le=2**62)], size: Size = None
 ) -> dict[str, Any]:
@@ -153,7 +155,7 @@ def entry_proof(
         return inclusion(session, seq=seq, size=size)
 
 
-@router.get("/consistency")
+@router.get("/consistency", openapi_extra=problems("no-checkpoint"))
 def consistency_proof(
     services: ServicesDep,
     from_size: Annotated[int, Query(alias="from", ge=1, le=2**62)],
@@ -175,7 +177,9 @@ members_router = APIRouter(
 )
 
 
-@members_router.get("/{member_id}/access-log")
+@members_router.get(
+    "/{member_id}/access-log", openapi_extra=problems("not-found", "invalid-cursor")
+)
 def access_log(
     member_id: str,
     services: ServicesDep,
@@ -187,19 +191,14 @@ def access_log(
     Each item carries its ``seq`` (ask for its inclusion proof) and ``prev``,
     the member's previous entry as named inside the entry's hashed bytes: the
     history is complete when each item's ``prev`` is the ``seq`` of the item
-    before it (0 for the first), so an entry left out breaks the links.
+    before it (0 for the first), so an entry left out breaks the links. A bulk
+    entry shows the member's own line (``members_in_entry`` says how many it
+    names); each item names its actor (``actor_name``).
     """
-    if not is_valid_id(member_id):
-        raise NotFound("no such member")
-    with services.reading() as session:
-        items, next_cursor = page_entries(
-            session, EntryFilter(member=member_id), cursor=cursor, limit=limit
-        )
-        latest = latest_checkpoint(session)
-        note = latest.note if latest is not None else None
+    log = member_access_log(services, member_id, cursor=cursor, limit=limit)
     return {
-        "member": member_id,
-        "entries": [{**item, "prev": item.get("member_prev", {}).get(member_id)} for item in items],
-        "next_cursor": next_cursor,
-        "checkpoint": note,
+        "member": log.member,
+        "entries": log.entries,
+        "next_cursor": log.next_cursor,
+        "checkpoint": log.checkpoint,
     }

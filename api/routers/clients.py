@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Response, status
 
 from api.deps import CurrentActor, RequestId, ServicesDep, require_role
+from api.openapi import AUDITED, problems
 from api.schemas import ClientCreatedOut, ClientIn, ClientOut
 from gate.clients import list_clients, register_client, revoke_client
 
@@ -17,7 +18,12 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ClientCreatedOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ClientCreatedOut,
+    openapi_extra=problems("client-exists", "conflict", *AUDITED),
+)
 def create(
     body: ClientIn,
     services: ServicesDep,
@@ -44,7 +50,11 @@ def list_all(services: ServicesDep) -> list[dict[str, Any]]:
     return list_clients(services)
 
 
-@router.delete("/{client_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{client_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    openapi_extra=problems("not-found", "already-revoked", *AUDITED),
+)
 def revoke(
     client_id: str, services: ServicesDep, actor: CurrentActor, request_id: RequestId
 ) -> Response:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Depends, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from api.deps import CurrentActor, RequestId, ServicesDep, require_role
+from api.openapi import AUDITED, problems
 from api.schemas import (
     ConsentIn,
     ConsentRecordedOut,
@@ -46,7 +47,12 @@ def _audit_seq(response: Response, seq: int) -> None:
     response.headers["Audit-Seq"] = str(seq)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=CreatedOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CreatedOut,
+    openapi_extra=problems("scope-required", *AUDITED),
+)
 def create_member(
     body: MemberFields,
     services: ServicesDep,
@@ -61,7 +67,12 @@ def create_member(
     return {"id": written.id}
 
 
-@router.patch("/{member_id}", response_model=CreatedOut)
+@router.patch(
+    "/{member_id}",
+    response_model=CreatedOut,
+    # An update unwraps the member's data key: a tampered one fails its check.
+    openapi_extra=problems("scope-required", "not-found", "vault-integrity", *AUDITED),
+)
 def update_member(
     member_id: str,
     body: MemberFields,
@@ -77,7 +88,13 @@ def update_member(
     return {"id": written.id}
 
 
-@router.post("/lookup", response_model=LookupOut)
+@router.post(
+    "/lookup",
+    response_model=LookupOut,
+    openapi_extra=problems(
+        "purpose-not-allowed", "lookup-not-allowed", "unknown-purpose", "rate-limited", *AUDITED
+    ),
+)
 def lookup(
     body: LookupIn,
     services: ServicesDep,
@@ -104,6 +121,7 @@ def lookup(
     responses={
         200: {"content": {"application/x-ndjson": {}}, "description": "One member per line"}
     },
+    openapi_extra=problems("purpose-not-allowed", "unknown-purpose", "vault-integrity", *AUDITED),
 )
 def export(
     purpose: PurposeQuery,
@@ -132,7 +150,18 @@ def export(
 
 
 @router.post(
-    "/{member_id}/consents", status_code=status.HTTP_201_CREATED, response_model=ConsentRecordedOut
+    "/{member_id}/consents",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ConsentRecordedOut,
+    openapi_extra=problems(
+        "scope-required",
+        "consent-self-grant",
+        "separate-consent-collector-only",
+        "not-found",
+        "bundled-consent",
+        "unknown-purpose",
+        *AUDITED,
+    ),
 )
 def record_consent(
     member_id: str,
@@ -160,7 +189,11 @@ def record_consent(
     return {"events": recorded.events, "receipt": recorded.receipt, "state": recorded.state}
 
 
-@router.get("/{member_id}/consents", response_model=ConsentStateOut)
+@router.get(
+    "/{member_id}/consents",
+    response_model=ConsentStateOut,
+    openapi_extra=problems("scope-required", "not-found", *AUDITED),
+)
 def consents(
     member_id: str,
     services: ServicesDep,

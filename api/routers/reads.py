@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import RequestId, bearer_token
+from api.openapi import AUDITED, problems
 from api.routers.members import PurposeQuery
 from api.schemas import MemberOut
 from core.errors import Unauthenticated
@@ -28,6 +29,15 @@ router = APIRouter(prefix="/v1/members", tags=["members"])
     "/{member_id}",
     response_model=MemberOut,
     summary="Read one member's fields for a purpose (role client)",
+    openapi_extra=problems(
+        "purpose-not-allowed",
+        "consent-required",
+        "consent-outdated",
+        "not-found",
+        "unknown-purpose",
+        "vault-integrity",
+        *AUDITED,
+    ),
 )
 async def read(
     member_id: str, purpose: PurposeQuery, request: Request, request_id: RequestId

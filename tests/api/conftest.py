@@ -1,14 +1,18 @@
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import io
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import fastapi.routing
 import pytest
+import structlog
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from core.logging import configure_logging
 from gate.context import Services
 from tests.conftest import Keys
 
@@ -80,3 +84,28 @@ def grant(
     )
     assert response.status_code == 201, response.text
     return response.json()
+
+
+@pytest.fixture
+def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
+    """Production logging (JSON, the redacting processors) at DEBUG level.
+
+    Returns a reader for everything written since: what the handler that
+    ``configure_logging`` installs renders (redirected to a buffer, so that it
+    does not depend on which capture phase owns ``sys.stderr``), plus anything
+    else that reached stderr.
+    """
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    capsys.readouterr()
+    configure_logging(log_format="json", level="DEBUG")
+    (handler,) = root.handlers
+    assert isinstance(handler, logging.StreamHandler)
+    rendered = io.StringIO()
+    handler.setStream(rendered)
+    try:
+        yield lambda: rendered.getvalue() + capsys.readouterr().err
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        structlog.reset_defaults()

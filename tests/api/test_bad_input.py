@@ -10,6 +10,7 @@ audit log: unchanged, or grown by the one entry that records a refusal).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -22,8 +23,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from api.app import create_app
 from audit.log import read_head
 from core.ids import new_id
+from gate.context import Services
 from tests.api.conftest import MEMBER, app_routes, auth, grant
 from tests.conftest import Keys
 
@@ -195,6 +198,30 @@ def test_body_that_is_not_utf8_is_refused_as_malformed_json(
     for method, path, key in body_endpoints(keys, member_id):
         response = json_post(app_client, path, b'{"name": "\xff\xfe"}', key, method)
         assert_problem(response, 422, "malformed-json")
+    assert snapshot(session) == before
+
+
+NESTED_TOO_DEEP = {
+    "arrays": b"[" * 10_000 + b"]" * 10_000,
+    "objects": b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+    "arrays-in-a-field": b'{"name": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+}
+
+
+def test_deeply_nested_json_is_refused_as_json_too_deep(
+    services: Services, keys: Keys, member_id: str, session: Session
+) -> None:
+    """10,000 levels fit under the default body limit (64 KiB); the parser gives up
+    at about 1,000 (RecursionError), which must be a documented 422, not a 400 or 500."""
+    settings = services.settings.model_copy(update={"max_body_bytes": 1024 * 1024})
+    app = create_app(services=dataclasses.replace(services, settings=settings))
+    before = snapshot(session)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for case, content in NESTED_TOO_DEEP.items():
+            for method, path, key in body_endpoints(keys, member_id):
+                response = json_post(client, path, content, key, method)
+                assert response.status_code == 422, (case, path, response.text)
+                assert_problem(response, 422, "json-too-deep")
     assert snapshot(session) == before
 
 
@@ -478,6 +505,39 @@ def test_malformed_member_id_is_not_found_and_not_echoed(
     for bad in MALFORMED_MEMBER_IDS:
         assert json.dumps(bad).encode() not in log
     assert_database_intact(app_client, keys, member_id, session)
+
+
+def test_a_member_id_with_a_trailing_newline_is_malformed_everywhere(
+    app_client: TestClient, keys: Keys, member_id: str, session: Session
+) -> None:
+    """``re.match`` with ``$`` accepts ``"<id>\\n"``: such an id must be refused like any
+    malformed one (404, not echoed), never recorded under an id that is not the member's."""
+    padded = [member_id + "\n", new_id() + "\n", member_id + "\r\n"]
+    for operation in MEMBER_OPERATIONS:
+        before = snapshot(session)
+        for bad in padded:
+            response = _member_request(app_client, keys, operation, quote(bad, safe=""))
+            assert_problem(response, 404, "not-found")
+            assert_not_echoed(response, bad)
+        after = snapshot(session)
+        if operation == "read":
+            one_refusal_recorded(before, after, n=len(padded))
+        else:
+            assert after == before, operation
+    log = audit_bytes(session)
+    for bad in padded:
+        assert json.dumps(bad).encode() not in log
+    for bad in padded:  # the auditor's view of a member and the admin's revocation too
+        for method, path, key in (
+            ("GET", f"/v1/members/{quote(bad, safe='')}/access-log", keys.auditor),
+            ("DELETE", f"/v1/clients/{quote(keys.ids['sms'] + bad[24:], safe='')}", keys.admin),
+        ):
+            response = app_client.request(method, path, headers=auth(key))
+            assert_problem(response, 404, "not-found")
+            assert_not_echoed(response, bad)
+    # The client with the id that was padded was not revoked.
+    still = app_client.get(f"/v1/members/{member_id}?purpose=marketing_sms", headers=auth(keys.sms))
+    assert still.status_code == 403, still.text
 
 
 # ------------------------------------------------------------------- consents
@@ -914,3 +974,15 @@ def test_injection_in_a_client_registration_is_refused_and_writes_nothing(
             assert_not_echoed(response, value)
     assert snapshot(session) == before
     assert_database_intact(app_client, keys, member_id, session)
+
+
+def test_a_client_name_with_a_trailing_newline_is_refused(
+    app_client: TestClient, keys: Keys, member_id: str, session: Session
+) -> None:
+    before = snapshot(session)
+    for name in ("pos-till\n", "pos-till\r\n"):
+        response = app_client.post(
+            "/v1/clients", json={"name": name, "role": "client"}, headers=auth(keys.admin)
+        )
+        assert_problem(response, 422, "validation-failed")
+    assert snapshot(session) == before

@@ -15,22 +15,18 @@ wrong places. Afterwards no canary, raw or normalised, may be found in:
 
 from __future__ import annotations
 
-import io
 import json
-import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-import structlog
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from core.logging import configure_logging
 from tests.api.conftest import auth
 from tests.conftest import Keys
 from vault.fields import gb11643_check_digit
@@ -409,31 +405,6 @@ class Scenario:
 
 # Client-side loggers: the test client's own request log is not the server's.
 CLIENT_SIDE_LOGGERS = frozenset({"httpx", "httpcore"})
-
-
-@pytest.fixture
-def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
-    """Production logging (JSON, the redacting processors) at DEBUG level.
-
-    Returns a reader for everything written since: what the handler that
-    ``configure_logging`` installs renders (redirected to a buffer, so that it
-    does not depend on which capture phase owns ``sys.stderr``), plus anything
-    else that reached stderr.
-    """
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    capsys.readouterr()
-    configure_logging(log_format="json", level="DEBUG")
-    (handler,) = root.handlers
-    assert isinstance(handler, logging.StreamHandler)
-    rendered = io.StringIO()
-    handler.setStream(rendered)
-    try:
-        yield lambda: rendered.getvalue() + capsys.readouterr().err
-    finally:
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
-        structlog.reset_defaults()
 
 
 # The scenario sends some 130 requests. It runs once per backend, and each test

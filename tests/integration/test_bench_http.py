@@ -63,7 +63,7 @@ def bench_home(tmp_path: Path) -> Iterator[SmokeContext]:
             quick=True, db_url=None, home=home, members=120, keys=keys, services=services
         )
     finally:
-        services.sessions.kw["bind"].dispose()  # type: ignore[attr-defined]
+        services.dispose()
 
 
 @pytest.mark.slow

@@ -127,6 +127,12 @@ def test_policy_version_ignores_formatting(policy_dir: Path) -> None:
             "",
             "separate_consent needs separate_consent_ground",
         ),
+        (  # "$" matches before a final newline: ids are matched whole
+            "programme.toml",
+            'channels = ["app", ',
+            'channels = ["app\\n", ',
+            "is not a valid channel id",
+        ),
     ],
 )
 def test_bad_policy_names_the_file_the_key_and_the_problem(
