@@ -265,7 +265,8 @@ def run(
     with (
         running_server(ctx.home, database_url=ctx.db_url) as (base, _process),
         httpx.Client(
-            base_url=base, headers={"Authorization": f"Bearer {ctx.keys['crm']}"}, timeout=60
+            # The consent collector: crm reads marketing_sms, so it may not grant it.
+            base_url=base, headers={"Authorization": f"Bearer {ctx.keys['app']}"}, timeout=60
         ) as client,
     ):
         writer = ConsentWriter(client, chosen)

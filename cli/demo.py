@@ -50,6 +50,9 @@ DEMO_CLIENTS = (
         ),
         ("members:write", "consents:read", "consents:write"),
     ),
+    # The brand app's consent screen: it records consent and reads no purpose,
+    # so it may record any grant, separate consents included.
+    DemoClient("app", "client", (), ("consents:read", "consents:write")),
     DemoClient("sms_gateway", "client", ("marketing_sms",)),
     DemoClient("analytics", "client", ("analytics",)),
     DemoClient(
