@@ -266,7 +266,9 @@ def run(
         running_server(ctx.home, database_url=ctx.db_url) as (base, _process),
         httpx.Client(
             # The consent collector: crm reads marketing_sms, so it may not grant it.
-            base_url=base, headers={"Authorization": f"Bearer {ctx.keys['app']}"}, timeout=60
+            base_url=base,
+            headers={"Authorization": f"Bearer {ctx.keys['app']}"},
+            timeout=60,
         ) as client,
     ):
         writer = ConsentWriter(client, chosen)
