@@ -9,6 +9,7 @@ from ``settings``, so the object does not grow a field per feature.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class Services:
     clock: Clock = utc_now
     # Rate-limit counters shared by every request of this process (or, with a
     # shared storage URI, of every process): state, not configuration.
-    limiter: RateLimiter = field(default_factory=lambda: build_limiter("memory://"))
+    rate_limits: RateLimits = field(default_factory=lambda: RateLimits("memory://"))
 
     @property
     def keyring(self) -> Keyring:
@@ -73,7 +74,8 @@ class Services:
         )
 
     def dispose(self) -> None:
-        """Close the pooled connections of the engines behind both session factories."""
+        """Close the pooled connections of both session factories, stop the rate limits."""
+        self.rate_limits.close()
         for factory in (self.sessions, self.read_sessions):
             bind = getattr(factory, "kw", {}).get("bind")
             if isinstance(bind, Engine):
@@ -90,9 +92,34 @@ class Services:
             session.close()
 
 
-def build_limiter(storage_uri: str) -> RateLimiter:
-    """A moving-window limiter: no burst at a fixed window's edge doubles the rate."""
-    return MovingWindowRateLimiter(storage_from_string(storage_uri))
+class RateLimits:
+    """A moving-window limiter (no burst at a fixed window's edge doubles a
+    rate) over a ``limits`` storage, built on first use.
+
+    Lazily, because ``limits``' memory storage starts a timer thread when it
+    is built: a process (or a test) that never limits anything starts none.
+    ``close`` stops that timer, so that nothing of it outlives the services.
+    """
+
+    def __init__(self, storage_uri: str) -> None:
+        self._storage_uri = storage_uri
+        self._limiter: RateLimiter | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def limiter(self) -> RateLimiter:
+        if self._limiter is None:
+            with self._lock:
+                if self._limiter is None:
+                    self._limiter = MovingWindowRateLimiter(storage_from_string(self._storage_uri))
+        return self._limiter
+
+    def close(self) -> None:
+        with self._lock:
+            limiter, self._limiter = self._limiter, None
+        timer = getattr(getattr(limiter, "storage", None), "timer", None)
+        if isinstance(timer, threading.Timer):
+            timer.cancel()
 
 
 def keyring_source(settings: Settings) -> KeyringSource:
@@ -162,5 +189,5 @@ def build_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
         sessions=session_factory(engine),
         read_sessions=session_factory(read_engine, read_only=True),
         clock=clock,
-        limiter=build_limiter(settings.rate_limit_storage),
+        rate_limits=RateLimits(settings.rate_limit_storage),
     )

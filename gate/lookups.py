@@ -60,7 +60,7 @@ class LookupThrottle:
 
     def __init__(self, services: Services, client_id: str, purpose: str) -> None:
         settings = services.settings
-        self._limiter = services.limiter
+        self._limiter = services.rate_limits.limiter
         self._keys = ("lookup", client_id, purpose)
         self._rate = limits.parse(settings.lookup_rate)
         self._suspect_rate = limits.parse(settings.lookup_suspect_rate)

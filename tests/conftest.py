@@ -244,8 +244,14 @@ def services_for(
 
 
 @pytest.fixture
-def services(services_for: ServicesFor, session_factory: sessionmaker[Session]) -> Services:
-    return services_for(session_factory)
+def services(
+    services_for: ServicesFor, session_factory: sessionmaker[Session]
+) -> Iterator[Services]:
+    services = services_for(session_factory)
+    yield services
+    # The memory storage's expiry timer must not outlive the test: a thread
+    # left running keeps the offline verifier from forking its workers.
+    services.rate_limits.close()
 
 
 @pytest.fixture
