@@ -221,9 +221,10 @@ ServicesFor = Callable[..., Services]
 @pytest.fixture
 def services_for(
     policy: Policy, keyring: Keyring, signer: Ed25519PrivateKey, settings: Settings, clock: Clock
-) -> ServicesFor:
+) -> Iterator[ServicesFor]:
     """Services on sessions of the test's choosing: ``services_for(sessions, read_sessions=None,
     **fields)``, for tests on a database of their own or on sessions they watch."""
+    built: list[Services] = []
 
     def build(
         sessions: SessionFactory, read_sessions: SessionFactory | None = None, **fields: Any
@@ -238,20 +239,20 @@ def services_for(
             read_sessions=read_sessions or sessions,
             clock=clock,
         )
+        built.append(services)
         return dataclasses.replace(services, **fields) if fields else services
 
-    return build
+    yield build
+    # The rate limits' memory storage runs an expiry timer thread, which must
+    # not outlive the test: a live thread keeps the offline verifier from
+    # forking its workers (and under faketime the timer never ends by itself).
+    for services in built:
+        services.rate_limits.close()
 
 
 @pytest.fixture
-def services(
-    services_for: ServicesFor, session_factory: sessionmaker[Session]
-) -> Iterator[Services]:
-    services = services_for(session_factory)
-    yield services
-    # The memory storage's expiry timer must not outlive the test: a thread
-    # left running keeps the offline verifier from forking its workers.
-    services.rate_limits.close()
+def services(services_for: ServicesFor, session_factory: sessionmaker[Session]) -> Services:
+    return services_for(session_factory)
 
 
 @pytest.fixture

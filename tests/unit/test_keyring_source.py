@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -68,7 +69,9 @@ def test_threads_meeting_the_new_version_at_once_load_the_keyring_once() -> None
     threads = 16
     arrived = threading.Barrier(threads, timeout=30)
     # A slow provider (a KMS round trip): the other threads pile up behind the load.
-    provider.before_load = lambda: threading.Event().wait(0.05)
+    # (A sleep, not a timed wait: under libfaketime, as CI runs the suite a
+    # second time, a timed wait on a lock never returns.)
+    provider.before_load = lambda: time.sleep(0.05)
     results: list[bytes | Exception] = []
 
     def read() -> None:
