@@ -68,9 +68,10 @@ def forget_keyring_holder(services: Services, process: ThisProcess) -> None:
         uow.commit()
 
 
-def ensure_no_holder_behind(session: Session, services: Services, *, now: datetime) -> None:
-    """Raise ``KeyringBehind`` if a running server wraps under an older KEK than ours."""
-    version = services.keyring.active_version
+def ensure_no_holder_behind(
+    session: Session, services: Services, *, version: int, now: datetime
+) -> None:
+    """Raise ``KeyringBehind`` if a running server wraps under an older KEK than ``version``."""
     settings = services.settings
     behind = holders_behind(
         session, kek_version=version, now=now, live_seconds=settings.keyring_live_seconds

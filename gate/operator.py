@@ -44,10 +44,13 @@ def rewrap_data_keys(
     after = ""
     while True:
         with services.uow(OPERATOR_ACTOR) as uow:
-            ensure_no_holder_behind(uow.session, services, now=uow.now)
-            n, last = rewrap_batch(
-                uow.session, keyring=services.keyring, after=after, limit=REWRAP_BATCH
+            # One keyring for the batch: the check, the re-wrap and the entry
+            # name the same version even if the source reloads meanwhile.
+            keyring = services.keyring
+            ensure_no_holder_behind(
+                uow.session, services, version=keyring.active_version, now=uow.now
             )
+            n, last = rewrap_batch(uow.session, keyring=keyring, after=after, limit=REWRAP_BATCH)
             if last is None:
                 break
             if n:
@@ -55,7 +58,7 @@ def rewrap_data_keys(
                     actions.data_keys_rewrapped(
                         OPERATOR_ACTOR,
                         policy=services.policy.version,
-                        to_version=services.keyring.active_version,
+                        to_version=keyring.active_version,
                         rewrapped=n,
                         members_after=after,
                         members_through=last,

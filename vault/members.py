@@ -391,7 +391,9 @@ def rewrap_batch(
     active = keyring.active_version
     changed = 0
     for row in rows:
-        if row.kek_version == active:
+        # Never down: a key under a newer KEK than this keyring's (a rotation
+        # and a re-wrap ran since this keyring was loaded) stays where it is.
+        if row.kek_version >= active:
             continue
         data_key = unwrap_data_key(keyring, row.member_id, row.kek_version, bytes(row.data_key_ct))
         version, wrapped = wrap_data_key(keyring, row.member_id, data_key)

@@ -71,10 +71,7 @@ def deployment(fresh_database: FreshDatabase, tmp_path: Path) -> Iterator[Deploy
     built: list[Services] = []
     yield Deployment(settings, env, built)
     for services in built:
-        session = services.sessions()
-        engine = session.get_bind()
-        session.close()
-        engine.dispose()
+        services.dispose()
 
 
 def crm_key(services: Services) -> str:
@@ -128,6 +125,19 @@ def test_a_server_built_before_rotation_reads_a_member_rewrapped_after_it(
     # And what it creates from now on is wrapped under the newest KEK.
     create(server, key)
     assert data_keys_by_version(server) == {2: 2}
+
+
+def test_a_rewrap_by_a_process_on_the_old_keyring_never_moves_a_key_down(
+    deployment: Deployment,
+) -> None:
+    stale = deployment.services()  # loaded KEK 1 and has not met KEK 2 yet
+    create(stale, crm_key(stale))
+    assert deployment.cli("keys", "rotate").exit_code == 0
+    assert deployment.cli("keys", "rewrap").exit_code == 0
+    assert data_keys_by_version(stale) == {2: 1}
+    # Its batch's keyring says KEK 1 is the newest: a key under KEK 2 stays.
+    assert rewrap_data_keys(stale).rewrapped == 0
+    assert data_keys_by_version(stale) == {2: 1}
 
 
 # -- (ii) the unsafe sequence is refused --------------------------------------------
