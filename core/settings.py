@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Literal
 
 import limits
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from limits.errors import ConfigurationError
+from limits.storage import storage_from_string
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import SetupError
@@ -97,13 +99,45 @@ class Settings(BaseSettings):
         description="Where rate-limit counters live: a `limits` storage URI (memory: per process).",
     )
 
+    @model_validator(mode="after")
+    def _heartbeat_within_live_window(self) -> Settings:
+        # A server that beats less often than twice per window would drop out
+        # of it between beats, and `keys rewrap` would pass it by.
+        if self.keyring_live_seconds < 2 * self.keyring_heartbeat_seconds:
+            raise ValueError(
+                f"{ENV_PREFIX}KEYRING_LIVE_SECONDS must be at least twice "
+                f"{ENV_PREFIX}KEYRING_HEARTBEAT_SECONDS"
+            )
+        return self
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        # Checked here so that a wrong URI or a missing client package fails at
+        # start-up, not at the first lookup. Memory is not built here: it would
+        # start the storage's expiry timer (``gate.context.RateLimits``).
+        if value != "memory://":
+            try:
+                storage_from_string(value)
+            except ConfigurationError as exc:
+                # The URI may hold a password: the message names the scheme only.
+                scheme = value.split("://", 1)[0] if "://" in value else "(none)"
+                why = (
+                    "not a storage scheme of the `limits` package"
+                    if "unknown storage scheme" in str(exc)
+                    else "its client package is not installed (see the `limits` documentation)"
+                )
+                raise ValueError(f"rate-limit storage {scheme!r}: {why}") from None
+        return value
+
     @field_validator("lookup_rate", "lookup_suspect_rate")
     @classmethod
     def _rate(cls, value: str) -> str:
         try:
             limits.parse(value)
         except ValueError:
-            raise ValueError(f"{value!r} is not a rate such as '30/minute'") from None
+            # Not the value: ``load_settings`` names the variable and the rule only.
+            raise ValueError("not a rate such as '30/minute'") from None
         return value
 
     @property
@@ -136,8 +170,13 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         errors = exc.errors(include_input=False, include_url=False)
         problems = "; ".join(
-            f"{ENV_PREFIX}{'_'.join(str(part) for part in error['loc']).upper()}: "
-            f"{error['msg'][0].lower()}{error['msg'][1:]}"
+            # A rule between settings (no loc) names its variables itself.
+            (
+                f"{ENV_PREFIX}{'_'.join(str(part) for part in error['loc']).upper()}: "
+                if error["loc"]
+                else ""
+            )
+            + f"{error['msg'][0].lower()}{error['msg'][1:]}"
             for error in errors
         )
         fix = "fix the variable" if len(errors) == 1 else "fix these variables"

@@ -212,6 +212,7 @@ def settings(tmp_path: Path) -> Settings:
         export_batch_size=7,
         max_body_bytes=16 * 1024,
         keyring_heartbeat_seconds=24 * 3600,
+        keyring_live_seconds=2 * 24 * 3600,
     )
 
 

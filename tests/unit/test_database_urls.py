@@ -188,3 +188,36 @@ def test_a_refused_setting_is_named_without_its_value(monkeypatch: pytest.Monkey
     assert "MEMBERGUARD_KEY_PROVIDER: input should be 'local' or 'env'" in message
     assert "MEMBERGUARD_CHECKPOINT_EVERY_ENTRIES: input should be greater than" in message
     assert PASSWORD not in message
+
+
+@pytest.mark.parametrize(
+    ("uri", "why"),
+    [
+        (f"nope://user:{PASSWORD}@cache.internal", "not a storage scheme"),
+        # limits knows redis, but its client package is not a dependency.
+        (f"redis://user:{PASSWORD}@cache.internal:6379", "client package is not installed"),
+    ],
+)
+def test_an_unusable_rate_limit_storage_fails_at_start_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, uri: str, why: str
+) -> None:
+    monkeypatch.setenv("MEMBERGUARD_RATE_LIMIT_STORAGE", uri)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert message.startswith("MEMBERGUARD_RATE_LIMIT_STORAGE: ")
+    assert why in message
+    assert PASSWORD not in message
+
+
+def test_a_heartbeat_slower_than_half_the_live_window_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A server beating once per window would drop out of it between beats,
+    # and `keys rewrap` would pass a server still on the old KEK.
+    monkeypatch.setenv("MEMBERGUARD_KEYRING_HEARTBEAT_SECONDS", "60")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "MEMBERGUARD_KEYRING_LIVE_SECONDS must be at least twice" in str(raised.value)
+    monkeypatch.setenv("MEMBERGUARD_KEYRING_LIVE_SECONDS", "120")
+    assert load_settings().keyring_live_seconds == 120
