@@ -23,6 +23,7 @@ import click
 
 from core.errors import DomainError, SetupError
 from core.settings import Settings, load_settings
+from principals.clients import ROLES, SCOPES
 
 SETUP_FAILED = 2
 
@@ -89,6 +90,11 @@ def run_init(settings: Settings, *, echo: bool = True) -> None:
     say = click.echo if echo else (lambda *_a, **_k: None)
     settings.home.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.home, 0o700)
+    # Private before anything opens it, the connection check included: SQLite
+    # would create the file under the umask.
+    private = make_sqlite_file_private(settings.resolved_database_url)
+    if private is not None and private[1]:
+        say(f"database: {private[0]} was readable by others; now mode 0600")
     # Before any key is created: a wrong URL fails with nothing half set up.
     check_database(settings, migrated=False)
     if settings.key_provider == "local":
@@ -113,10 +119,6 @@ def run_init(settings: Settings, *, echo: bool = True) -> None:
     else:
         load_signer_env(settings.audit_signer_env, name=settings.audit_origin)
         say(f"signer:   ${settings.audit_signer_env}")
-    # Private before the first write: SQLite would create the file under the umask.
-    private = make_sqlite_file_private(settings.resolved_database_url)
-    if private is not None and private[1]:
-        say(f"database: {private[0]} was readable by others; now mode 0600")
     make_private_directory(settings.resolved_checkpoint_dir)
     upgrade(url=settings.resolved_database_url)
     say("database: migrated to the latest schema")
@@ -124,7 +126,9 @@ def run_init(settings: Settings, *, echo: bool = True) -> None:
 
 @main.command()
 def init() -> None:
-    """Create the key files and the database schema (idempotent; honours MEMBERGUARD_HOME)."""
+    """Create the key files (0600), the SQLite file (0600), the checkpoint directory (0700) and
+    the database schema; tightens any of them readable by others (idempotent; honours
+    MEMBERGUARD_HOME)."""
     run_init(_settings())
 
 
@@ -195,8 +199,9 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API (uvicorn). Use several workers on PostgreSQL or MySQL."""
     _check_port(host, port)
     # Keys, signer, policy and database are checked here, once, before uvicorn
-    # starts: in a worker, a failure would only be a traceback.
-    _services(_settings())
+    # starts: in a worker, a failure would only be a traceback. Each worker
+    # builds its own services; these are only the check.
+    _services(_settings()).dispose()
     _serve(host, port, workers)
 
 
@@ -300,7 +305,7 @@ def clients() -> None:
 
 @clients.command("add")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["client", "auditor", "admin"]), required=True)
+@click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option(
     "--purpose", "purposes", multiple=True, help="Purpose the client is granted (repeatable)."
 )
@@ -308,7 +313,7 @@ def clients() -> None:
     "--scope",
     "scopes",
     multiple=True,
-    help="members:write, consents:read, consents:write (repeatable).",
+    help=f"{', '.join(sorted(SCOPES))} (repeatable).",
 )
 @click.option("--json", "as_json", is_flag=True, help='Print {"id","name","role","key"}.')
 def clients_add(
@@ -434,25 +439,22 @@ def keys_rewrap() -> None:
 
 def _rewrap(settings: Settings) -> None:
     """Re-wrap batch by batch; each batch commits with the audit entry that records it."""
-    from core.errors import DomainError
     from gate.operator import data_keys_by_version, rewrap_data_keys
 
     services = _services(settings)
     total = sum(data_keys_by_version(services).values())
     done = 0
-    try:
-        with click.progressbar(length=total, label="re-wrapping data keys", file=sys.stderr) as bar:
+    # A running server still on an older KEK is a DomainError (KeyringBehind):
+    # MemberguardCLI.invoke prints it in one line, like every other refusal.
+    with click.progressbar(length=total, label="re-wrapping data keys", file=sys.stderr) as bar:
 
-            def advance(step: int) -> None:
-                nonlocal done
-                step = min(step, total - done)
-                done += step
-                bar.update(step)
+        def advance(step: int) -> None:
+            nonlocal done
+            step = min(step, total - done)
+            done += step
+            bar.update(step)
 
-            result = rewrap_data_keys(services, progress=advance)
-    except DomainError as exc:  # a running server still wraps under an older KEK
-        _fail(exc.detail)
-        return
+        result = rewrap_data_keys(services, progress=advance)
     click.echo(f"re-wrapped {result.rewrapped} data keys; by KEK version now: {result.by_version}")
 
 

@@ -242,7 +242,7 @@ def make_sqlite_file_private(url: str | URL) -> tuple[Path, bool] | None:
     Returns (path, whether its mode was changed), or None when ``url`` is no
     SQLite file (another database, or in memory).
     """
-    parsed = make_url(url)
+    parsed = normalise_url(url)  # a bad URL is a DatabaseURLError, never the URL repeated
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     path = Path(parsed.database)

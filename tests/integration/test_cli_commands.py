@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
+from policies.loader import default_policy_dir
 
 
 @pytest.fixture
@@ -81,6 +82,8 @@ def usual_umask() -> Iterator[None]:
 def test_init_creates_a_0600_database_and_a_0700_checkpoint_directory(home: Path) -> None:
     code, output = run("init")
     assert code == 0, output
+    # Created 0600 before anything opened it, not tightened afterwards.
+    assert "now mode 0600" not in output
     assert mode(home / "memberguard.db") == 0o600
     assert mode(home / "checkpoints") == 0o700
     assert mode(home) == 0o700
@@ -157,6 +160,29 @@ def test_policy_check_accepts_the_default_and_names_problems(tmp_path: Path) -> 
     code, output = run("policy", "check", str(bad))
     assert code == 1
     assert f"{bad}: fields.phone.type:" in output
+
+
+def test_policy_check_warns_when_a_pseudonymous_purpose_releases_a_singling_out_value(
+    tmp_path: Path,
+) -> None:
+    code, output = run("policy", "check")
+    assert code == 0 and "warning:" not in output  # the default analytics is generalised
+    policy = tmp_path / "policy"
+    shutil.copytree(default_policy_dir(), policy)
+    purposes = policy / "purposes.toml"
+    generalised = 'points_balance = "band", registered_at = "year"'
+    assert generalised in purposes.read_text()
+    purposes.write_text(
+        purposes.read_text().replace(
+            generalised, 'points_balance = "clear", registered_at = "clear"'
+        )
+    )
+    code, output = run("policy", "check", str(policy))
+    assert code == 0  # a warning, not an error: the author may know their data
+    warnings = [line for line in output.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2
+    assert any("purposes.analytics.fields.points_balance" in w and "'band'" in w for w in warnings)
+    assert any("purposes.analytics.fields.registered_at" in w and "'year'" in w for w in warnings)
 
 
 def test_demo_loads_members_prints_keys_and_a_verified_log(home: Path) -> None:
