@@ -4,8 +4,9 @@ An entry is built nowhere else: use cases call a builder and hand the result
 to their unit of work (``audit.uow.AuditedUnitOfWork.record``). Each action
 states whether it releases member data, and how the entry says which: the
 breach workflow (affected members) and GDPR Art. 19 (who must be told of a
-correction or erasure) are computed from this table over the log, so an
-action that releases data must say so here or it is invisible to both.
+correction or erasure) are to be computed from this table over the log
+(``released``; neither workflow exists yet), so an action that releases data
+must say so here or it will be invisible to both.
 
 Entries hold ids, names, views and decisions, never personal values.
 """

@@ -63,7 +63,12 @@ def run(ctx: Any) -> list[dict[str, Any]]:
 
     with services.reading() as session:
         started = time.perf_counter()
-        online = verify_log(session, verifier_key=verifier_key)
+        # As `memberguard audit verify` runs it: the published checkpoints too.
+        online = verify_log(
+            session,
+            verifier_key=verifier_key,
+            published=ctx.settings.resolved_checkpoint_dir,
+        )
         online_s = time.perf_counter() - started
     if not online.ok:
         raise RuntimeError(f"verify_log failed at {online.first_bad_seq}: {online.reason}")

@@ -1,4 +1,5 @@
-"""Client use cases: register, re-key, revoke, list. Each is one audited unit of work."""
+"""Client use cases: register, re-key, revoke (each one audited unit of work), and the
+unrecorded listings (``list_clients``, ``client_state``) on a read-only session."""
 
 from __future__ import annotations
 

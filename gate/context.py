@@ -2,7 +2,8 @@
 
 ``build_services(settings)`` builds the engine, keyring, checkpoint signer and
 policy from one ``Settings``; the API, the CLI (and the coming worker and web
-app) call it and nothing else builds them. ``Services`` carries only the
+app) call it. The one exception is ``memberguard audit verify``, which opens a
+read-only engine of its own: an auditor's host may hold no keys. ``Services`` carries only the
 collaborators every use case shares; a feature's own configuration is read
 from ``settings``, so the object does not grow a field per feature.
 """

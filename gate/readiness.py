@@ -8,11 +8,9 @@ cannot hold up the probe's connection) and an in-memory key round trip.
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit.log import HEAD_ID
-from audit.models import AuditHead
+from audit.log import read_head
 from gate.context import Services
 from vault.crypto import new_data_key, unwrap_data_key, wrap_data_key
 from vault.keys import KeyringError
@@ -25,7 +23,7 @@ def check_readiness(services: Services) -> dict[str, str]:
     checks: dict[str, str] = {}
     try:
         with services.reading() as session:
-            session.execute(select(AuditHead.id).where(AuditHead.id == HEAD_ID)).one()
+            read_head(session)
         checks["database"] = OK
     except SQLAlchemyError as exc:
         checks["database"] = f"unavailable ({type(exc).__name__})"

@@ -60,7 +60,9 @@ def require_current(engine: Engine) -> None:
     with open_connection(engine.execution_options(**{READ_ONLY_OPTION: True})) as connection:
         found = inspect(connection).has_table(VERSION_TABLE)
         versions = (
-            connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+            connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))  # noqa: S608
+            .scalars()
+            .all()
             if found
             else []
         )
