@@ -210,6 +210,17 @@ def apply_view(
     view of an integer and the "region" view of a text field.
     """
     _check_view(field_type, view, bands, region_pattern)
+    return _show(field_type, view, value, bands, region_pattern)
+
+
+def _show(
+    field_type: str,
+    view: str,
+    value: str | int,
+    bands: Sequence[int] | None,
+    region_pattern: re.Pattern[str] | None,
+) -> str | int:
+    """``apply_view`` once ``_check_view`` has passed (bulk paths check once, then call this)."""
     if view == "clear":
         return value
     if field_type == "integer":
@@ -277,7 +288,8 @@ def view_function(
     _check_view(field_type, view, bands, region_pattern)
     if view == "clear":
         return _unchanged
-    return partial(apply_view, field_type, view, bands=bands, region_pattern=region_pattern)
+    # Checked once here, not again for every value.
+    return partial(_show, field_type, view, bands=bands, region_pattern=region_pattern)
 
 
 def field_view(spec: FieldSpec, view: str) -> Callable[[str | int], str | int]:
