@@ -217,18 +217,25 @@ def gated(services: Services) -> Iterator[tuple[GatedReads, TestClient]]:
 
 
 def test_a_flood_of_probes_runs_one_check_at_a_time(
-    gated: tuple[GatedReads, TestClient],
+    gated: tuple[GatedReads, TestClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads, client = gated
+    arrived: list[int] = []
+    checks = api.routers.health.Readiness.checks
+
+    async def counted(self: Any, *, within: float) -> dict[str, str]:
+        arrived.append(1)  # list.append is atomic
+        return await checks(self, within=within)
+
+    monkeypatch.setattr(api.routers.health.Readiness, "checks", counted)
     with ThreadPoolExecutor(8) as executor:
         probes = [executor.submit(client.get, "/readyz") for _ in range(8)]
+        # Wait until every probe has asked for a check (not for a while): each
+        # one had its chance to start a check of its own while the first hangs.
         deadline = time.monotonic() + PROMPTLY
-        while reads.entered == 0 and time.monotonic() < deadline:
+        while (len(arrived) < 8 or reads.entered == 0) and time.monotonic() < deadline:
             time.sleep(0.01)
-        # Give the other seven every chance to start a check of their own.
-        until = time.monotonic() + 0.5
-        while reads.entered == 1 and time.monotonic() < until:
-            time.sleep(0.01)
+        assert len(arrived) == 8
         assert reads.entered == 1
         reads.gate.set()
         answers = [probe.result() for probe in probes]
@@ -240,7 +247,7 @@ def test_a_probe_answers_not_ready_within_its_bound_when_the_check_hangs(
     gated: tuple[GatedReads, TestClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads, client = gated
-    monkeypatch.setattr(api.routers.health, "READY_WITHIN_SECONDS", 0.2, raising=False)
+    monkeypatch.setattr(api.routers.health, "READY_WITHIN_SECONDS", 0.2)
     for _ in range(2):  # the second probe waits on the same stuck check, not a new one
         response = client.get("/readyz")
         assert response.status_code == 503, response.text

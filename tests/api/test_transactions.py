@@ -17,7 +17,6 @@ import ast
 import re
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,9 +52,6 @@ CONSENT = {
     "channel": "app",
     "collected_at": "2026-11-01T10:00:00+08:00",
 }
-# Far less than SQLite's writer queue wait (30 s): a write stuck behind a
-# leaked transaction would take at least that long.
-AT_ONCE_SECONDS = 10.0
 
 
 @dataclass
@@ -205,10 +201,8 @@ def count_locks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def create_member(live: Live) -> str:
-    started = time.monotonic()
     created = live.client.post("/v1/members", json=MEMBER, headers=auth(live.crm))
     assert created.status_code == 201, created.text
-    assert time.monotonic() - started < AT_ONCE_SECONDS
     return created.json()["id"]
 
 
@@ -235,14 +229,14 @@ def test_a_write_that_fails_under_the_lock_leaves_no_transaction_and_the_next_go
         live.assert_nothing_left_open()
         assert live.head_lock_is_free()
 
-    # The next writes go through at once, the same use case included.
+    # The next writes go through, the same use case included. (No timing is
+    # asserted: the checks above see a leaked transaction or a held lock
+    # directly, and a write stuck behind one would fail, not just be slow.)
     create_member(live)
-    started = time.monotonic()
     recorded = live.client.post(
         f"/v1/members/{member}/consents", json=CONSENT, headers=auth(live.crm)
     )
     assert recorded.status_code == 201, recorded.text
-    assert time.monotonic() - started < AT_ONCE_SECONDS
     live.assert_nothing_left_open()
     assert live.head_lock_is_free()
 

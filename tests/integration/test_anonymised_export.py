@@ -8,6 +8,7 @@ Also here: a damaged ciphertext is skipped and reported, never claimed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from gate.consents import record_member_consent
 from gate.context import Services
 from gate.export import export_members
 from gate.imports import import_members
+from gate.reads import Decided, ReadRequest, decide_reads
 from gate.writes import update_member_record
 from principals import OPERATOR_ACTOR, Actor
 from principals.clients import authenticate
@@ -199,6 +201,54 @@ def test_a_group_shrunk_below_k_while_the_export_runs_is_suppressed_whole(
     }
     named = {m for e in export_entries(session, actor) for m in e["members"]}
     assert named == set(groups[0])
+
+
+def test_rows_are_what_the_single_read_path_releases_under_the_pseudonym_never_an_id(
+    app_client: TestClient, services: Services, keys: Keys
+) -> None:
+    members = [m for group in load_groups(services, GROUPS[:2]) for m in group]
+    response = app_client.get("/v1/members?purpose=analytics", headers=auth(keys.analytics))
+    assert response.status_code == 200
+    lines = [json.loads(line) for line in response.text.splitlines()][:-1]
+    assert len(lines) == 11
+    for member in members:
+        assert member not in response.text
+    # Each row's fields are byte for byte what a single gated read of that
+    # member releases to the same client.
+    key = services.keyring.pseudonym_key_for(keys.ids["analytics"])
+    by_pseudonym = {pseudonym(key, m): m for m in members}
+    reads = decide_reads(
+        services,
+        [
+            ReadRequest(
+                credential=keys.analytics,
+                member_id=by_pseudonym[line["pseudonym"]],
+                purpose="analytics",
+                request_id=None,
+                roles=("client",),
+            )
+            for line in lines
+        ],
+    )
+    for line, outcome in zip(lines, reads, strict=True):
+        assert isinstance(outcome, Decided), outcome
+        single = outcome.release(services).fields
+        assert json.dumps(line["fields"], ensure_ascii=False) == json.dumps(
+            single, ensure_ascii=False
+        )
+
+
+def test_k_is_the_purposes_own(services: Services, analytics: Callable[[str], Actor]) -> None:
+    purposes = dict(services.policy.purposes)
+    purposes["analytics"] = purposes["analytics"].model_copy(update={"k_anonymity": 3})
+    policy = services.policy.model_copy(update={"purposes": purposes})
+    services = dataclasses.replace(services, policy=policy)
+    load_groups(services, GROUPS)
+    rows, trailer = export_lines(services, analytics("analytics-k3"))
+    # The group of 3 now stays; the group of 1 still goes.
+    assert len(rows) == 6 + 5 + 3
+    assert trailer["suppressed"]["k"] == 3
+    assert trailer["suppressed"]["small_groups"] == 1
 
 
 def test_the_policy_check_warns_of_values_unique_per_member_in_a_pseudonymous_purpose(

@@ -71,7 +71,7 @@ def home(tmp_path: Path) -> Iterator[tuple[Services, dict[str, str]]]:
     try:
         yield services, keys
     finally:
-        services.sessions.kw["bind"].dispose()  # type: ignore[attr-defined]
+        services.dispose()
 
 
 def children(

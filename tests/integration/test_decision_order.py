@@ -139,7 +139,9 @@ def race(world: World, decide: Callable[[], None], reading: threading.Event) -> 
                 # Waits for the decision to have read consent; the change then
                 # commits while that read is still in its transaction (if the
                 # decision holds the log-head lock, the change waits for it).
-                reading.wait(timeout=10)
+                if not reading.wait(timeout=10):
+                    # The window was never widened: the race would not be run.
+                    raise AssertionError("the decision never read consent")
                 change_consent(world, status)
             except BaseException as exc:
                 errors.append(exc)

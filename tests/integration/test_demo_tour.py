@@ -137,12 +137,15 @@ def test_the_readme_tour_is_the_printed_tour_and_its_numbers_hold(
                 variables[name] = value
     base = f"http://127.0.0.1:{demo_default('port')}"
     services = build_services(Settings(), clock=lambda: TOUR_AT)
-    with TestClient(create_app(services=services)) as client:
-        statuses = [
-            run_curl(client, command, variables, base)
-            for command in commands
-            if command.startswith("curl ")
-        ]
+    try:
+        with TestClient(create_app(services=services)) as client:
+            statuses = [
+                run_curl(client, command, variables, base)
+                for command in commands
+                if command.startswith("curl ")
+            ]
+    finally:
+        services.dispose()
     assert statuses == TOUR_STATUSES
     assert commands[-1] == ".venv/bin/memberguard audit verify"
     verified = CliRunner().invoke(main, ["audit", "verify"])

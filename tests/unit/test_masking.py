@@ -342,3 +342,46 @@ def _parsed_mask(e164: str) -> str:
 def test_the_cn_fast_path_masks_as_phonenumbers_does(prefix: str, digits: str) -> None:
     e164 = "+86" + prefix + digits
     assert apply_view("phone", "masked", e164) == _parsed_mask(e164)
+
+
+# --- the generalising views of anonymised exports -----------------------------------
+
+POINTS_BANDS = (0, 1000, 5000, 20000, 50000)
+STORE_REGION = re.compile(r"^([A-Z]{2})-")
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (-5, "<0"),
+        (0, "0-999"),
+        (999, "0-999"),
+        (1000, "1000-4999"),
+        (1200, "1000-4999"),
+        (49_999, "20000-49999"),
+        (50_000, "50000+"),
+        (1_000_000, "50000+"),
+    ],
+)
+def test_band_shows_the_band_a_value_falls_in_never_the_value(value: int, shown: str) -> None:
+    assert apply_view("integer", "band", value, bands=POINTS_BANDS) == shown
+
+
+def test_month_shows_year_and_month_only() -> None:
+    assert apply_view("date", "month", "2021-03-04") == "2021-03"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [("SZ-012", "SZ"), ("BJ-1234", "BJ"), ("free text", "***")]
+)
+def test_the_region_of_a_text_field_is_its_patterns_group_or_nothing(
+    value: str, shown: str
+) -> None:
+    assert apply_view("text", "region", value, region_pattern=STORE_REGION) == shown
+
+
+def test_views_that_need_parameters_refuse_to_run_without_them() -> None:
+    with pytest.raises(ValueError, match="bands"):
+        apply_view("integer", "band", 5)
+    with pytest.raises(ValueError, match="region_pattern"):
+        apply_view("text", "region", "SZ-012")
