@@ -21,6 +21,7 @@ from fastapi import Depends, Request
 from gate.context import Services
 from principals.actor import Actor
 from principals.clients import authenticate
+from principals.members import authenticate_member, well_formed_token
 
 # Dependencies that do no I/O are ``async``: FastAPI runs every sync
 # dependency in a threadpool call of its own, and each hop costs latency.
@@ -46,8 +47,14 @@ def bearer_token(request: Request) -> str | None:
 
 
 def get_actor(request: Request, services: ServicesDep) -> Actor:
+    """The caller of a bearer credential: a system's or a person's API key (``mg_``),
+    or a signed-in member's session token (``mgm_``). Routers then require a role."""
+    token = bearer_token(request)
     with services.reading() as session:
-        actor = authenticate(session, bearer_token(request))
+        if well_formed_token(token):
+            actor = authenticate_member(session, token, now=services.clock())
+        else:
+            actor = authenticate(session, token)
     request.state.actor_id = actor.id
     structlog.contextvars.bind_contextvars(actor=actor.id)
     return actor

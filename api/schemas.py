@@ -49,7 +49,7 @@ class LookupIn(_In):
 
 class ClientIn(_In):
     name: StrictStr = Field(min_length=1, max_length=64)
-    role: Literal["client", "auditor", "admin"]
+    role: Literal["client", "auditor", "dpo", "admin"]
     purposes: list[StrictStr] = Field(default_factory=list, max_length=64)
     scopes: list[StrictStr] = Field(default_factory=list, max_length=8)
 

@@ -46,10 +46,11 @@ class AuditedUnitOfWork:
         notary: Notary,
         clock: Clock,
         policy_version: str,
-        under_lock: Callable[[Session], None] | None = None,
+        under_lock: Callable[[Session, datetime], None] | None = None,
     ) -> None:
         """``under_lock`` runs right after the lock is taken, before the use case
-        reads anything (the gate re-checks that the caller was not revoked)."""
+        reads anything, with the use case's time (the gate re-checks that the
+        caller was not revoked and that a member's session has not expired)."""
         self._sessions = sessions
         self._under_lock = under_lock
         self._notary = notary
@@ -72,14 +73,15 @@ class AuditedUnitOfWork:
         self._session = self._sessions()
         try:
             lock_head(self._session)
+            # One instant for the use case, taken once the lock is held: the
+            # facts it writes, the entries that record them and the caller's
+            # re-check all use the same time.
+            self._now = self._clock()
             if self._under_lock is not None:
-                self._under_lock(self._session)
+                self._under_lock(self._session, self._now)
         except BaseException:
             self._close()
             raise
-        # One instant for the use case, taken once the lock is held: the facts
-        # it writes and the entries that record them carry the same time.
-        self._now = self._clock()
         return self
 
     def __exit__(

@@ -99,6 +99,18 @@ class Settings(BaseSettings):
         description="Where rate-limit counters live: a `limits` storage URI (memory: per process).",
     )
 
+    # Members (principals.members, the sign-in use case).
+    member_token_minutes: int = Field(
+        default=30, ge=1, le=24 * 60, description="How long a member's sign-in lasts."
+    )
+
+    # Messages to members and staff (notify/).
+    notifier: Literal["outbox"] = Field(
+        default="outbox",
+        description="How messages are sent. outbox: one private JSON file per message.",
+    )
+    outbox_dir: Path | None = Field(default=None, description="Default: <home>/outbox")
+
     @model_validator(mode="after")
     def _heartbeat_within_live_window(self) -> Settings:
         # A server that beats less often than twice per window would drop out
@@ -153,6 +165,10 @@ class Settings(BaseSettings):
     @property
     def resolved_checkpoint_dir(self) -> Path:
         return self.checkpoint_dir or self.home / "checkpoints"
+
+    @property
+    def resolved_outbox_dir(self) -> Path:
+        return self.outbox_dir or self.home / "outbox"
 
     @property
     def resolved_key_path(self) -> Path:

@@ -14,7 +14,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter, RateLimiter
@@ -28,6 +27,7 @@ from core.clock import Clock, utc_now
 from core.db import SessionFactory, build_engine, open_connection, session_factory
 from core.settings import Settings
 from migrations import require_current
+from notify import Notifier, build_notifier
 from policies import load_policy
 from policies.model import Policy
 from principals.actor import Actor
@@ -49,6 +49,9 @@ class Services:
     # queries, proofs, listings, readiness): never SQLite's write lock, and
     # (from build_services) a connection pool of their own.
     read_sessions: SessionFactory
+    # Sign-in codes, request updates, notices: sent after the unit of work
+    # that records them commits (``notify``).
+    notifier: Notifier
     clock: Clock = utc_now
     # Rate-limit counters shared by every request of this process (or, with a
     # shared storage URI, of every process): state, not configuration.
@@ -71,7 +74,11 @@ class Services:
             notary=self.notary,
             clock=self.clock,
             policy_version=self.policy.version,
-            under_lock=partial(ensure_active, actor=actor) if actor is not None else None,
+            under_lock=(
+                (lambda session, now: ensure_active(session, actor, now=now))
+                if actor is not None
+                else None
+            ),
         )
 
     def dispose(self) -> None:
@@ -189,6 +196,7 @@ def build_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
         notary=load_notary(settings),
         sessions=session_factory(engine),
         read_sessions=session_factory(read_engine, read_only=True),
+        notifier=build_notifier(settings),
         clock=clock,
         rate_limits=RateLimits(settings.rate_limit_storage),
     )

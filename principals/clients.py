@@ -23,10 +23,12 @@ from core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from core.ids import is_valid_id, new_id
 from policies.model import SLUG_RE, Policy
 from principals.actor import OPERATOR, OPERATOR_ACTOR, Actor
+from principals.members import ensure_member_active
 from principals.models import GateApiKey, GateClient, GateClientPurpose
 
-ROLES: tuple[str, ...] = ("client", "auditor", "admin")
-SCOPES = frozenset({"members:write", "consents:read", "consents:write"})
+ROLES: tuple[str, ...] = ("client", "auditor", "dpo", "admin")
+# rights:submit: relay a member's rights request (the brand app, customer service).
+SCOPES = frozenset({"members:write", "consents:read", "consents:write", "rights:submit"})
 KEY_PREFIX = "mg_"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # fullmatch: "$" allows a final "\n"
 
@@ -111,21 +113,21 @@ _BY_KEY_HASH = (
 )
 
 
-def ensure_active(session: Session, actor: Actor) -> None:
+def ensure_active(session: Session, actor: Actor, *, now: datetime) -> None:
     """Re-check, under the log-head lock, that the caller may still act.
 
-    Authentication ran before the lock; a revocation or a key replacement
-    appends its own entry, so checking again here orders every decision after
-    any revocation logged before it, and stops a running export at its next
-    batch. For a caller signed in by an API key, that key itself must still
-    be valid, not only its client. The operator at the CLI always may.
-    Member sessions have no check here yet, so a member actor is refused
-    (fail closed) until the members' sign-in brings one.
+    Authentication ran before the lock; a revocation, a key replacement or a
+    logout appends its own entry, so checking again here orders every decision
+    after any revocation logged before it, and stops a running export at its
+    next batch. For a caller signed in by an API key, that key itself must
+    still be valid, not only its client; a member's session must still be
+    live. The operator at the CLI always may.
     """
     if actor.id == OPERATOR and actor.kind == "staff":
         return
     if actor.kind == "member":
-        raise Unauthenticated("member sessions are not accepted yet")
+        ensure_member_active(session, actor, now=now)
+        return
     if actor.key_hash is None:
         found = session.connection().execute(_ACTIVE_CLIENT, {"client": actor.id}).first()
     else:

@@ -54,3 +54,21 @@ class GateApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     client: Mapped[GateClient] = relationship(back_populates="keys")
+
+
+class MemberSession(Base):
+    """A signed-in member's bearer token (``mgm_…``), stored only as its SHA-256.
+
+    Like API keys, tokens are 256-bit random strings, so a fast hash is enough.
+    A session ends at ``expires_at`` (absolute: no sliding renewal), at logout
+    (``ended_at``), or when the member is deleted (the row is removed with the
+    member's other secrets).
+    """
+
+    __tablename__ = "member_session"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("vault_member.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -39,6 +39,7 @@ from core.settings import Settings
 from gate.clients import register_client
 from gate.context import Services
 from migrations import upgrade
+from notify.outbox import OutboxNotifier
 from policies import Policy, load_policy
 from principals import OPERATOR_ACTOR
 from vault.keys import Keyring, KeyringSource
@@ -238,6 +239,7 @@ def services_for(
             notary=Notary(origin=ORIGIN, private_key=signer, every_entries=50, every_seconds=3600),
             sessions=sessions,
             read_sessions=read_sessions or sessions,
+            notifier=OutboxNotifier(settings.resolved_outbox_dir),
             clock=clock,
         )
         built.append(services)

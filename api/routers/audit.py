@@ -22,7 +22,7 @@ from audit.queries import EntryFilter, time_bound
 from gate.auditor import entries_page, entries_stream, member_access_log
 
 router = APIRouter(
-    prefix="/v1/audit", tags=["audit"], dependencies=[Depends(require_role("auditor"))]
+    prefix="/v1/audit", tags=["audit"], dependencies=[Depends(require_role("auditor", "dpo"))]
 )
 
 CSV_COLUMNS = (
@@ -173,7 +173,7 @@ def public_key(services: ServicesDep) -> dict[str, str]:
 
 
 members_router = APIRouter(
-    prefix="/v1/members", tags=["audit"], dependencies=[Depends(require_role("auditor"))]
+    prefix="/v1/members", tags=["audit"], dependencies=[Depends(require_role("auditor", "dpo"))]
 )
 
 

@@ -1,0 +1,53 @@
+"""The default transport: one private JSON file per message in a directory.
+
+This is how the demo and the tests read codes, and how an operator without
+an SMS gateway or SMTP server sees what would have been sent. Files are
+created 0600 in a 0700 directory: they hold the recipient and the body.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from notify.message import Message
+
+
+class OutboxNotifier:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def send(self, message: Message, *, now: datetime) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        record = {
+            "id": message.id,
+            "channel": message.channel,
+            "to": message.to,
+            "template": message.template,
+            "locale": message.locale,
+            "subject": message.subject,
+            "body": message.body,
+            "created_at": now.isoformat(),
+        }
+        # The time first, so that a listing sorted by name is in sending order.
+        name = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{message.id}.json"
+        temporary = self.directory / f".{name}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(record, out, ensure_ascii=False, indent=2)
+            out.flush()
+            os.fsync(out.fileno())
+        # Renamed into place: a reader never sees half a message.
+        os.replace(temporary, self.directory / name)
+
+
+def read_outbox(directory: Path) -> Iterator[dict[str, Any]]:
+    """The messages in the outbox, oldest first."""
+    if not directory.is_dir():
+        return
+    for path in sorted(directory.glob("*.json")):
+        yield json.loads(path.read_text(encoding="utf-8"))
