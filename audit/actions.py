@@ -52,6 +52,7 @@ class Action(StrEnum):
     CLIENT_REVOKE = "client.revoke"
     KEYS_REWRAP = "keys.rewrap"
     AUDIT_CHECKPOINT = "audit.checkpoint"
+    NOTICE_SENT = "notice.sent"
 
     @property
     def release(self) -> Release:
@@ -76,6 +77,9 @@ _RELEASES: dict[Action, Release] = {
     Action.CLIENT_REVOKE: Release.NONE,
     Action.KEYS_REWRAP: Release.NONE,
     Action.AUDIT_CHECKPOINT: Release.NONE,
+    # The recipient is the member (or the DPO); what the message said is not
+    # recorded, only which template went by which channel.
+    Action.NOTICE_SENT: Release.NONE,
 }
 
 
@@ -472,6 +476,47 @@ def data_keys_rewrapped(
             "members_after": members_after,
             "members_through": members_through,
         },
+    )
+
+
+# -- messages ------------------------------------------------------------------
+
+
+def notice_sent(
+    who: Principal | None,
+    *,
+    policy: str,
+    member_id: str | None,
+    template: str,
+    channel: str,
+    message_id: str,
+    request_id: str | None,
+) -> Record:
+    """A message went to a member (``member_id``) or to staff: which template, by which
+    channel, under which message id. Never the recipient's address or the body.
+
+    ``who`` is whoever caused it (the DPO sending notices, a member's request);
+    None when no one signed in did (a sign-in code is asked for before anyone is).
+    """
+    record = Record(
+        action=Action.NOTICE_SENT,
+        decision="permit",
+        reason=f"notice-{template}",
+        policy=policy,
+        members=[member_id] if member_id is not None else [],
+        request_id=request_id,
+        detail={"template": template, "channel": channel, "message": message_id},
+    )
+    if who is None:
+        return record
+    return _by(
+        who,
+        Action.NOTICE_SENT,
+        policy=policy,
+        reason=record.reason,
+        members=record.members,
+        request_id=request_id,
+        detail=record.detail,
     )
 
 
