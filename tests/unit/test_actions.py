@@ -15,7 +15,18 @@ from policies.decide import Decision
 from principals import OPERATOR_ACTOR, Actor
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("api", "audit", "cli", "consent", "core", "gate", "policies", "principals", "vault")
+PRODUCT = (
+    "api",
+    "audit",
+    "cli",
+    "consent",
+    "core",
+    "gate",
+    "policies",
+    "principals",
+    "rights",
+    "vault",
+)
 CLIENT = Actor(id="c1", name="crm", role="client", kind="client", purposes=frozenset({"p"}))
 PERMIT = Decision("permit", "legal-basis:contract", "customer_service", {"phone": "masked"})
 DENY = Decision("deny", "consent-required", "marketing_sms")
