@@ -257,13 +257,24 @@ class RightsCorrection(_Strict):
     # Fields a member may correct at once, without a DPO's approval. Sensitive
     # fields are never self-service (checked against the policy's fields).
     self_service: tuple[str, ...] = ()
+    # Fields a correction request may not name at all: records the programme
+    # keeps of its own (when the member joined, their points), which the
+    # member disputes through customer service rather than rectifies.
+    not_correctable: tuple[str, ...] = ()
 
-    @field_validator("self_service")
+    @field_validator("self_service", "not_correctable")
     @classmethod
     def _no_duplicates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if len(set(value)) != len(value):
             raise ValueError("lists a field twice")
         return value
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> RightsCorrection:
+        both = sorted(set(self.self_service) & set(self.not_correctable))
+        if both:
+            raise ValueError(f"{', '.join(both)}: both self_service and not_correctable")
+        return self
 
 
 class RightsDeletion(_Strict):
@@ -444,6 +455,9 @@ class Policy(_Strict):
                     f"rights.correction.self_service: {fname!r} is sensitive; a DPO approves "
                     "its corrections"
                 )
+        for fname in self.rights.correction.not_correctable:
+            if fname not in self.fields:
+                raise ValueError(f"rights.correction.not_correctable: unknown field {fname!r}")
         return self
 
     def anonymity_warnings(self) -> list[str]:
