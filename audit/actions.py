@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
+from core.clock import to_micros
 from policies.decide import Decision
 
 ActorKind = Literal["client", "member", "staff"]
@@ -53,6 +55,13 @@ class Action(StrEnum):
     KEYS_REWRAP = "keys.rewrap"
     AUDIT_CHECKPOINT = "audit.checkpoint"
     NOTICE_SENT = "notice.sent"
+    MEMBER_CORRECT = "member.correct"
+    MEMBER_DELETE = "member.delete"
+    RIGHTS_REQUEST = "rights.request"
+    RIGHTS_HOLD = "rights.hold"
+    RIGHTS_COPY = "rights.copy"
+    RIGHTS_DOWNLOAD = "rights.download"
+    RIGHTS_FLAG = "rights.flagged"
 
     @property
     def release(self) -> Release:
@@ -80,6 +89,18 @@ _RELEASES: dict[Action, Release] = {
     # The recipient is the member (or the DPO); what the message said is not
     # recorded, only which template went by which channel.
     Action.NOTICE_SENT: Release.NONE,
+    # Rights requests: changes and events. A correction writes values into
+    # the vault; a deletion destroys them; a copy is built sealed.
+    Action.MEMBER_CORRECT: Release.NONE,
+    Action.MEMBER_DELETE: Release.NONE,
+    Action.RIGHTS_REQUEST: Release.NONE,
+    Action.RIGHTS_HOLD: Release.NONE,
+    Action.RIGHTS_COPY: Release.NONE,
+    # The member downloads their access copy: every field it holds leaves in
+    # clear, to the member (the entry's actor). Breach scoping must see it;
+    # the recipients a correction or erasure must reach are clients only.
+    Action.RIGHTS_DOWNLOAD: Release.FIELDS,
+    Action.RIGHTS_FLAG: Release.NONE,
 }
 
 
@@ -160,6 +181,46 @@ def _by(
         request_id=request_id,
         detail=detail,
     )
+
+
+def _by_or_system(
+    who: Principal | None,
+    action: Action,
+    *,
+    policy: str,
+    reason: str,
+    members: Sequence[str] = (),
+    fields: dict[str, str] | None = None,
+    request_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> Record:
+    """An entry by ``who``, or by no one (a job, a hold that lapsed): no actor, as
+    the log's own checkpoint entries."""
+    if who is not None:
+        return _by(
+            who,
+            action,
+            policy=policy,
+            reason=reason,
+            members=members,
+            fields=fields,
+            request_id=request_id,
+            detail=detail,
+        )
+    return Record(
+        action=action,
+        decision="permit",
+        reason=reason,
+        policy=policy,
+        members=members,
+        fields=fields,
+        request_id=request_id,
+        detail=detail,
+    )
+
+
+def _micros(moment: datetime | None) -> int | None:
+    return to_micros(moment) if moment is not None else None
 
 
 # -- members -------------------------------------------------------------------
@@ -517,6 +578,190 @@ def notice_sent(
         members=record.members,
         request_id=request_id,
         detail=record.detail,
+    )
+
+
+# -- rights requests -----------------------------------------------------------
+#
+# Entries name the request by id, its type and status, and field names; never
+# a value, and never a free-text reason (a DPO's or a member's words may name
+# facts about the member: the request's history keeps them, the log does not).
+
+
+def rights_request_changed(
+    who: Principal | None,
+    *,
+    policy: str,
+    rights_request: str,
+    member_id: str,
+    request_type: str,
+    status: str,
+    due_at: datetime,
+    fields: Sequence[str] = (),
+    channel: str | None = None,
+    verification: str | None = None,
+    request_id: str | None,
+) -> Record:
+    """A request was received (``status`` submitted) or moved (or ``extended``).
+
+    ``verification``: how a relaying client verified the member (the method
+    only; its case reference stays with the request).
+    """
+    detail: dict[str, Any] = {
+        "request": rights_request,
+        "type": request_type,
+        "status": status,
+        "due_at": to_micros(due_at),
+    }
+    if fields:
+        detail["fields"] = sorted(fields)
+    if channel is not None:
+        detail["channel"] = channel
+    if verification is not None:
+        detail["verification"] = verification
+    return _by_or_system(
+        who,
+        Action.RIGHTS_REQUEST,
+        policy=policy,
+        reason=f"rights-{request_type}",
+        members=[member_id],
+        request_id=request_id,
+        detail=detail,
+    )
+
+
+def member_corrected(
+    who: Principal | None,
+    *,
+    policy: str,
+    member_id: str,
+    changes: Mapping[str, object],
+    rights_request: str,
+    approved: bool,
+    request_id: str | None,
+) -> Record:
+    """A correction was applied: which fields were written or cleared, never the values.
+
+    ``approved``: by a DPO's approval; otherwise the fields are self-service.
+    """
+    return _by_or_system(
+        who,
+        Action.MEMBER_CORRECT,
+        policy=policy,
+        reason="rights-correction",
+        members=[member_id],
+        fields={
+            name: ("cleared" if value is None else "written")
+            for name, value in sorted(changes.items())
+        },
+        request_id=request_id,
+        detail={"request": rights_request, "approved": approved},
+    )
+
+
+def member_deleted(
+    who: Principal | None,
+    *,
+    policy: str,
+    member_id: str,
+    rights_request: str,
+    destroyed: Mapping[str, int],
+    recipients: int,
+    request_id: str | None,
+) -> Record:
+    """The member was crypto-shredded: how many of each kind of secret were destroyed,
+    and how many clients must be told (the request lists them)."""
+    return _by_or_system(
+        who,
+        Action.MEMBER_DELETE,
+        policy=policy,
+        reason="rights-deletion",
+        members=[member_id],
+        request_id=request_id,
+        detail={
+            "request": rights_request,
+            "destroyed": dict(sorted(destroyed.items())),
+            "recipients": recipients,
+        },
+    )
+
+
+def hold_changed(
+    who: Principal | None,
+    *,
+    policy: str,
+    member_id: str,
+    hold: str,
+    event: str,
+    ends_at: datetime | None,
+    request_id: str | None,
+) -> Record:
+    """A legal hold was ``placed``, ``released``, or ``lapsed`` at its end (no actor)."""
+    return _by_or_system(
+        who,
+        Action.RIGHTS_HOLD,
+        policy=policy,
+        reason=f"hold-{event}",
+        members=[member_id],
+        request_id=request_id,
+        detail={"hold": hold, "event": event, "ends_at": _micros(ends_at)},
+    )
+
+
+def copy_changed(
+    who: Principal | None,
+    *,
+    policy: str,
+    member_id: str,
+    rights_request: str,
+    event: str,
+    expires_at: datetime,
+    request_id: str | None,
+) -> Record:
+    """An access copy was ``built`` (sealed: nothing left) or ``expired`` (destroyed)."""
+    return _by_or_system(
+        who,
+        Action.RIGHTS_COPY,
+        policy=policy,
+        reason=f"copy-{event}",
+        members=[member_id],
+        request_id=request_id,
+        detail={"request": rights_request, "event": event, "expires_at": to_micros(expires_at)},
+    )
+
+
+def copy_downloaded(
+    who: Principal,
+    *,
+    policy: str,
+    member_id: str,
+    rights_request: str,
+    fields: Sequence[str],
+    request_id: str | None,
+) -> Record:
+    """The member downloaded their copy: each field it holds left in clear, to them."""
+    return _by(
+        who,
+        Action.RIGHTS_DOWNLOAD,
+        policy=policy,
+        reason="rights-access",
+        members=[member_id],
+        fields={name: "clear" for name in sorted(fields)},
+        request_id=request_id,
+        detail={"request": rights_request},
+    )
+
+
+def requests_flagged(
+    *, policy: str, due_soon: Sequence[str], overdue: Sequence[str], message_id: str
+) -> Record:
+    """The deadline job told the DPO of requests due soon and overdue (ids only; no actor)."""
+    return Record(
+        action=Action.RIGHTS_FLAG,
+        decision="permit",
+        reason="rights-due",
+        policy=policy,
+        detail={"due_soon": sorted(due_soon), "overdue": sorted(overdue), "message": message_id},
     )
 
 
