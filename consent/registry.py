@@ -317,6 +317,16 @@ def consent_states(session: Session, member_id: str) -> dict[str, dict[str, Any]
     return {row.purpose: state_view(row) for row in rows}
 
 
+def consent_history(session: Session, member_id: str) -> list[dict[str, Any]]:
+    """Every consent event of the member, in the order recorded (an access copy holds it)."""
+    events = session.scalars(
+        select(ConsentEvent)
+        .where(ConsentEvent.member_id == member_id)
+        .order_by(ConsentEvent.purpose, ConsentEvent.id)
+    )
+    return sorted((event_view(e) for e in events), key=lambda view: view["id"])
+
+
 def state_view(state: ConsentState) -> dict[str, Any]:
     return {
         "status": state.status,

@@ -104,6 +104,14 @@ class Settings(BaseSettings):
         default=30, ge=1, le=24 * 60, description="How long a member's sign-in lasts."
     )
 
+    # Rights requests (gate.rights_jobs): where deadline notices for the DPO go.
+    dpo_contact: str | None = Field(
+        default=None,
+        max_length=320,
+        description="E-mail address of the DPO for deadline notices. Default: the policy's "
+        "programme.controller_contact.",
+    )
+
     # Messages to members and staff (notify/).
     notifier: Literal["outbox"] = Field(
         default="outbox",

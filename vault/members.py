@@ -181,7 +181,7 @@ def update_member(
     values: Mapping[str, Value | None],
     now: datetime,
 ) -> None:
-    data_key = _data_key(session, keyring, member_id)  # NotFound: no such member (any more)
+    data_key = member_data_key(session, keyring, member_id)  # NotFound: no such member (any more)
     names = list(values)
     session.execute(
         delete(VaultField).where(VaultField.member_id == member_id, VaultField.name.in_(names))
@@ -365,7 +365,13 @@ def load_sealed(
     }
 
 
-def _data_key(session: Session, keyring: Keyring, member_id: str) -> bytes:
+def member_data_key(session: Session, keyring: Keyring, member_id: str) -> bytes:
+    """The member's data key, unwrapped; ``NotFound`` once they are crypto-shredded.
+
+    Also for ciphertexts kept outside the vault that must die with the member
+    (a correction's pending values, an access copy: ``rights``): sealed under
+    this key, they are unreadable once the shred destroys it.
+    """
     row = session.get(VaultDataKey, member_id)
     if row is None:
         raise NotFound("no such member")
