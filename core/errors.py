@@ -38,6 +38,13 @@ class Conflict(DomainError):
     title = "Conflict"
 
 
+class Gone(DomainError):
+    """It existed and is no longer available (an expired access copy)."""
+
+    slug = "gone"
+    title = "Gone"
+
+
 class Forbidden(DomainError):
     slug = "forbidden"
     title = "Forbidden"
