@@ -89,6 +89,10 @@ def problem_schema() -> dict[str, Any]:
             "known_channels": _STRING_LIST,
             "known_notices": _STRING_LIST,
             "accepted_notices": _STRING_LIST,
+            "existing_request": {
+                "type": "string",
+                "description": "request-open: the id of the open rights request.",
+            },
         },
     }
 

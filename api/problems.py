@@ -23,6 +23,7 @@ from core.errors import (
     Conflict,
     DomainError,
     Forbidden,
+    Gone,
     InvalidInput,
     NotFound,
     RateLimited,
@@ -41,6 +42,7 @@ STATUS_BY_CLASS: tuple[tuple[type[DomainError], int], ...] = (
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (Gone, 410),
     (InvalidInput, 422),
     (RateLimited, 429),
     (Unavailable, 503),
@@ -96,7 +98,15 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "already-extended": ProblemType(
         409, "a rights request's deadline is extended once at most (GDPR Art. 12(3))"
     ),
+    "request-open": ProblemType(
+        409, "the member has an open request this one duplicates (`existing_request`)"
+    ),
+    "request-state": ProblemType(409, "the rights request's status does not allow this"),
+    "not-awaiting-approval": ProblemType(409, "the rights request is not waiting for approval"),
+    "hold-ended": ProblemType(409, "the hold has already been released or has ended"),
     "conflict": ProblemType(409, "a concurrent change won a uniqueness race; retry"),
+    "copy-expired": ProblemType(410, "the access copy has expired; submit a new access request"),
+    "gone": ProblemType(410, "no longer available (generic)"),
     "payload-too-large": ProblemType(413, "the body is larger than the configured limit"),
     "unsupported-media-type": ProblemType(415, "the body's content type is not accepted"),
     "validation-failed": ProblemType(422, "a parameter or body member breaks a rule (`errors`)"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr, model_validator
@@ -52,6 +53,100 @@ class ClientIn(_In):
     role: Literal["client", "auditor", "dpo", "admin"]
     purposes: list[StrictStr] = Field(default_factory=list, max_length=64)
     scopes: list[StrictStr] = Field(default_factory=list, max_length=8)
+
+
+# -- rights requests --------------------------------------------------------------
+
+Reason = Field(
+    min_length=1,
+    max_length=500,
+    description="Shown to the member; name case references, not facts about the member.",
+)
+
+
+class RightsRequestIn(_In):
+    type: Literal["access", "correction", "deletion"]
+    changes: dict[str, Any] | None = Field(
+        default=None,
+        max_length=64,
+        description='A correction\'s new values by field id, e.g. {"email": "new@example.com"}; '
+        "only for a correction.",
+    )
+
+
+class VerificationIn(_In):
+    method: StrictStr = Field(
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="How the relaying system verified the member, e.g. sms_code, id_document.",
+    )
+    reference: StrictStr | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$",
+        description="The relaying system's own case or ticket id (opaque; never the evidence "
+        "itself, such as a document number).",
+    )
+
+
+class RelayedRequestIn(RightsRequestIn):
+    verification: VerificationIn
+    received_at: AwareDatetime | None = Field(
+        default=None, description="When the member made the request; not in the future."
+    )
+
+
+class RejectIn(_In):
+    reason: StrictStr = Reason
+
+
+class ExtendIn(_In):
+    reason: StrictStr = Reason
+    until: date | AwareDatetime = Field(
+        description="The new last day (a date, or a time whose day in the policy's zone counts)."
+    )
+
+
+class HoldIn(_In):
+    reason: StrictStr = Reason
+    until: AwareDatetime | None = Field(
+        default=None, description="When the hold ends by itself; none: until released."
+    )
+
+
+class RightsRequestOut(BaseModel):
+    id: str
+    type: str
+    member_id: str
+    status: str
+    received_at: str
+    due_at: str
+    deadline: dict[str, Any]
+    overdue: bool
+    channel: str
+    fields: list[str]
+    history: list[dict[str, Any]]
+    completed_at: str | None
+    recipients: list[dict[str, Any]]
+
+
+class RightsRequestsOut(BaseModel):
+    items: list[RightsRequestOut]
+    next_cursor: str | None
+
+
+class HoldOut(BaseModel):
+    id: str
+    member_id: str
+    reason: str
+    until: str | None
+    active: bool
+    created_by: str
+    created_at: str
+    released_at: str | None
+    released_by: str | None
+
+
+class HoldsOut(BaseModel):
+    items: list[HoldOut]
 
 
 class CreatedOut(BaseModel):

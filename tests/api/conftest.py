@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import fastapi.routing
@@ -13,8 +14,11 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from core.logging import configure_logging
+from gate.clients import register_client
 from gate.context import Services
-from tests.conftest import Keys
+from principals import OPERATOR_ACTOR
+from principals.members import open_session
+from tests.conftest import NOW, Keys
 
 
 @pytest.fixture
@@ -109,3 +113,50 @@ def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
         structlog.reset_defaults()
+
+
+# -- members' rights --------------------------------------------------------------
+
+
+@pytest.fixture
+def dpo_key(services: Services) -> str:
+    """A DPO's key (role ``dpo``), registered as the CLI does it."""
+    return register_client(
+        services,
+        actor=OPERATOR_ACTOR,
+        name="dpo",
+        role="dpo",
+        purposes=[],
+        scopes=[],
+        request_id=None,
+    ).key
+
+
+@pytest.fixture
+def relay_key(services: Services) -> str:
+    """Customer service: relays members' rights requests (scope ``rights:submit``)."""
+    return register_client(
+        services,
+        actor=OPERATOR_ACTOR,
+        name="care",
+        role="client",
+        purposes=[],
+        scopes=["rights:submit"],
+        request_id=None,
+    ).key
+
+
+@pytest.fixture
+def sign_in(services: Services) -> Callable[[str], str]:
+    """``sign_in(member_id)``: a live ``mgm_`` session token for the member, opened as the
+    sign-in use case opens one (valid for a year of the suite's clock)."""
+
+    def open_token(member_id: str) -> str:
+        with services.sessions() as session:
+            opened = open_session(
+                session, member_id=member_id, now=NOW, lifetime=timedelta(days=366)
+            )
+            session.commit()
+        return opened.token
+
+    return open_token

@@ -1,0 +1,170 @@
+"""Corrections: self-service fields applied at once, the rest sealed until the DPO decides,
+and the clients that were released those fields listed to be told (GDPR Art. 19)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gate.context import Services
+from rights.models import RightsCorrection
+from tests.api.conftest import MEMBER, auth, grant
+from tests.api.rights_helpers import entries, statuses, stored_anywhere, submit, submitted
+from tests.conftest import Keys
+
+SignIn = Callable[[str], str]
+
+
+def read(client: TestClient, key: str, member_id: str, purpose: str = "delivery") -> dict:
+    response = client.get(f"/v1/members/{member_id}?purpose={purpose}", headers=auth(key))
+    assert response.status_code == 200, response.text
+    return response.json()["fields"]
+
+
+def test_a_self_service_correction_is_applied_at_once_and_recorded(
+    app_client: TestClient, member_id: str, sign_in: SignIn, keys: Keys
+) -> None:
+    request = submitted(
+        app_client,
+        sign_in(member_id),
+        {"type": "correction", "changes": {"email": "New.Address@Example.com"}},
+    )
+    assert statuses(request) == ["submitted", "completed"]
+    assert request["fields"] == ["email"]
+    grant(app_client, keys.app, member_id, "marketing_sms")
+    shown = read(app_client, keys.crm, member_id, "customer_service")
+    assert shown["email"] == "n***@example.com"
+    (entry,) = entries(app_client, keys.auditor, action="member.correct")
+    assert entry["fields"] == {"email": "written"}
+    assert entry["detail"] == {"request": request["id"], "approved": False}
+    assert (entry["actor"], entry["actor_kind"]) == (member_id, "member")
+    assert "new.address" not in str(entry).lower()
+
+
+def test_a_correction_the_dpo_must_approve_waits_sealed_then_applies_on_approval(
+    app_client: TestClient,
+    member_id: str,
+    sign_in: SignIn,
+    keys: Keys,
+    dpo_key: str,
+    services: Services,
+    session: Session,
+) -> None:
+    token = sign_in(member_id)
+    request = submitted(
+        app_client,
+        token,
+        {"type": "correction", "changes": {"name": "王小五", "email": "wxw@example.com"}},
+    )
+    # email is self-service (applied now); name waits for the DPO.
+    assert statuses(request) == ["submitted", "in_progress"]
+    assert request["fields"] == ["email", "name"]
+    assert read(app_client, keys.crm, member_id)["name"] == MEMBER["name"]
+    assert stored_anywhere(services.sessions(), "王小五") == []
+    sealed = session.scalars(select(RightsCorrection)).all()
+    assert [row.request_id for row in sealed] == [request["id"]]
+    session.close()
+
+    response = app_client.post(f"/v1/requests/{request['id']}/approve", headers=auth(dpo_key))
+    assert response.status_code == 200, response.text
+    approved = response.json()
+    assert statuses(approved) == ["submitted", "in_progress", "completed"]
+    assert approved["history"][-1]["by"]["kind"] == "staff"
+    assert read(app_client, keys.crm, member_id)["name"] == "王小五"
+    assert session.scalars(select(RightsCorrection)).all() == []
+    corrected = entries(app_client, keys.auditor, action="member.correct")
+    assert [(e["fields"], e["detail"]["approved"]) for e in corrected] == [
+        ({"email": "written"}, False),
+        ({"name": "written"}, True),
+    ]
+
+
+def test_a_rejected_correction_keeps_the_old_value_and_destroys_the_new_one(
+    app_client: TestClient,
+    member_id: str,
+    sign_in: SignIn,
+    keys: Keys,
+    dpo_key: str,
+    session: Session,
+) -> None:
+    request = submitted(
+        app_client, sign_in(member_id), {"type": "correction", "changes": {"name": "赵六"}}
+    )
+    missing = app_client.post(
+        f"/v1/requests/{request['id']}/reject", json={}, headers=auth(dpo_key)
+    )
+    assert missing.status_code == 422
+    response = app_client.post(
+        f"/v1/requests/{request['id']}/reject",
+        json={"reason": "evidence of the legal name change not provided (case 77)"},
+        headers=auth(dpo_key),
+    )
+    assert response.status_code == 200, response.text
+    rejected = response.json()
+    assert statuses(rejected) == ["submitted", "rejected"]
+    assert rejected["history"][-1]["reason"].startswith("evidence of the legal name")
+    assert rejected["completed_at"] is None
+    assert read(app_client, keys.crm, member_id)["name"] == MEMBER["name"]
+    assert session.scalars(select(RightsCorrection)).all() == []
+    (entry,) = [
+        e
+        for e in entries(app_client, keys.auditor, action="rights.request")
+        if e["detail"]["status"] == "rejected"
+    ]
+    assert "case 77" not in str(entry)  # the reason stays with the request, out of the log
+
+
+def test_approving_a_request_that_is_not_waiting_is_a_conflict(
+    app_client: TestClient, member_id: str, sign_in: SignIn, dpo_key: str
+) -> None:
+    token = sign_in(member_id)
+    done = submitted(app_client, token, {"type": "access"})
+    waiting = submitted(app_client, token, {"type": "correction", "changes": {"name": "王五"}})
+    app_client.post(f"/v1/me/requests/{waiting['id']}/cancel", headers=auth(token))
+    for request in (done, waiting):
+        response = app_client.post(f"/v1/requests/{request['id']}/approve", headers=auth(dpo_key))
+        assert response.status_code == 409, response.text
+        assert response.json()["type"] == "not-awaiting-approval"
+    unknown = app_client.post(f"/v1/requests/{'c' * 24}/approve", headers=auth(dpo_key))
+    assert unknown.status_code == 404
+
+
+def test_two_open_corrections_of_one_field_conflict_but_of_different_fields_do_not(
+    app_client: TestClient, member_id: str, sign_in: SignIn
+) -> None:
+    token = sign_in(member_id)
+    first = submitted(app_client, token, {"type": "correction", "changes": {"name": "王五"}})
+    clash = submit(app_client, token, {"type": "correction", "changes": {"name": "王六"}})
+    assert clash.status_code == 409
+    assert clash.json()["type"] == "request-open"
+    assert clash.json()["existing_request"] == first["id"]
+    assert "王六" not in clash.text
+    other = submit(app_client, token, {"type": "correction", "changes": {"birthday": "1991-01-02"}})
+    assert other.status_code == 201, other.text
+
+
+def test_a_corrections_recipients_are_the_clients_that_were_released_those_fields(
+    app_client: TestClient, member_id: str, sign_in: SignIn, keys: Keys, dpo_key: str
+) -> None:
+    read(app_client, keys.crm, member_id, "delivery")  # name, phone, address: clear
+    refused = app_client.get(
+        f"/v1/members/{member_id}?purpose=marketing_sms", headers=auth(keys.sms)
+    )
+    assert refused.status_code == 403  # no consent: the sms gateway received nothing
+    grant(app_client, keys.app, member_id, "personalization")
+    export = app_client.get("/v1/members?purpose=personalization", headers=auth(keys.recs))
+    assert export.status_code == 200
+    token = sign_in(member_id)
+    name = submitted(app_client, token, {"type": "correction", "changes": {"name": "王五"}})
+    approved = app_client.post(f"/v1/requests/{name['id']}/approve", headers=auth(dpo_key))
+    # crm read the name; the personalization export released no name; sms was refused.
+    assert [(r["name"], r["notified_at"]) for r in approved.json()["recipients"]] == [("crm", None)]
+    birthday = submitted(
+        app_client, token, {"type": "correction", "changes": {"birthday": "1991-01-02"}}
+    )
+    approved = app_client.post(f"/v1/requests/{birthday['id']}/approve", headers=auth(dpo_key))
+    # Only the personalization export released the birthday (as its year): a view is a release.
+    assert [r["name"] for r in approved.json()["recipients"]] == ["recs"]
