@@ -15,7 +15,7 @@ import inspect
 import json
 import pkgutil
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +59,7 @@ CATALOGUE_ONLY = frozenset(
         "unsupported-media-type",
         # Raised by `memberguard keys rewrap` only; no operation can answer with it.
         "keyring-behind",
-        # Raised by rights.deadlines.extend; the DPO's extend endpoint will declare them.
-        "extension-not-allowed",
-        "already-extended",
-        "extension-out-of-range",
+        "gone",
     }
 )
 
@@ -138,7 +135,7 @@ def test_the_problem_schema_names_its_members_and_every_slug(doc: dict[str, Any]
 
 def test_body_operations_declare_the_body_problems(doc: dict[str, Any]) -> None:
     bodies = [(m, p, op) for m, p, op in operations(doc) if "requestBody" in op]
-    assert len(bodies) == 5
+    assert len(bodies) == 10
     for method, path, operation in bodies:
         assert declared(operation, 413) == ["payload-too-large"], (method, path)
         assert {"malformed-json", "json-too-deep", "validation-failed"} <= set(
@@ -288,7 +285,13 @@ def test_every_extension_member_is_in_the_problem_schema(doc: dict[str, Any]) ->
 def _fill(path: str, member_id: str) -> str:
     return re.sub(
         r"\{(\w+)\}",
-        lambda m: {"member_id": member_id, "seq": "1", "client_id": "a" * 24}[m.group(1)],
+        lambda m: {
+            "member_id": member_id,
+            "seq": "1",
+            "client_id": "a" * 24,
+            "rights_request": "c" * 24,
+            "hold_id": "d" * 24,
+        }[m.group(1)],
         path,
     )
 
@@ -314,18 +317,46 @@ def _assert_declared(
     return body
 
 
+def _role(path: str) -> str:
+    if "clients" in path:
+        return "admin"
+    if "audit" in path or path.endswith("access-log"):
+        return "auditor"
+    if path == "/v1/me" or path.startswith("/v1/me/"):
+        return "member"
+    if path.startswith("/v1/requests") or "/holds" in path:
+        return "dpo"
+    return "client"
+
+
 def test_failing_requests_to_every_operation_answer_as_declared(
-    app_client: TestClient, doc: dict[str, Any], keys: Keys, member_id: str
+    app_client: TestClient,
+    doc: dict[str, Any],
+    keys: Keys,
+    member_id: str,
+    dpo_key: str,
+    sign_in: Callable[[str], str],
 ) -> None:
-    wrong_role = {"client": keys.admin, "auditor": keys.crm, "admin": keys.auditor}
+    wrong_role = {
+        "client": keys.admin,
+        "auditor": keys.crm,
+        "admin": keys.auditor,
+        "dpo": keys.auditor,
+        "member": keys.crm,
+    }
+    own_key = {
+        "client": keys.crm,
+        "auditor": keys.auditor,
+        "admin": keys.admin,
+        "dpo": dpo_key,
+        "member": sign_in(member_id),
+    }
     answered: set[str] = set()
     for method, path, operation in operations(doc):
         if path in PUBLIC_PATHS:
             continue
         url, params = _fill(path, member_id), _query(path)
-        role = "admin" if "clients" in path else "auditor" if "audit" in path else "client"
-        if path.endswith("access-log"):
-            role = "auditor"
+        role = _role(path)
         body = (
             {"phone": MEMBER["phone"], "purpose": "membership"}
             if "requestBody" in operation
@@ -337,7 +368,7 @@ def test_failing_requests_to_every_operation_answer_as_declared(
             )
             answered.add(_assert_declared(doc, method, path, response)["type"])
         if "requestBody" in operation:
-            own = {"client": keys.crm, "auditor": keys.auditor, "admin": keys.admin}[role]
+            own = own_key[role]
             for content in (
                 b"{",
                 b"[" * 10_000 + b"]" * 10_000,
@@ -418,3 +449,111 @@ def test_refusals_and_missing_things_answer_as_declared(
     for body in ({"name": "crm", "role": "client"}, {"name": "x", "role": "nobody"}):
         response = app_client.post("/v1/clients", json=body, headers=auth(keys.admin))
         _assert_declared(doc, "POST", "/v1/clients", response)
+
+
+def test_rights_refusals_and_conflicts_answer_as_declared(
+    app_client: TestClient,
+    doc: dict[str, Any],
+    keys: Keys,
+    member_id: str,
+    dpo_key: str,
+    sign_in: Callable[[str], str],
+) -> None:
+    token = sign_in(member_id)
+    unknown = "c" * 24
+    access = app_client.post("/v1/me/requests", json={"type": "access"}, headers=auth(token))
+    done = access.json()["id"]
+    hold = app_client.post(
+        f"/v1/members/{member_id}/holds", json={"reason": "case 1"}, headers=auth(dpo_key)
+    ).json()["id"]
+    deletion = app_client.post("/v1/me/requests", json={"type": "deletion"}, headers=auth(token))
+    held = deletion.json()["id"]
+    extension = {"reason": "complex case", "until": "2027-01-20"}
+    cases = [
+        ("POST", "/v1/me/requests", "/v1/me/requests", token, {"type": "fax"}),
+        ("POST", "/v1/me/requests", "/v1/me/requests", token, {"type": "deletion"}),
+        ("GET", "/v1/me/requests/{rights_request}", f"/v1/me/requests/{unknown}", token, None),
+        (
+            "POST",
+            "/v1/me/requests/{rights_request}/cancel",
+            f"/v1/me/requests/{done}/cancel",
+            token,
+            None,
+        ),
+        (
+            "GET",
+            "/v1/me/requests/{rights_request}/copy",
+            f"/v1/me/requests/{held}/copy",
+            token,
+            None,
+        ),
+        (
+            "POST",
+            "/v1/members/{member_id}/requests",
+            f"/v1/members/{member_id}/requests",
+            keys.crm,
+            {"type": "access", "verification": {"method": "sms_code"}},
+        ),
+        ("GET", "/v1/requests", "/v1/requests?cursor=nope", dpo_key, None),
+        ("GET", "/v1/requests/{rights_request}", f"/v1/requests/{unknown}", dpo_key, None),
+        (
+            "POST",
+            "/v1/requests/{rights_request}/approve",
+            f"/v1/requests/{done}/approve",
+            dpo_key,
+            None,
+        ),
+        (
+            "POST",
+            "/v1/requests/{rights_request}/reject",
+            f"/v1/requests/{done}/reject",
+            dpo_key,
+            {"reason": "x"},
+        ),
+        (
+            "POST",
+            "/v1/requests/{rights_request}/extend",
+            f"/v1/requests/{held}/extend",
+            dpo_key,
+            extension,
+        ),
+        (
+            "POST",
+            "/v1/members/{member_id}/holds",
+            f"/v1/members/{unknown}/holds",
+            dpo_key,
+            {"reason": "x"},
+        ),
+        (
+            "DELETE",
+            "/v1/members/{member_id}/holds/{hold_id}",
+            f"/v1/members/{member_id}/holds/{unknown}",
+            dpo_key,
+            None,
+        ),
+    ]
+    answered = set()
+    for method, template, url, key, body in cases:
+        response = app_client.request(method, url, json=body, headers=auth(key))
+        assert response.status_code >= 400, (url, response.text)
+        answered.add(_assert_declared(doc, method, template, response)["type"])
+    app_client.post(  # a second hold keeps the deletion (and the member) waiting
+        f"/v1/members/{member_id}/holds", json={"reason": "case 2"}, headers=auth(dpo_key)
+    )
+    released = app_client.delete(f"/v1/members/{member_id}/holds/{hold}", headers=auth(dpo_key))
+    assert released.status_code == 200
+    again = app_client.delete(f"/v1/members/{member_id}/holds/{hold}", headers=auth(dpo_key))
+    answered.add(
+        _assert_declared(doc, "DELETE", "/v1/members/{member_id}/holds/{hold_id}", again)["type"]
+    )
+    assert answered == {
+        "validation-failed",
+        "request-open",
+        "not-found",
+        "request-state",
+        "scope-required",
+        "invalid-cursor",
+        "not-awaiting-approval",
+        "extension-not-allowed",
+        "hold-ended",
+    }
