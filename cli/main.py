@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -456,6 +457,213 @@ def _rewrap(settings: Settings) -> None:
 
         result = rewrap_data_keys(services, progress=advance)
     click.echo(f"re-wrapped {result.rewrapped} data keys; by KEK version now: {result.by_version}")
+
+
+# -- rights requests and holds (the operator acting as the DPO) ---------------
+
+
+@main.group()
+def rights() -> None:
+    """Members' rights requests: the DPO's queue and decisions."""
+
+
+def _request_line(request: dict[str, Any]) -> str:
+    flag = "  OVERDUE" if request["overdue"] else ""
+    return (
+        f"{request['id']}  {request['type']:<10} {request['status']:<11} "
+        f"due {request['due_at']}  member {request['member_id']}{flag}"
+    )
+
+
+@rights.command("list")
+@click.option("--overdue", is_flag=True, help="Only open requests past their due date.")
+@click.option(
+    "--status",
+    type=click.Choice(
+        ["submitted", "in_progress", "on_hold", "completed", "rejected", "cancelled"]
+    ),
+    help="Only requests with this status.",
+)
+@click.option("--type", "request_type", type=click.Choice(["access", "correction", "deletion"]))
+@click.option("--limit", type=click.IntRange(1, 500), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: the items.")
+def rights_list(
+    overdue: bool, status: str | None, request_type: str | None, limit: int, as_json: bool
+) -> None:
+    """Requests by due date, earliest first (the first LIMIT)."""
+    from gate.rights import request_queue
+    from principals.actor import OPERATOR_DPO_ACTOR
+    from rights.requests import QueueFilter
+    from rights.states import RequestType, Status
+
+    filters = QueueFilter(
+        status=Status(status) if status else None,
+        request_type=RequestType(request_type) if request_type else None,
+        overdue=True if overdue else None,
+    )
+    page = request_queue(
+        _services(_settings()), actor=OPERATOR_DPO_ACTOR, filters=filters, cursor=None, limit=limit
+    )
+    if as_json:
+        click.echo(json.dumps(page.items, ensure_ascii=False, indent=2))
+        return
+    for request in page.items:
+        click.echo(_request_line(request))
+    if page.next_cursor is not None:
+        click.echo(f"(more than {limit}; use --limit)", err=True)
+
+
+@rights.command("show")
+@click.argument("request_id")
+def rights_show(request_id: str) -> None:
+    """One request, with its history and recipients, as JSON."""
+    from gate.rights import show_request
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    shown = show_request(
+        _services(_settings()), actor=OPERATOR_DPO_ACTOR, rights_request=request_id
+    )
+    click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
+
+
+@rights.command("approve")
+@click.argument("request_id")
+def rights_approve(request_id: str) -> None:
+    """Apply a waiting correction, or run a reviewed deletion (a hold still blocks it)."""
+    from gate.rights import approve_request
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    shown = approve_request(
+        _services(_settings()),
+        actor=OPERATOR_DPO_ACTOR,
+        rights_request=request_id,
+        request_id=None,
+    )
+    click.echo(_request_line(shown.request))
+
+
+@rights.command("reject")
+@click.argument("request_id")
+@click.option("--reason", required=True, help="Shown to the member; no facts about them.")
+def rights_reject(request_id: str, reason: str) -> None:
+    """Refuse an open request, saying why."""
+    from gate.rights import reject_request
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    shown = reject_request(
+        _services(_settings()),
+        actor=OPERATOR_DPO_ACTOR,
+        rights_request=request_id,
+        reason=reason,
+        request_id=None,
+    )
+    click.echo(_request_line(shown.request))
+
+
+@rights.command("extend")
+@click.argument("request_id")
+@click.option("--reason", required=True, help="Shown to the member.")
+@click.option(
+    "--until",
+    required=True,
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="The new last day (YYYY-MM-DD), within the policy's extension_max.",
+)
+def rights_extend(request_id: str, reason: str, until: datetime) -> None:
+    """Extend an open request's deadline once, as the policy allows."""
+    from gate.rights import extend_request_deadline
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    shown = extend_request_deadline(
+        _services(_settings()),
+        actor=OPERATOR_DPO_ACTOR,
+        rights_request=request_id,
+        reason=reason,
+        until=until.date(),
+        request_id=None,
+    )
+    click.echo(_request_line(shown.request))
+
+
+@main.group()
+def holds() -> None:
+    """Legal holds: a member's deletion waits while one is active."""
+
+
+def _hold_line(hold: dict[str, Any]) -> str:
+    until = hold["until"] or "until released"
+    state = "active" if hold["active"] else "ended"
+    return f"{hold['id']}  member {hold['member_id']}  {state:<6}  {until}  {hold['reason']}"
+
+
+@holds.command("add")
+@click.argument("member")
+@click.option("--reason", required=True, help="A case reference, not facts about the member.")
+@click.option(
+    "--until",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"]),
+    help="When the hold ends by itself (a date: its start in the policy's time zone).",
+)
+def holds_add(member: str, reason: str, until: datetime | None) -> None:
+    """Place a hold on MEMBER (prints its id)."""
+    from zoneinfo import ZoneInfo
+
+    from gate.holds import place_member_hold
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    services = _services(_settings())
+    if until is not None and until.tzinfo is None:
+        until = until.replace(tzinfo=ZoneInfo(services.policy.rights.timezone))
+    changed = place_member_hold(
+        services,
+        actor=OPERATOR_DPO_ACTOR,
+        member_id=member,
+        reason=reason,
+        until=until,
+        request_id=None,
+    )
+    click.echo(changed.hold["id"])
+
+
+@holds.command("list")
+@click.argument("member", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def holds_list(member: str | None, as_json: bool) -> None:
+    """MEMBER's holds, or every member's active holds."""
+    from gate.holds import list_active_holds, list_member_holds
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    services = _services(_settings())
+    found = (
+        list_member_holds(services, actor=OPERATOR_DPO_ACTOR, member_id=member)
+        if member is not None
+        else list_active_holds(services, actor=OPERATOR_DPO_ACTOR)
+    )
+    if as_json:
+        click.echo(json.dumps(found, ensure_ascii=False, indent=2))
+        return
+    for hold in found:
+        click.echo(_hold_line(hold))
+
+
+@holds.command("release")
+@click.argument("member")
+@click.argument("hold_id")
+def holds_release(member: str, hold_id: str) -> None:
+    """Release a hold; if it was MEMBER's last active one, their waiting deletion runs."""
+    from gate.holds import release_member_hold
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    changed = release_member_hold(
+        _services(_settings()),
+        actor=OPERATOR_DPO_ACTOR,
+        member_id=member,
+        hold_id=hold_id,
+        request_id=None,
+    )
+    click.echo(_hold_line(changed.hold))
+    for request_id in changed.resumed:
+        click.echo(f"deletion {request_id} ran: no hold blocks it any more")
 
 
 # -- policy -------------------------------------------------------------------

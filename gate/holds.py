@@ -20,7 +20,14 @@ from core.ids import is_valid_id
 from gate.context import Services
 from gate.rights import DPO_ROLE, resume_deletions
 from principals.actor import Actor
-from rights.holds import get_hold, hold_view, member_holds, place_hold, release_hold
+from rights.holds import (
+    get_hold,
+    hold_view,
+    member_holds,
+    place_hold,
+    release_hold,
+    unreleased_holds,
+)
 from vault.members import member_exists
 
 
@@ -89,6 +96,19 @@ def list_member_holds(services: Services, *, actor: Actor, member_id: str) -> li
         now = services.clock()
         timezone = services.policy.rights.timezone
         return [hold_view(h, now=now, timezone=timezone) for h in member_holds(session, member_id)]
+
+
+def list_active_holds(services: Services, *, actor: Actor) -> list[dict[str, Any]]:
+    """Every member's active holds (``memberguard holds list``)."""
+    actor.require_role(DPO_ROLE)
+    with services.reading() as session:
+        now = services.clock()
+        timezone = services.policy.rights.timezone
+        return [
+            hold_view(h, now=now, timezone=timezone)
+            for h in unreleased_holds(session)
+            if h.active(now)
+        ]
 
 
 def release_member_hold(

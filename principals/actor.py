@@ -58,3 +58,6 @@ class Actor:
 
 
 OPERATOR_ACTOR = Actor(id=OPERATOR, name=OPERATOR, role="admin", kind="staff")
+# The operator at the CLI acting as the DPO (``memberguard rights``, ``memberguard holds``):
+# whoever runs commands on the host with its keys is trusted with the DPO's decisions.
+OPERATOR_DPO_ACTOR = Actor(id=OPERATOR, name=OPERATOR, role="dpo", kind="staff")

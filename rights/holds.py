@@ -53,6 +53,17 @@ def member_holds(session: Session, member_id: str) -> list[RightsHold]:
     )
 
 
+def unreleased_holds(session: Session) -> list[RightsHold]:
+    """Every hold not released or recorded as lapsed, of every member (the CLI's list)."""
+    return list(
+        session.scalars(
+            select(RightsHold)
+            .where(RightsHold.released_at.is_(None))
+            .order_by(RightsHold.created_at, RightsHold.id)
+        )
+    )
+
+
 def active_holds(session: Session, member_id: str, *, now: datetime) -> list[RightsHold]:
     return [hold for hold in member_holds(session, member_id) if hold.active(now)]
 
