@@ -1,0 +1,153 @@
+"""The deadline job: one notice to the DPO per run for requests that newly crossed a
+threshold (3 working days left, overdue), never repeated for the same state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+import gate.rights_jobs
+from gate.context import Services
+from gate.rights_jobs import flag_due_requests
+from notify import Message, NotifierError
+from notify.templates import TEMPLATE_DIR
+from tests.api.conftest import MEMBER, auth
+from tests.api.rights_helpers import entries, relay
+from tests.conftest import NOW, Keys, ServicesFor
+
+
+class Capture:
+    """A transport that keeps what it is given (or refuses, when told to)."""
+
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+        self.refuse = False
+
+    def send(self, message: Message, *, now: datetime) -> None:
+        if self.refuse:
+            raise NotifierError("transport down (test)")
+        self.sent.append(message)
+
+
+@pytest.fixture(autouse=True)
+def template(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dpo_requests_due template comes with the notify branch; until it is merged
+    here, messages are composed without rendering (the flagging is what is tested)."""
+    if (TEMPLATE_DIR / "en" / "dpo_requests_due.email.txt").exists():
+        return
+
+    def compose(template: str, *, channel: Any, to: str, locale: str, context: dict) -> Message:
+        return Message(
+            channel=channel, to=to, template=template, locale=locale, subject="", body=repr(context)
+        )
+
+    monkeypatch.setattr(gate.rights_jobs, "compose", compose)
+
+
+@pytest.fixture
+def requests(app_client: TestClient, keys: Keys, relay_key: str) -> dict[str, str]:
+    """Corrections waiting for the DPO (30 days), seen on Sunday 22 November 2026."""
+    made = {}
+    for n, (name, received) in enumerate(
+        [("overdue", "2026-10-20"), ("due_monday", "2026-10-24"), ("far", "2026-11-10")]
+    ):
+        member = app_client.post(
+            "/v1/members", json={**MEMBER, "phone": f"1390000{n:04d}"}, headers=auth(keys.crm)
+        ).json()["id"]
+        response = relay(
+            app_client,
+            relay_key,
+            member,
+            {
+                "type": "correction",
+                "changes": {"name": "王五"},
+                "received_at": f"{received}T10:00:00+08:00",
+            },
+        )
+        assert response.status_code == 201, response.text
+        made[name] = response.json()["id"]
+    return made
+
+
+def job(services_for: ServicesFor, services: Services, capture: Capture, at: datetime) -> Any:
+    return lambda: flag_due_requests(
+        services_for(services.sessions, notifier=capture, clock=lambda: at)
+    )
+
+
+def test_due_and_overdue_requests_are_flagged_once_in_one_notice_to_the_dpo(
+    app_client: TestClient,
+    requests: dict[str, str],
+    services: Services,
+    services_for: ServicesFor,
+    keys: Keys,
+) -> None:
+    capture = Capture()
+    run: Callable[[], Any] = job(services_for, services, capture, NOW)
+    flagged = run()
+    assert (flagged.due_soon, flagged.overdue) == ([requests["due_monday"]], [requests["overdue"]])
+    (message,) = capture.sent
+    assert (message.to, message.template, message.channel) == (
+        "privacy@brand.example",
+        "dpo_requests_due",
+        "email",
+    )
+    assert message.id == flagged.message_id
+    (entry,) = entries(app_client, keys.auditor, action="rights.flagged")
+    assert entry["detail"] == {
+        "due_soon": [requests["due_monday"]],
+        "overdue": [requests["overdue"]],
+        "message": message.id,
+    }
+    (notice,) = entries(app_client, keys.auditor, action="notice.sent")
+    assert notice["detail"]["message"] == message.id and notice["actor"] is None
+    assert "privacy@brand.example" not in str(entry) + str(notice)
+
+    # The same states again: nothing new, nothing sent.
+    assert run().message_id is None
+    assert len(capture.sent) == 1
+
+    # Two days on, Monday's request is overdue too: flagged again, at the new threshold.
+    later = job(services_for, services, capture, NOW + timedelta(days=2))()
+    assert (later.due_soon, later.overdue) == ([], [requests["due_monday"]])
+    assert len(capture.sent) == 2
+
+
+def test_a_notice_that_cannot_be_sent_leaves_the_requests_to_flag_again(
+    requests: dict[str, str], services: Services, services_for: ServicesFor
+) -> None:
+    capture = Capture()
+    capture.refuse = True
+    run = job(services_for, services, capture, NOW)
+    with pytest.raises(NotifierError):
+        run()
+    capture.refuse = False
+    flagged = run()
+    assert sorted(flagged.due_soon + flagged.overdue) == sorted(
+        [requests["due_monday"], requests["overdue"]]
+    )
+    assert len(capture.sent) == 1
+
+
+def test_a_closed_request_is_never_flagged(
+    requests: dict[str, str],
+    services: Services,
+    services_for: ServicesFor,
+    app_client: TestClient,
+    dpo_key: str,
+) -> None:
+    capture = Capture()
+    job(services_for, services, capture, NOW)()
+    rejected = app_client.post(
+        f"/v1/requests/{requests['overdue']}/reject",
+        json={"reason": "duplicate of case 3"},
+        headers=auth(dpo_key),
+    )
+    assert rejected.status_code == 200
+    # A closed request is never flagged, even when it was past due.
+    again = job(services_for, services, capture, NOW + timedelta(days=5))()
+    assert requests["overdue"] not in again.overdue + again.due_soon
