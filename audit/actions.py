@@ -62,6 +62,9 @@ class Action(StrEnum):
     RIGHTS_COPY = "rights.copy"
     RIGHTS_DOWNLOAD = "rights.download"
     RIGHTS_FLAG = "rights.flagged"
+    MEMBER_SIGNIN = "member.signin"
+    MEMBER_SIGNOUT = "member.signout"
+    MEMBER_SELF_READ = "member.self_read"
 
     @property
     def release(self) -> Release:
@@ -101,6 +104,15 @@ _RELEASES: dict[Action, Release] = {
     # the recipients a correction or erasure must reach are clients only.
     Action.RIGHTS_DOWNLOAD: Release.FIELDS,
     Action.RIGHTS_FLAG: Release.NONE,
+    # A session token goes to the member who answered the code; nothing of
+    # their data leaves with it (what the session then reads is its own entry).
+    Action.MEMBER_SIGNIN: Release.NONE,
+    Action.MEMBER_SIGNOUT: Release.NONE,
+    # Every field of the member, in clear, to the member themself (the entry's
+    # actor, ``actor_kind`` member). A release like any other, so that breach
+    # scoping sees what a stolen session read; whoever computes the recipients
+    # to tell of a correction (GDPR Art. 19) skips the member themself.
+    Action.MEMBER_SELF_READ: Release.FIELDS,
 }
 
 
@@ -762,6 +774,85 @@ def requests_flagged(
         reason="rights-due",
         policy=policy,
         detail={"due_soon": sorted(due_soon), "overdue": sorted(overdue), "message": message_id},
+    )
+
+
+# -- members' own actions ------------------------------------------------------
+
+
+def member_signin(
+    who: Principal | None,
+    *,
+    policy: str,
+    member_id: str,
+    channel: str,
+    decision: Literal["permit", "deny"],
+    request_id: str | None,
+) -> Record:
+    """A sign-in with a one-time code sent by ``channel`` (``sms``, ``email``).
+
+    ``permit``: the member answered the code and a session was opened; ``who`` is
+    the member. ``deny``: the challenge sent to the member took its last wrong
+    code and was burned; ``who`` is None, since whoever tried is no one yet. A
+    wrong code that does not burn a challenge is not recorded one by one (the
+    rate limits bound how many there can be; a flood must not fill the log):
+    the burn is what the DPO looks for, and names the member whose code it was.
+    """
+    if decision == "permit":
+        if who is None or who.kind != "member" or who.id != member_id:
+            raise ValueError("a sign-in is recorded with the member as its actor")
+        return _by(
+            who,
+            Action.MEMBER_SIGNIN,
+            policy=policy,
+            reason="one-time-code",
+            members=[member_id],
+            request_id=request_id,
+            detail={"channel": channel},
+        )
+    if who is not None:
+        raise ValueError("a burned challenge has no actor")
+    return Record(
+        action=Action.MEMBER_SIGNIN,
+        decision="deny",
+        reason="too-many-wrong-codes",
+        policy=policy,
+        members=[member_id],
+        request_id=request_id,
+        detail={"channel": channel},
+    )
+
+
+def member_signed_out(who: Principal, *, policy: str, request_id: str | None) -> Record:
+    """The member ended their session (logout). Expiry is not recorded: it is in the
+    session's ``expires_at``, known from its sign-in."""
+    if who.kind != "member":
+        raise ValueError("only a member signs out")
+    return _by(
+        who,
+        Action.MEMBER_SIGNOUT,
+        policy=policy,
+        reason="logout",
+        members=[who.id],
+        request_id=request_id,
+    )
+
+
+def member_self_read(
+    who: Principal, *, policy: str, fields: Sequence[str], request_id: str | None
+) -> Record:
+    """A member read all of their own fields, in clear (``GET /v1/me``); recorded before
+    anything is decrypted, like every release."""
+    if who.kind != "member":
+        raise ValueError("a self-read is a member's own")
+    return _by(
+        who,
+        Action.MEMBER_SELF_READ,
+        policy=policy,
+        reason="own-data",
+        members=[who.id],
+        fields={name: "clear" for name in sorted(fields)},
+        request_id=request_id,
     )
 
 

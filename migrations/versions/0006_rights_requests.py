@@ -1,7 +1,7 @@
 """Members' rights requests: requests and history, pending corrections, holds, copies, recipients.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-30
 
 New tables only: servers of the previous revision keep running while it is
@@ -16,7 +16,7 @@ from alembic import op
 from core.db import BigId, LongBlob, UTCDateTime
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -45,6 +45,8 @@ PRODUCT = (
     "rights",
     "vault",
 )
+# A member's sign-in takes no credential (it is how a member gets one).
+SIGN_IN = frozenset({"/v1/me/login", "/v1/me/login/verify"})
 # Problem types that no single operation answers with: generic fallbacks of the
 # error hierarchy, and Starlette's answers for paths and methods that are not
 # operations. They are documented in the Problem schema's catalogue only.
@@ -98,7 +100,7 @@ def test_the_document_declares_http_bearer_security(doc: dict[str, Any]) -> None
     assert "security" not in doc  # per operation: the probes need none
 
 
-def test_every_operation_but_the_probes_needs_the_key_and_declares_401(
+def test_every_operation_but_the_probes_and_the_sign_in_needs_the_key_and_declares_401(
     doc: dict[str, Any],
 ) -> None:
     (scheme,) = doc["components"]["securitySchemes"]
@@ -107,6 +109,13 @@ def test_every_operation_but_the_probes_needs_the_key_and_declares_401(
         if path in PUBLIC_PATHS:
             assert "security" not in operation, path
             assert "401" not in operation["responses"], path
+            continue
+        if path in SIGN_IN:
+            # No credential: it is how a member gets one. Its own problems only.
+            assert "security" not in operation, path
+            assert "unauthenticated" not in declared(operation, 401), path
+            assert declared(operation, 403) == [], path
+            assert "rate-limited" in declared(operation, 429), path
             continue
         seen += 1
         assert operation["security"] == [{scheme: []}], (method, path)
@@ -135,7 +144,7 @@ def test_the_problem_schema_names_its_members_and_every_slug(doc: dict[str, Any]
 
 def test_body_operations_declare_the_body_problems(doc: dict[str, Any]) -> None:
     bodies = [(m, p, op) for m, p, op in operations(doc) if "requestBody" in op]
-    assert len(bodies) == 10
+    assert len(bodies) == 13
     for method, path, operation in bodies:
         assert declared(operation, 413) == ["payload-too-large"], (method, path)
         assert {"malformed-json", "json-too-deep", "validation-failed"} <= set(
@@ -334,8 +343,8 @@ def test_failing_requests_to_every_operation_answer_as_declared(
     doc: dict[str, Any],
     keys: Keys,
     member_id: str,
+    member_token: str,
     dpo_key: str,
-    sign_in: Callable[[str], str],
 ) -> None:
     wrong_role = {
         "client": keys.admin,
@@ -349,7 +358,7 @@ def test_failing_requests_to_every_operation_answer_as_declared(
         "auditor": keys.auditor,
         "admin": keys.admin,
         "dpo": dpo_key,
-        "member": sign_in(member_id),
+        "member": member_token,
     }
     answered: set[str] = set()
     for method, path, operation in operations(doc):
@@ -362,13 +371,13 @@ def test_failing_requests_to_every_operation_answer_as_declared(
             if "requestBody" in operation
             else None
         )
-        for key in (None, wrong_role[role]):
+        for key in () if path in SIGN_IN else (None, wrong_role[role]):
             response = app_client.request(
                 method, url, params=params, json=body, headers=auth(key) if key else {}
             )
             answered.add(_assert_declared(doc, method, path, response)["type"])
         if "requestBody" in operation:
-            own = own_key[role]
+            own = None if path in SIGN_IN else own_key[role]
             for content in (
                 b"{",
                 b"[" * 10_000 + b"]" * 10_000,
@@ -378,7 +387,7 @@ def test_failing_requests_to_every_operation_answer_as_declared(
                     method,
                     url,
                     content=content,
-                    headers={**auth(own), "Content-Type": "application/json"},
+                    headers={**(auth(own) if own else {}), "Content-Type": "application/json"},
                 )
                 answered.add(_assert_declared(doc, method, path, response)["type"])
     # (A 20,000-byte body of nesting is over this app's 16 KiB limit: 413, not json-too-deep.)
@@ -457,9 +466,9 @@ def test_rights_refusals_and_conflicts_answer_as_declared(
     keys: Keys,
     member_id: str,
     dpo_key: str,
-    sign_in: Callable[[str], str],
+    token_for: Callable[[str], str],
 ) -> None:
-    token = sign_in(member_id)
+    token = token_for(member_id)
     unknown = "c" * 24
     access = app_client.post("/v1/me/requests", json={"type": "access"}, headers=auth(token))
     done = access.json()["id"]
@@ -556,4 +565,46 @@ def test_rights_refusals_and_conflicts_answer_as_declared(
         "not-awaiting-approval",
         "extension-not-allowed",
         "hold-ended",
+    }
+
+
+def test_the_members_refusals_answer_as_declared(
+    app_client: TestClient, doc: dict[str, Any], member_id: str, member_token: str
+) -> None:
+    answered: set[str] = set()
+
+    def check(method: str, path: str, response: httpx.Response) -> None:
+        assert response.status_code >= 400, (path, response.text)
+        answered.add(_assert_declared(doc, method, path, response)["type"])
+
+    for body in ({"phone": "12345"}, {"phone": MEMBER["phone"], "email": "a@example.com"}):
+        check("POST", "/v1/me/login", app_client.post("/v1/me/login", json=body))
+    for _ in range(6):  # five codes an hour for one contact
+        response = app_client.post("/v1/me/login", json={"phone": MEMBER["phone"]})
+    check("POST", "/v1/me/login", response)
+    challenge = app_client.post("/v1/me/login", json={"email": "nobody@example.com"}).json()
+    for body in (
+        {"challenge": challenge["challenge"], "code": "12345"},
+        {"challenge": challenge["challenge"], "code": "123456"},
+        {"challenge": "A" * 43, "code": "123456"},
+    ):
+        verify = app_client.post("/v1/me/login/verify", json=body)
+        check("POST", "/v1/me/login/verify", verify)
+    for body in (
+        {"purposes": ["partner_sharing", "marketing_sms"], "status": "granted"},
+        {"purposes": ["fax"], "status": "granted"},
+        {"purposes": ["membership"], "status": "granted"},
+    ):
+        consent = app_client.post("/v1/me/consents", json=body, headers=auth(member_token))
+        check("POST", "/v1/me/consents", consent)
+    log = app_client.get("/v1/me/access-log?cursor=nope", headers=auth(member_token))
+    check("GET", "/v1/me/access-log", log)
+    assert answered == {
+        "validation-failed",
+        "rate-limited",
+        "invalid-code",
+        "challenge-closed",
+        "separate-consent-alone",
+        "unknown-purpose",
+        "invalid-cursor",
     }

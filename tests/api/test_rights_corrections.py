@@ -25,11 +25,11 @@ def read(client: TestClient, key: str, member_id: str, purpose: str = "delivery"
 
 
 def test_a_self_service_correction_is_applied_at_once_and_recorded(
-    app_client: TestClient, member_id: str, sign_in: SignIn, keys: Keys
+    app_client: TestClient, member_id: str, token_for: SignIn, keys: Keys
 ) -> None:
     request = submitted(
         app_client,
-        sign_in(member_id),
+        token_for(member_id),
         {"type": "correction", "changes": {"email": "New.Address@Example.com"}},
     )
     assert statuses(request) == ["submitted", "completed"]
@@ -47,13 +47,13 @@ def test_a_self_service_correction_is_applied_at_once_and_recorded(
 def test_a_correction_the_dpo_must_approve_waits_sealed_then_applies_on_approval(
     app_client: TestClient,
     member_id: str,
-    sign_in: SignIn,
+    token_for: SignIn,
     keys: Keys,
     dpo_key: str,
     services: Services,
     session: Session,
 ) -> None:
-    token = sign_in(member_id)
+    token = token_for(member_id)
     request = submitted(
         app_client,
         token,
@@ -85,13 +85,13 @@ def test_a_correction_the_dpo_must_approve_waits_sealed_then_applies_on_approval
 def test_a_rejected_correction_keeps_the_old_value_and_destroys_the_new_one(
     app_client: TestClient,
     member_id: str,
-    sign_in: SignIn,
+    token_for: SignIn,
     keys: Keys,
     dpo_key: str,
     session: Session,
 ) -> None:
     request = submitted(
-        app_client, sign_in(member_id), {"type": "correction", "changes": {"name": "赵六"}}
+        app_client, token_for(member_id), {"type": "correction", "changes": {"name": "赵六"}}
     )
     missing = app_client.post(
         f"/v1/requests/{request['id']}/reject", json={}, headers=auth(dpo_key)
@@ -118,9 +118,9 @@ def test_a_rejected_correction_keeps_the_old_value_and_destroys_the_new_one(
 
 
 def test_approving_a_request_that_is_not_waiting_is_a_conflict(
-    app_client: TestClient, member_id: str, sign_in: SignIn, dpo_key: str
+    app_client: TestClient, member_id: str, token_for: SignIn, dpo_key: str
 ) -> None:
-    token = sign_in(member_id)
+    token = token_for(member_id)
     done = submitted(app_client, token, {"type": "access"})
     waiting = submitted(app_client, token, {"type": "correction", "changes": {"name": "王五"}})
     app_client.post(f"/v1/me/requests/{waiting['id']}/cancel", headers=auth(token))
@@ -133,9 +133,9 @@ def test_approving_a_request_that_is_not_waiting_is_a_conflict(
 
 
 def test_two_open_corrections_of_one_field_conflict_but_of_different_fields_do_not(
-    app_client: TestClient, member_id: str, sign_in: SignIn
+    app_client: TestClient, member_id: str, token_for: SignIn
 ) -> None:
-    token = sign_in(member_id)
+    token = token_for(member_id)
     first = submitted(app_client, token, {"type": "correction", "changes": {"name": "王五"}})
     clash = submit(app_client, token, {"type": "correction", "changes": {"name": "王六"}})
     assert clash.status_code == 409
@@ -147,7 +147,7 @@ def test_two_open_corrections_of_one_field_conflict_but_of_different_fields_do_n
 
 
 def test_a_corrections_recipients_are_the_clients_that_were_released_those_fields(
-    app_client: TestClient, member_id: str, sign_in: SignIn, keys: Keys, dpo_key: str
+    app_client: TestClient, member_id: str, token_for: SignIn, keys: Keys, dpo_key: str
 ) -> None:
     read(app_client, keys.crm, member_id, "delivery")  # name, phone, address: clear
     refused = app_client.get(
@@ -157,7 +157,7 @@ def test_a_corrections_recipients_are_the_clients_that_were_released_those_field
     grant(app_client, keys.app, member_id, "personalization")
     export = app_client.get("/v1/members?purpose=personalization", headers=auth(keys.recs))
     assert export.status_code == 200
-    token = sign_in(member_id)
+    token = token_for(member_id)
     name = submitted(app_client, token, {"type": "correction", "changes": {"name": "王五"}})
     approved = app_client.post(f"/v1/requests/{name['id']}/approve", headers=auth(dpo_key))
     # crm read the name; the personalization export released no name; sms was refused.

@@ -53,7 +53,7 @@ def place_hold(client: TestClient, dpo: str, member_id: str, **body: object) -> 
 def test_after_a_deletion_the_member_is_gone_everywhere_and_the_log_still_verifies(
     app_client: TestClient,
     member_id: str,
-    sign_in: SignIn,
+    token_for: SignIn,
     keys: Keys,
     dpo_key: str,
     relay_key: str,
@@ -81,7 +81,7 @@ def test_after_a_deletion_the_member_is_gone_everywhere_and_the_log_still_verifi
     assert app_client.post("/v1/members/lookup", json=lookup, headers=auth(keys.crm)).json()[
         "ids"
     ] == [member_id]
-    token = sign_in(member_id)
+    token = token_for(member_id)
     access = submitted(app_client, token, {"type": "access"})
     waiting = submitted(app_client, token, {"type": "correction", "changes": {"name": "王五"}})
     old_name_ct = session.get(VaultField, (member_id, "name")).value_ct
@@ -176,10 +176,10 @@ def test_a_client_that_only_received_refusals_is_no_recipient(
 
 
 def test_a_second_deletion_while_one_is_open_is_a_conflict_naming_it(
-    app_client: TestClient, member_id: str, sign_in: SignIn, dpo_key: str, relay_key: str
+    app_client: TestClient, member_id: str, token_for: SignIn, dpo_key: str, relay_key: str
 ) -> None:
     place_hold(app_client, dpo_key, member_id)
-    token = sign_in(member_id)
+    token = token_for(member_id)
     first = submitted(app_client, token, {"type": "deletion"})
     assert first["status"] == "on_hold"
     for response in (
@@ -197,13 +197,13 @@ def test_a_second_deletion_while_one_is_open_is_a_conflict_naming_it(
 def test_a_held_deletion_waits_on_hold_and_runs_when_the_hold_is_released(
     app_client: TestClient,
     member_id: str,
-    sign_in: SignIn,
+    token_for: SignIn,
     dpo_key: str,
     keys: Keys,
     session: Session,
 ) -> None:
     hold = place_hold(app_client, dpo_key, member_id)
-    token = sign_in(member_id)
+    token = token_for(member_id)
     deletion = submitted(app_client, token, {"type": "deletion"})
     assert statuses(deletion) == ["submitted", "on_hold"]
     assert "legal hold" in deletion["history"][-1]["reason"]
@@ -227,11 +227,11 @@ def test_a_held_deletion_waits_on_hold_and_runs_when_the_hold_is_released(
 
 
 def test_releasing_one_of_two_holds_keeps_the_deletion_waiting(
-    app_client: TestClient, member_id: str, sign_in: SignIn, dpo_key: str
+    app_client: TestClient, member_id: str, token_for: SignIn, dpo_key: str
 ) -> None:
     first = place_hold(app_client, dpo_key, member_id)
     second = place_hold(app_client, dpo_key, member_id, reason="tax audit 2026")
-    deletion = submitted(app_client, sign_in(member_id), {"type": "deletion"})
+    deletion = submitted(app_client, token_for(member_id), {"type": "deletion"})
     app_client.delete(f"/v1/members/{member_id}/holds/{first}", headers=auth(dpo_key))
     waiting = app_client.get(f"/v1/requests/{deletion['id']}", headers=auth(dpo_key)).json()
     assert waiting["status"] == "on_hold"
@@ -245,7 +245,7 @@ def test_releasing_one_of_two_holds_keeps_the_deletion_waiting(
 def test_a_hold_that_lapses_counts_as_released_and_the_job_runs_the_deletion(
     app_client: TestClient,
     member_id: str,
-    sign_in: SignIn,
+    token_for: SignIn,
     dpo_key: str,
     keys: Keys,
     services: Services,
@@ -253,7 +253,7 @@ def test_a_hold_that_lapses_counts_as_released_and_the_job_runs_the_deletion(
 ) -> None:
     until = NOW + timedelta(days=2)
     hold = place_hold(app_client, dpo_key, member_id, until=until.isoformat())
-    deletion = submitted(app_client, sign_in(member_id), {"type": "deletion"})
+    deletion = submitted(app_client, token_for(member_id), {"type": "deletion"})
     assert deletion["status"] == "on_hold"
     later = NOW + timedelta(days=3)
     with app_at(services_for, services, later) as client:
@@ -277,13 +277,13 @@ def test_a_hold_that_lapses_counts_as_released_and_the_job_runs_the_deletion(
 def test_a_deletion_submitted_after_every_hold_lapsed_runs_at_once(
     app_client: TestClient,
     member_id: str,
-    sign_in: SignIn,
+    token_for: SignIn,
     dpo_key: str,
     services: Services,
     services_for: ServicesFor,
 ) -> None:
     place_hold(app_client, dpo_key, member_id, until=(NOW + timedelta(hours=1)).isoformat())
-    token = sign_in(member_id)
+    token = token_for(member_id)
     with app_at(services_for, services, NOW + timedelta(hours=2)) as later:
         deletion = submitted(later, token, {"type": "deletion"})
     assert deletion["status"] == "completed"
@@ -340,9 +340,9 @@ def reviewing(services: Services) -> Iterator[TestClient]:
 
 
 def test_a_reviewed_deletion_waits_for_the_dpo_and_a_hold_still_blocks_it(
-    reviewing: TestClient, member_id: str, sign_in: SignIn, dpo_key: str, session: Session
+    reviewing: TestClient, member_id: str, token_for: SignIn, dpo_key: str, session: Session
 ) -> None:
-    deletion = submitted(reviewing, sign_in(member_id), {"type": "deletion"})
+    deletion = submitted(reviewing, token_for(member_id), {"type": "deletion"})
     assert statuses(deletion) == ["submitted"]
     assert rows(session, VaultDataKey, member_id) == 1
     session.close()
@@ -359,9 +359,9 @@ def test_a_reviewed_deletion_waits_for_the_dpo_and_a_hold_still_blocks_it(
 
 
 def test_a_deletion_the_dpo_rejects_keeps_the_member(
-    reviewing: TestClient, member_id: str, sign_in: SignIn, dpo_key: str, keys: Keys
+    reviewing: TestClient, member_id: str, token_for: SignIn, dpo_key: str, keys: Keys
 ) -> None:
-    deletion = submitted(reviewing, sign_in(member_id), {"type": "deletion"})
+    deletion = submitted(reviewing, token_for(member_id), {"type": "deletion"})
     response = reviewing.post(
         f"/v1/requests/{deletion['id']}/reject",
         json={"reason": "open order 2026-55 must be delivered first"},

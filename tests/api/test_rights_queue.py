@@ -116,9 +116,9 @@ def test_overdue_is_computed_with_the_callers_clock_never_stored(
 
 
 def test_the_queue_belongs_to_the_dpo(
-    app_client: TestClient, keys: Keys, relay_key: str, member_id: str, sign_in: SignIn
+    app_client: TestClient, keys: Keys, relay_key: str, member_id: str, token_for: SignIn
 ) -> None:
-    for key in (keys.auditor, keys.admin, keys.crm, relay_key, sign_in(member_id)):
+    for key in (keys.auditor, keys.admin, keys.crm, relay_key, token_for(member_id)):
         response = app_client.get("/v1/requests", headers=auth(key))
         assert response.status_code == 403, response.text
 
@@ -149,10 +149,10 @@ def eu_app(services: Services, tmp_path: Path) -> Iterator[TestClient]:
 
 
 def test_an_eu_deadline_is_extended_once_by_at_most_two_months_with_a_reason(
-    eu_app: TestClient, member_id: str, sign_in: SignIn, dpo_key: str, keys: Keys
+    eu_app: TestClient, member_id: str, token_for: SignIn, dpo_key: str, keys: Keys
 ) -> None:
     request = submitted(
-        eu_app, sign_in(member_id), {"type": "correction", "changes": {"name": "Li"}}
+        eu_app, token_for(member_id), {"type": "correction", "changes": {"name": "Li"}}
     )
     # Received 22 November 2026 (Berlin): one month, to Tuesday 22 December.
     assert request["due_at"] == "2026-12-22T23:59:59.999999+01:00"
@@ -185,9 +185,9 @@ def test_an_eu_deadline_is_extended_once_by_at_most_two_months_with_a_reason(
 
 
 def test_a_closed_request_cannot_be_extended_or_rejected(
-    eu_app: TestClient, member_id: str, sign_in: SignIn, dpo_key: str
+    eu_app: TestClient, member_id: str, token_for: SignIn, dpo_key: str
 ) -> None:
-    request = submitted(eu_app, sign_in(member_id), {"type": "access"})
+    request = submitted(eu_app, token_for(member_id), {"type": "access"})
     for action, body in (
         ("extend", {"reason": "x", "until": "2027-01-20"}),
         ("reject", {"reason": "x"}),
