@@ -31,6 +31,7 @@ from audit.uow import AuditedUnitOfWork
 from core.errors import Conflict, Gone, InvalidInput, NotFound
 from core.ids import is_valid_id
 from gate.context import Services
+from gate.me import access_log_item
 from principals.actor import Actor
 from principals.clients import actor_names
 from principals.members import MEMBER_ROLE
@@ -294,6 +295,7 @@ def _answer_access(
     expires_at = uow.now + timedelta(days=services.policy.rights.copy_days)
     document = copies.build_copy(
         uow.session,
+        log_item=access_log_item,
         policy=services.policy,
         keyring=services.keyring,
         member_id=request.member_id,

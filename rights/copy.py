@@ -16,14 +16,15 @@ The shape (``memberguard.copy/1``), documented in the README::
                    "third_party", "retention_days", "fields": {name: view},
                    "recipients": [client name, ...]}],   # clients granted it now
      "recipients": [{"client", "name"}],           # clients the log shows received data
-     "access_log": [{"seq", "at", "recipient", "purpose", "action", "decision",
-                     "fields", "prev"}],
+     "access_log": [{"seq", "at", "recipient": {"kind", "name"} | null, "purpose",
+                     "action", "decision", "fields", "released", "prev"}],
      "checkpoint": signed note | null}             # the latest signed checkpoint
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +34,6 @@ from sqlalchemy.orm import Session
 from audit.notary import latest_checkpoint
 from audit.queries import EntryFilter, page_entries
 from consent.registry import consent_history, consent_states
-from core.clock import from_micros
 from policies.model import Policy
 from principals.clients import actor_names
 from principals.models import GateClient, GateClientPurpose
@@ -47,9 +47,13 @@ COPY_FORMAT = "memberguard.copy/1"
 _LOG_PAGE = 1000
 
 
+LogItem = Callable[..., dict[str, Any]]
+
+
 def build_copy(
     session: Session,
     *,
+    log_item: LogItem,
     policy: Policy,
     keyring: Keyring,
     member_id: str,
@@ -60,7 +64,10 @@ def build_copy(
     """The document, from the facts as they stand under the caller's lock.
 
     Decrypts the member's fields: call only inside the unit of work that
-    records the copy, which seals the result before it commits.
+    records the copy, which seals the result before it commits. ``log_item``
+    shapes one access-log entry for the member (``gate.me.access_log_item``,
+    the shape of ``GET /v1/me/access-log``), given the entry with its
+    ``actor_name`` and ``prev``.
     """
     sealed = load_sealed(session, [member_id], list(policy.fields))[member_id]
     values = sealed.open(keyring)
@@ -101,7 +108,17 @@ def build_copy(
             for pid, spec in policy.purposes.items()
         ],
         "recipients": [{"client": cid, "name": names.get(cid)} for cid in received],
-        "access_log": [_log_item(entry, member_id, names) for entry in log],
+        "access_log": [
+            log_item(
+                {
+                    **entry,
+                    "actor_name": names.get(entry.get("actor") or ""),
+                    "prev": (entry.get("member_prev") or {}).get(member_id),
+                },
+                member_id=member_id,
+            )
+            for entry in log
+        ],
         "checkpoint": checkpoint.note if checkpoint is not None else None,
     }
 
@@ -131,26 +148,6 @@ def _access_log(session: Session, member_id: str) -> list[dict[str, Any]]:
         entries.extend(page)
         if cursor is None:
             return entries
-
-
-def _log_item(entry: dict[str, Any], member_id: str, names: dict[str, str]) -> dict[str, Any]:
-    """One line of "who received my data": the recipient by name (clients and staff),
-    or by kind (the member themselves, the system); ``prev`` links the member's entries
-    so that a gap shows."""
-    actor = entry.get("actor")
-    recipient = names.get(actor) if actor else None
-    if recipient is None:
-        recipient = entry.get("actor_kind") or ("system" if actor is None else "unknown")
-    return {
-        "seq": entry["seq"],
-        "at": from_micros(entry["at"]).isoformat(),
-        "recipient": recipient,
-        "purpose": entry.get("purpose"),
-        "action": entry.get("action"),
-        "decision": entry.get("decision"),
-        "fields": entry.get("fields") or {},
-        "prev": (entry.get("member_prev") or {}).get(member_id),
-    }
 
 
 # -- sealed storage ------------------------------------------------------------------

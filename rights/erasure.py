@@ -6,7 +6,8 @@ What is destroyed, in one transaction with the entry that records it:
   (``vault.members.shred_member``): without the key nothing sealed for the
   member can be opened again, backups included once the KEK that wrapped it
   is retired (README, "Rotating the key-encryption key");
-- their sign-in sessions (``principals.members.delete_member_sessions``);
+- their sign-in sessions (``principals.members.delete_member_sessions``) and
+  pending sign-in codes (``principals.signin.delete_member_challenges``);
 - the values of their corrections still waiting for a DPO, and their access
   copies (both sealed under the destroyed key, and deleted too).
 
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFound
 from principals.members import delete_member_sessions
+from principals.signin import delete_member_challenges
 from rights.models import RightsCopy, RightsCorrection
 from vault.members import shred_member
 
@@ -32,6 +34,8 @@ def erase_member(session: Session, member_id: str) -> dict[str, int]:
         raise NotFound("no such member")
     destroyed = {
         "data_key": 1,
+        # Counted first: removing the sessions removes the codes too.
+        "login_codes": delete_member_challenges(session, member_id),
         "sessions": delete_member_sessions(session, member_id),
         "pending_corrections": _delete(session, RightsCorrection, member_id),
         "copies": _delete(session, RightsCopy, member_id),

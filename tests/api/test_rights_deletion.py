@@ -18,7 +18,7 @@ from core.errors import NotFound
 from gate.context import Services
 from gate.rights_jobs import release_lapsed_holds
 from policies.model import RightsDeletion
-from principals.models import MemberSession
+from principals.models import MemberLoginChallenge, MemberSession
 from rights.models import RightsCopy, RightsCorrection
 from tests.api.conftest import MEMBER, auth, grant
 from tests.api.rights_helpers import app_at, entries, relay, statuses, submit, submitted
@@ -84,6 +84,9 @@ def test_after_a_deletion_the_member_is_gone_everywhere_and_the_log_still_verifi
     token = token_for(member_id)
     access = submitted(app_client, token, {"type": "access"})
     waiting = submitted(app_client, token, {"type": "correction", "changes": {"name": "王五"}})
+    # A sign-in code asked for and never used.
+    assert app_client.post("/v1/me/login", json={"phone": MEMBER["phone"]}).status_code == 202
+    assert rows(session, MemberLoginChallenge, member_id) == 1
     old_name_ct = session.get(VaultField, (member_id, "name")).value_ct
     session.close()
 
@@ -94,7 +97,14 @@ def test_after_a_deletion_the_member_is_gone_everywhere_and_the_log_still_verifi
     assert all(r["notified_at"] is None for r in deletion["recipients"])
     # The secrets are gone: no data key opens the old ciphertexts any more.
     assert rows(session, VaultDataKey, member_id) == 0
-    for model in (VaultField, VaultBlindIndex, MemberSession, RightsCorrection, RightsCopy):
+    for model in (
+        VaultField,
+        VaultBlindIndex,
+        MemberSession,
+        MemberLoginChallenge,
+        RightsCorrection,
+        RightsCopy,
+    ):
         assert rows(session, model, member_id) == 0, model.__tablename__
     with pytest.raises(NotFound):
         member_data_key(session, services.keyring, member_id)
@@ -155,7 +165,13 @@ def test_after_a_deletion_the_member_is_gone_everywhere_and_the_log_still_verifi
     assert erased["members"] == [member_id]
     assert erased["detail"] == {
         "request": deletion["id"],
-        "destroyed": {"copies": 1, "data_key": 1, "pending_corrections": 1, "sessions": 1},
+        "destroyed": {
+            "copies": 1,
+            "data_key": 1,
+            "login_codes": 1,
+            "pending_corrections": 1,
+            "sessions": 1,
+        },
         "recipients": 3,
     }
     assert verify_log(session).ok

@@ -373,10 +373,11 @@ def test_an_access_request_completes_at_once_with_a_copy_of_every_section(
     assert delivery["recipients"] == ["crm"] and delivery["fields"]["address"] == "clear"
     assert {r["name"] for r in copy["recipients"]} == {"crm", "app"}
     log = copy["access_log"]
-    assert [(e["action"], e["recipient"]) for e in log] == [
-        ("member.create", "crm"),
-        ("consent.change", "app"),
-        ("member.read", "crm"),
+    # The shape of GET /v1/me/access-log (gate.me.access_log_item).
+    assert [(e["action"], e["recipient"], e["released"]) for e in log] == [
+        ("member.create", {"kind": "client", "name": "crm"}, "none"),
+        ("consent.change", {"kind": "client", "name": "app"}, "consent"),
+        ("member.read", {"kind": "client", "name": "crm"}, "fields"),
     ]
     assert [e["prev"] for e in log] == [0, log[0]["seq"], log[1]["seq"]]
     assert log[2]["fields"]["address"] == "clear" and log[2]["purpose"] == "delivery"
