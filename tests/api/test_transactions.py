@@ -324,6 +324,36 @@ def every_endpoint(live: Live) -> list[Call]:
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
     own_consent = {"purposes": ["marketing_email"], "status": "granted"}
     bundled = {"purposes": ["partner_sharing", "marketing_email"], "status": "granted"}
+    # Rights requests: a DPO, a client that relays requests, and requests waiting.
+    dpo, care = (
+        register_client(
+            live.services,
+            actor=OPERATOR_ACTOR,
+            name=name,
+            role=role,
+            purposes=[],
+            scopes=scopes,
+            request_id=None,
+        ).key
+        for name, role, scopes in (("dpo", "dpo", []), ("care", "client", ["rights:submit"]))
+    )
+    r, verified = "/v1/requests", {"verification": {"method": "sms_code"}}
+
+    def relayed(body: dict[str, Any]) -> str:
+        response = live.client.post(
+            f"{m}/{member}/requests", json={**body, **verified}, headers=auth(care)
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    access = relayed({"type": "access"})
+    approve, reject, cancel = (
+        relayed({"type": "correction", "changes": {field: value}})
+        for field, value in (("name", "王五"), ("birthday", "1991-02-03"), ("gender", "女"))
+    )
+    hold = live.client.post(
+        f"{m}/{member}/holds", json={"reason": "case 1"}, headers=auth(dpo)
+    ).json()["id"]
     return [
         Call("GET", "/healthz", "/healthz", None, 200),
         Call("GET", "/readyz", "/readyz", None, 200),
@@ -391,6 +421,63 @@ def every_endpoint(live: Live) -> list[Call]:
         Call("POST", me + "/consents", me + "/consents", token, 422, json=bundled),
         Call("GET", me + "/access-log", me + "/access-log", token, 200),
         Call("GET", m + "/{member_id}", f"{m}/{member}?purpose=membership", token, 403),
+        # Rights requests: the member's, a relayed one, the DPO's queue and holds.
+        Call("POST", me + "/requests", me + "/requests", token, 201, json={"type": "access"}),
+        Call("POST", me + "/requests", me + "/requests", token, 422, json={"type": "fax"}),
+        Call("GET", me + "/requests", me + "/requests", token, 200),
+        Call("GET", me + "/requests/{rights_request}", f"{me}/requests/{access}", token, 200),
+        Call("GET", me + "/requests/{rights_request}", f"{me}/requests/{unknown}", token, 404),
+        Call(
+            "GET",
+            me + "/requests/{rights_request}/copy",
+            f"{me}/requests/{access}/copy",
+            token,
+            200,
+        ),
+        Call(
+            "POST",
+            me + "/requests/{rights_request}/cancel",
+            f"{me}/requests/{cancel}/cancel",
+            token,
+            200,
+        ),
+        Call(
+            "POST",
+            m + "/{member_id}/requests",
+            f"{m}/{member}/requests",
+            care,
+            201,
+            json={"type": "access", **verified},
+        ),
+        Call("GET", r, r, dpo, 200),
+        Call("GET", r + "/{rights_request}", f"{r}/{approve}", dpo, 200),
+        Call("POST", r + "/{rights_request}/approve", f"{r}/{approve}/approve", dpo, 200),
+        Call("POST", r + "/{rights_request}/approve", f"{r}/{approve}/approve", dpo, 409),
+        Call(
+            "POST",
+            r + "/{rights_request}/reject",
+            f"{r}/{reject}/reject",
+            dpo,
+            200,
+            json={"reason": "no evidence"},
+        ),
+        Call(
+            "POST",
+            r + "/{rights_request}/extend",
+            f"{r}/{reject}/extend",
+            dpo,
+            409,
+            json={"reason": "x", "until": "2099-01-01"},
+        ),
+        Call("POST", m + "/{member_id}/holds", f"{m}/{member}/holds", dpo, 201, {"reason": "c2"}),
+        Call("GET", m + "/{member_id}/holds", f"{m}/{member}/holds", dpo, 200),
+        Call(
+            "DELETE",
+            m + "/{member_id}/holds/{hold_id}",
+            f"{m}/{member}/holds/{hold}",
+            dpo,
+            200,
+        ),
         Call("POST", me + "/logout", me + "/logout", token, 204),
         Call("POST", me + "/logout", me + "/logout", token, 401),
     ]
