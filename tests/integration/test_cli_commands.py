@@ -44,6 +44,10 @@ def run(*args: str) -> tuple[int, str]:
         ["policy", "check"],
         ["audit", "verify"],
         ["keys", "rotate"],
+        ["rights", "list"],
+        ["rights", "extend"],
+        ["holds", "add"],
+        ["holds", "release"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
