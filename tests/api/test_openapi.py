@@ -57,8 +57,10 @@ CATALOGUE_ONLY = frozenset(
         "method-not-allowed",
         "not-acceptable",
         "unsupported-media-type",
-        # Raised by `memberguard keys rewrap` only; no operation can answer with it.
+        # Raised by `memberguard keys rewrap` and `keys retire` only; no operation
+        # can answer with them.
         "keyring-behind",
+        "kek-in-use",
         # Raised by rights.deadlines.extend; the DPO's extend endpoint will declare them.
         "extension-not-allowed",
         "already-extended",
