@@ -90,6 +90,15 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "keyring-behind": ProblemType(
         409, "a running server wraps under an older KEK (`keys rewrap`, CLI only)"
     ),
+    "kek-in-use": ProblemType(
+        409, "a KEK version still wraps data keys, is active or in use (`keys retire`, CLI only)"
+    ),
+    "extension-not-allowed": ProblemType(
+        409, "the policy allows no extension of a rights request's deadline"
+    ),
+    "already-extended": ProblemType(
+        409, "a rights request's deadline is extended once at most (GDPR Art. 12(3))"
+    ),
     "conflict": ProblemType(409, "a concurrent change won a uniqueness race; retry"),
     "payload-too-large": ProblemType(413, "the body is larger than the configured limit"),
     "unsupported-media-type": ProblemType(415, "the body's content type is not accepted"),
@@ -98,6 +107,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "json-too-deep": ProblemType(422, "the body nests arrays or objects too deeply"),
     "unknown-purpose": ProblemType(422, "the purpose is not in the policy (`known_purposes`)"),
     "invalid-cursor": ProblemType(422, "the cursor is not a next_cursor this API gave"),
+    "extension-out-of-range": ProblemType(
+        422, "the new due date is not after the current one, or beyond the policy's extension_max"
+    ),
     "rate-limited": ProblemType(429, "too many requests of this kind; see `Retry-After`"),
     "http-error": ProblemType(400, "the request could not be read (generic)"),
     "error": ProblemType(400, "the request failed (generic)"),

@@ -377,7 +377,7 @@ def clients_revoke(client: str) -> None:
 
 @main.group()
 def keys() -> None:
-    """Key-encryption keys: generate, rotate, re-wrap."""
+    """Key-encryption keys: generate, rotate, re-wrap, retire."""
 
 
 @keys.command("generate")
@@ -456,6 +456,42 @@ def _rewrap(settings: Settings) -> None:
 
         result = rewrap_data_keys(services, progress=advance)
     click.echo(f"re-wrapped {result.rewrapped} data keys; by KEK version now: {result.by_version}")
+
+
+@keys.command("retire")
+@click.argument("version", type=click.IntRange(min=1))
+def keys_retire(version: int) -> None:
+    """Destroy KEK VERSION once no data key and no running server needs it.
+
+    Refused, with nothing changed, while VERSION is the active one, while any
+    data key is still wrapped under it (run `memberguard keys rewrap`), or while
+    a running server still wraps under it. Recorded in the audit log. With the
+    env provider this prints the keyring without VERSION to deploy instead.
+    """
+    from gate.operator import retire_kek
+    from vault.keys import EnvKeyring
+
+    settings = _settings()
+    retired = retire_kek(_services(settings), version)
+    left = ", ".join(str(v) for v in sorted(retired.keyring.keks))
+    if settings.key_provider == "env":
+        click.echo(EnvKeyring.encode(retired.keyring))
+        click.echo(
+            f"KEK version {version} is wrapping no data key (audit entry {retired.seq}). "
+            f"Deploy this keyring (versions {left}) as ${settings.keyring_env} on every server "
+            "and restart them, then delete every copy of the old value, earlier versions in "
+            f"your secret store included: until then KEK version {version} still exists.",
+            err=True,
+        )
+        return
+    click.echo(
+        f"KEK version {version} destroyed: removed from {settings.resolved_key_path} "
+        f"(audit entry {retired.seq}); versions left: {left}."
+    )
+    click.echo(
+        f"Running servers drop it within {settings.keyring_heartbeat_seconds} s. Copies of "
+        "the key file made before now (backups, other hosts) still hold it: destroy them too."
+    )
 
 
 # -- policy -------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """Load a policy from TOML files and validate it.
 
 A policy is a directory of ``*.toml`` files (or one file). Each file may hold
-any of the top-level tables ``programme``, ``notices``, ``fields`` and
-``purposes``; the files are merged, and a key defined twice is an error. Every
-problem is reported as ``<file>: <dotted key>: <what is wrong>``.
+any of the top-level tables ``programme``, ``notices``, ``fields``,
+``purposes`` and ``rights``; the files are merged, and a key defined twice is
+an error. ``programme`` and ``rights`` are taken whole from the one file that
+defines them (so an operator swaps the rights profile by replacing
+``rights.toml``); the others merge entry by entry. Every problem is reported as
+``<file>: <dotted key>: <what is wrong>``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from pydantic import ValidationError
 
 from policies.model import Policy
 
-SECTIONS = ("programme", "notices", "fields", "purposes")
+SECTIONS = ("programme", "notices", "fields", "purposes", "rights")
+# Tables one file defines whole, rather than merged entry by entry.
+WHOLE = ("programme", "rights")
 
 
 class PolicyError(Exception):
@@ -57,14 +62,15 @@ def load_policy(path: Path | None = None) -> Policy:
             if section not in SECTIONS:
                 problems.append(f"{file}: {section}: unknown table (expected one of {SECTIONS})")
                 continue
-            if section == "programme":
-                if "programme" in merged:
-                    problems.append(
-                        f"{file}: programme: already defined in {origin[('programme',)]}"
-                    )
+            if section in WHOLE:
+                if section in merged:
+                    problems.append(f"{file}: {section}: already defined in {origin[(section,)]}")
                     continue
-                merged["programme"] = body
-                origin[("programme",)] = file
+                merged[section] = body
+                origin[(section,)] = file
+                if isinstance(body, dict):
+                    # Problems found across the policy name a key inside it.
+                    origin.update({(section, key): file for key in body})
                 continue
             if not isinstance(body, dict):
                 problems.append(f"{file}: {section}: must be a table")

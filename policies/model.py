@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import zoneinfo
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FieldType = Literal[
     "name", "phone", "email", "date", "address", "id_number", "enum", "integer", "text"
@@ -199,11 +201,150 @@ class Notice(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+# -- members' rights: deadlines and what needs a DPO ---------------------------
+
+Jurisdiction = Literal["CN", "EU"]
+RequestType = Literal["access", "correction", "deletion"]
+RuleUnit = Literal["days", "working_days", "months"]
+
+_RULE_RE = re.compile(r"([1-9][0-9]{0,2}) (day|days|working day|working days|month|months)")
+RULE_FORMS = "'N days', 'N working days' or 'N months' (N from 1 to 999)"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineRule:
+    """A period as the policy writes it: "30 days", "15 working days", "1 month".
+
+    The policy keeps the text (it is what the version hashes and what a request
+    shows); ``rights.deadlines`` counts with the parsed rule.
+    """
+
+    count: int
+    unit: RuleUnit
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> DeadlineRule:
+        match = _RULE_RE.fullmatch(text)
+        if match is None:
+            raise ValueError(f"{text!r} is not a period: write {RULE_FORMS}")
+        count, word = int(match.group(1)), match.group(2)
+        unit: RuleUnit = "days"
+        if word.startswith("working"):
+            unit = "working_days"
+        elif word.startswith("month"):
+            unit = "months"
+        return cls(count=count, unit=unit, text=text)
+
+
+def _rule_text(value: str) -> str:
+    DeadlineRule.parse(value)
+    return value
+
+
+RuleText = Annotated[str, AfterValidator(_rule_text)]
+
+
+class RightsDeadlines(_Strict):
+    """One period per request type, counted from the day after receipt."""
+
+    access: RuleText
+    correction: RuleText
+    deletion: RuleText
+
+
+class RightsCorrection(_Strict):
+    # Fields a member may correct at once, without a DPO's approval. Sensitive
+    # fields are never self-service (checked against the policy's fields).
+    self_service: tuple[str, ...] = ()
+
+    @field_validator("self_service")
+    @classmethod
+    def _no_duplicates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a field twice")
+        return value
+
+
+class RightsDeletion(_Strict):
+    # True: every deletion waits for a DPO's approval before it runs.
+    review: bool = False
+
+
+class Rights(_Strict):
+    """How members' rights requests are handled: the ``[rights]`` table.
+
+    ``jurisdiction`` decides how periods are counted (``rights.deadlines``):
+    CN counts working days on China's official calendar and never moves the
+    end of a period; EU moves a period that ends on a Saturday, Sunday or
+    public holiday to the next working day (Regulation 1182/71).
+    """
+
+    jurisdiction: Jurisdiction
+    # An IANA zone: the days of a period are this zone's days.
+    timezone: str
+    # How long an access copy stays downloadable.
+    copy_days: int = Field(default=7, ge=1, le=365)
+    # The most a deadline may be extended by, once; None: no extension.
+    # EU: at most "2 months" (GDPR Art. 12(3)).
+    extension_max: RuleText | None = None
+    # EU: the member state (ISO 3166-1, e.g. "DE") or region (ISO 3166-2,
+    # e.g. "DE-BY") whose public holidays are not working days, from the
+    # `holidays` package. None: weekends only.
+    public_holidays: str | None = None
+    deadlines: RightsDeadlines
+    correction: RightsCorrection = Field(default_factory=RightsCorrection)
+    deletion: RightsDeletion = Field(default_factory=RightsDeletion)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. 'Asia/Shanghai')") from None
+        return value
+
+    @field_validator("public_holidays")
+    @classmethod
+    def _known_holidays(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import holidays  # imported here: only a policy that names a country needs it
+
+        country, _, subdivision = value.partition("-")
+        supported = holidays.list_supported_countries()
+        if country not in supported:
+            raise ValueError(f"{country!r} is not a country the holidays package knows")
+        if subdivision and subdivision not in supported[country]:
+            raise ValueError(f"{value!r}: {country} has no subdivision {subdivision!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _by_jurisdiction(self) -> Rights:
+        if self.jurisdiction == "CN" and self.public_holidays is not None:
+            raise ValueError(
+                "public_holidays applies to the EU jurisdiction only (CN counts on the "
+                "State Council's calendar)"
+            )
+        if self.jurisdiction == "EU" and self.extension_max is not None:
+            rule = DeadlineRule.parse(self.extension_max)
+            if rule.unit != "months" or rule.count > 2:
+                raise ValueError(
+                    "extension_max: GDPR Art. 12(3) allows an extension of at most '2 months'"
+                )
+        return self
+
+    def deadline_rule(self, request_type: RequestType) -> DeadlineRule:
+        return DeadlineRule.parse(getattr(self.deadlines, request_type))
+
+
 class Policy(_Strict):
     programme: Programme
     notices: dict[str, Notice] = Field(default_factory=dict)
     fields: dict[str, FieldSpec]
     purposes: dict[str, PurposeSpec]
+    rights: Rights
 
     @model_validator(mode="before")
     @classmethod
@@ -292,6 +433,17 @@ class Policy(_Strict):
             for version in purpose.accepted_notices:
                 if version not in self.notices:
                     raise ValueError(f"purposes.{pid}.accepted_notices: unknown notice {version!r}")
+        for fname in self.rights.correction.self_service:
+            spec = self.fields.get(fname)
+            if spec is None:
+                raise ValueError(f"rights.correction.self_service: unknown field {fname!r}")
+            # A sensitive field (PIPL Art. 28: an ID number) is corrected only
+            # after a DPO has checked the evidence, never on a member's word.
+            if spec.sensitive:
+                raise ValueError(
+                    f"rights.correction.self_service: {fname!r} is sensitive; a DPO approves "
+                    "its corrections"
+                )
         return self
 
     def anonymity_warnings(self) -> list[str]:

@@ -33,7 +33,18 @@ from tests.api.conftest import MEMBER, auth
 from tests.conftest import Keys
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("api", "audit", "cli", "consent", "core", "gate", "policies", "principals", "vault")
+PRODUCT = (
+    "api",
+    "audit",
+    "cli",
+    "consent",
+    "core",
+    "gate",
+    "policies",
+    "principals",
+    "rights",
+    "vault",
+)
 # Problem types that no single operation answers with: generic fallbacks of the
 # error hierarchy, and Starlette's answers for paths and methods that are not
 # operations. They are documented in the Problem schema's catalogue only.
@@ -46,8 +57,14 @@ CATALOGUE_ONLY = frozenset(
         "method-not-allowed",
         "not-acceptable",
         "unsupported-media-type",
-        # Raised by `memberguard keys rewrap` only; no operation can answer with it.
+        # Raised by `memberguard keys rewrap` and `keys retire` only; no operation
+        # can answer with them.
         "keyring-behind",
+        "kek-in-use",
+        # Raised by rights.deadlines.extend; the DPO's extend endpoint will declare them.
+        "extension-not-allowed",
+        "already-extended",
+        "extension-out-of-range",
     }
 )
 

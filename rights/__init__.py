@@ -1,0 +1,1 @@
+"""Members' rights requests (access, correction, deletion) and their legal deadlines."""
