@@ -372,6 +372,58 @@ def clients_revoke(client: str) -> None:
     click.echo(f"revoked {client} (audit entry {seq})")
 
 
+# -- outbox -------------------------------------------------------------------
+
+
+@main.group()
+def outbox() -> None:
+    """Messages the outbox transport kept instead of sending (MEMBERGUARD_*_TRANSPORT=outbox)."""
+
+
+@outbox.command("list")
+@click.option("--template", help="Only messages from this template (e.g. login_code).")
+@click.option("--last", type=click.IntRange(min=1), help="Only the newest N messages.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the whole messages, recipient and body included, as a JSON array.",
+)
+def outbox_list(template: str | None, last: int | None, as_json: bool) -> None:
+    """List the outbox's messages, oldest first; recipients masked unless --json."""
+    from notify.outbox import read_outbox
+    from vault.masking import mask_email, mask_phone
+
+    settings = _settings()
+    directory = settings.resolved_outbox_dir
+    try:
+        messages = list(read_outbox(directory))
+    except (OSError, ValueError) as exc:
+        # Only the class: a decoding error's text can quote the file's bytes (a recipient).
+        _fail(f"cannot read the outbox {directory} ({type(exc).__name__})", SETUP_FAILED)
+    total = len(messages)
+    if template is not None:
+        messages = [m for m in messages if m["template"] == template]
+    if last is not None:
+        messages = messages[-last:]
+    if as_json:
+        # The operator's own disk, files 0600: the demo and tests read codes here.
+        click.echo(json.dumps(messages, indent=2, ensure_ascii=False))
+        return
+    if total == 0:
+        click.echo(f"outbox is empty ({directory})")
+        return
+    if not messages:
+        click.echo(f"no message with template {template} among the {total} in {directory}")
+        return
+    for message in messages:
+        mask = mask_phone if message["channel"] == "sms" else mask_email
+        click.echo(
+            f"{message['created_at']}  {message['channel']:<5}  {message['template']:<18} "
+            f"{message['id']}  {mask(message['to'])}"
+        )
+
+
 # -- keys ---------------------------------------------------------------------
 
 
