@@ -15,7 +15,7 @@ from swagger_ui_bundle import swagger_ui_path
 from api import openapi, problems
 from api.deps import get_actor
 from api.middleware import BodyLimit, RequestContext
-from api.routers import audit, clients, health, members, reads
+from api.routers import audit, clients, health, me, members, reads
 from core.errors import NotFound
 from core.settings import Settings
 from gate.batching import ReadBatcher
@@ -109,6 +109,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         audit.router,
         audit.members_router,
         clients.router,
+        me.signin_router,
+        me.router,
     ):
         app.include_router(router)
     openapi.install(app)

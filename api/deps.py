@@ -46,9 +46,10 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-def get_actor(request: Request, services: ServicesDep) -> Actor:
+def authenticate_bearer(request: Request, services: Services) -> Actor:
     """The caller of a bearer credential: a system's or a person's API key (``mg_``),
-    or a signed-in member's session token (``mgm_``). Routers then require a role."""
+    or a signed-in member's session token (``mgm_``), in a short read-only
+    transaction of its own. Bound to the request's log lines by id."""
     token = bearer_token(request)
     with services.reading() as session:
         if well_formed_token(token):
@@ -60,6 +61,11 @@ def get_actor(request: Request, services: ServicesDep) -> Actor:
     return actor
 
 
+def get_actor(request: Request, services: ServicesDep) -> Actor:
+    """The authenticated caller (``authenticate_bearer``); routers then require a role."""
+    return authenticate_bearer(request, services)
+
+
 CurrentActor = Annotated[Actor, Depends(get_actor)]
 
 
@@ -69,3 +75,48 @@ def require_role(*roles: str) -> Callable[[Actor], Awaitable[Actor]]:
         return actor
 
     return check
+
+
+async def get_client_address(request: Request) -> str | None:
+    """The client's IP address, for rate limits only: use cases hash it, and it is never
+    logged or stored. Behind a reverse proxy it is the proxy's, unless the server
+    trusts the proxy's X-Forwarded-For (``MEMBERGUARD_TRUSTED_PROXIES``)."""
+    return request.client.host if request.client is not None else None
+
+
+ClientAddress = Annotated[str | None, Depends(get_client_address)]
+
+
+def preferred_locale(accept_language: str | None) -> str:
+    """``en`` when the client prefers English to Chinese, else ``zh-CN`` (the default).
+
+    Only the two languages messages are written in are considered, by their
+    quality values (RFC 9110 section 12.5.4); the first listed wins a tie.
+    """
+    best: tuple[float, int, str] | None = None
+    for index, part in enumerate((accept_language or "").split(",")[:32]):
+        tag, *params = (piece.strip() for piece in part.split(";"))
+        primary = tag.lower().split("-")[0]
+        if primary not in ("en", "zh"):
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if not 0 < quality <= 1:  # refused (q=0), or not a quality value at all
+            continue
+        candidate = (-quality, index, "en" if primary == "en" else "zh-CN")
+        if best is None or candidate < best:
+            best = candidate
+    return best[2] if best is not None else "zh-CN"
+
+
+async def get_locale(request: Request) -> str:
+    return preferred_locale(request.headers.get("accept-language"))
+
+
+Locale = Annotated[str, Depends(get_locale)]

@@ -4,7 +4,8 @@ FastAPI documents a 422 ``HTTPValidationError`` that this API never sends
 (``api/problems.py`` answers ``application/problem+json``) and knows nothing of
 the key check. Here each operation gets, from the generated document:
 
-- ``security`` (HTTP bearer) unless it is a health probe;
+- ``security`` (HTTP bearer) unless it is a health probe or a member's sign-in
+  (``problems(..., public=True)``);
 - the problem types every authenticated route can answer with (401
   ``unauthenticated``, 403 ``role-required``, 500 ``internal-error``, 503
   ``database-unavailable``), those its parameters and body imply (422
@@ -29,22 +30,29 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 SECURITY_SCHEME = "bearer"
 PROBLEM_REF = "#/components/schemas/Problem"
 _DECLARED = "x-problems"
+_PUBLIC = "x-public"
 
 # A use case's unit of work can fail to append (audit-unavailable) and, when a
 # checkpoint falls due at its commit, to sign (keys-unavailable).
 AUDITED = ("audit-unavailable", "keys-unavailable")
 
-_AUTHENTICATED = ("unauthenticated", "role-required", "internal-error", "database-unavailable")
+_ANY = ("internal-error", "database-unavailable")
+_AUTHENTICATED = ("unauthenticated", "role-required", *_ANY)
 _BODY = ("payload-too-large", "malformed-json", "json-too-deep", "validation-failed")
 _STRING_LIST = {"type": "array", "items": {"type": "string"}}
 
 
-def problems(*slugs: str) -> dict[str, Any]:
-    """``openapi_extra`` for a route: the problem types it answers with beyond the common ones."""
+def problems(*slugs: str, public: bool = False) -> dict[str, Any]:
+    """``openapi_extra`` for a route: the problem types it answers with beyond the common ones.
+
+    ``public``: the route takes no bearer credential (a member's sign-in, which is
+    how a member gets one): no security, no 401 ``unauthenticated`` or 403
+    ``role-required``, only what the route declares and what any request can meet.
+    """
     unknown = sorted(set(slugs) - set(PROBLEM_TYPES))
     if unknown:
         raise ValueError(f"undocumented problem types: {unknown}")
-    return {_DECLARED: list(slugs)}
+    return {_DECLARED: list(slugs), **({_PUBLIC: True} if public else {})}
 
 
 def problem_schema() -> dict[str, Any]:
@@ -85,6 +93,10 @@ def problem_schema() -> dict[str, Any]:
             "field": {"type": "string", "description": "The field a value was refused for."},
             "allowed_fields": _STRING_LIST,
             "known_purposes": _STRING_LIST,
+            "attempts_left": {
+                "type": "integer",
+                "description": "invalid-code: wrong codes the challenge still takes (0: burned).",
+            },
             "separate_purposes": _STRING_LIST,
             "known_channels": _STRING_LIST,
             "known_notices": _STRING_LIST,
@@ -139,19 +151,22 @@ def document(app: FastAPI) -> dict[str, Any]:
             "type": "http",
             "scheme": "bearer",
             "description": "An API key (`mg_…`) issued by `memberguard clients add` or "
-            "POST /v1/clients.",
+            "POST /v1/clients, or a member token (`mgm_…`) from POST /v1/me/login/verify.",
         }
     }
     for path, operations in doc["paths"].items():
         for operation in operations.values():
             declared = operation.pop(_DECLARED, [])
+            public = operation.pop(_PUBLIC, False)
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)  # FastAPI's HTTPValidationError
             if path in PUBLIC_PATHS:
                 continue
-            operation["security"] = [{SECURITY_SCHEME: []}]
+            if not public:
+                operation["security"] = [{SECURITY_SCHEME: []}]
             by_status: dict[int, list[str]] = defaultdict(list)
-            for slug in (*_AUTHENTICATED, *_implied(operation), *declared):
+            common = _ANY if public else _AUTHENTICATED
+            for slug in (*common, *_implied(operation), *declared):
                 status = PROBLEM_TYPES[slug].status
                 if slug not in by_status[status]:
                     by_status[status].append(slug)

@@ -62,7 +62,15 @@ class ProblemType:
 # OpenAPI document is built from this table (api/openapi.py), and a test
 # collects the slugs the code can emit and checks that each is documented.
 PROBLEM_TYPES: dict[str, ProblemType] = {
-    "unauthenticated": ProblemType(401, "missing, malformed, unknown or revoked API key"),
+    "unauthenticated": ProblemType(
+        401, "missing, malformed, unknown or revoked API key, or an ended member session"
+    ),
+    "invalid-code": ProblemType(
+        401, "not the sign-in code sent for the challenge (`attempts_left`)"
+    ),
+    "challenge-closed": ProblemType(
+        401, "the sign-in challenge is unknown, expired, used or burned: ask for a new code"
+    ),
     "role-required": ProblemType(403, "the key's role may not use this endpoint"),
     "scope-required": ProblemType(403, "the client lacks the scope this write needs"),
     "purpose-not-allowed": ProblemType(403, "the client is not granted the purpose (recorded)"),
@@ -109,6 +117,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "invalid-cursor": ProblemType(422, "the cursor is not a next_cursor this API gave"),
     "extension-out-of-range": ProblemType(
         422, "the new due date is not after the current one, or beyond the policy's extension_max"
+    ),
+    "separate-consent-alone": ProblemType(
+        422, "a member grants a separate-consent purpose alone, one per request"
     ),
     "rate-limited": ProblemType(429, "too many requests of this kind; see `Retry-After`"),
     "http-error": ProblemType(400, "the request could not be read (generic)"),

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr, model_validator
 
+from principals.signin import CHALLENGE_PATTERN
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -45,6 +47,28 @@ class LookupIn(_In):
         if (self.phone is None) == (self.email is None):
             raise ValueError("give exactly one of 'phone' or 'email'")
         return self
+
+
+class LoginIn(_In):
+    phone: StrictStr | None = Field(default=None, max_length=64)
+    email: StrictStr | None = Field(default=None, max_length=320)
+
+    @model_validator(mode="after")
+    def _one_contact(self) -> LoginIn:
+        if (self.phone is None) == (self.email is None):
+            raise ValueError("give exactly one of 'phone' or 'email'")
+        return self
+
+
+class VerifyIn(_In):
+    challenge: StrictStr = Field(pattern=CHALLENGE_PATTERN, description="From POST /v1/me/login.")
+    # Six digits; full-width digits and spaces are accepted (principals.signin).
+    code: StrictStr = Field(min_length=1, max_length=32)
+
+
+class OwnConsentIn(_In):
+    purposes: list[StrictStr] = Field(min_length=1, max_length=20)
+    status: Literal["granted", "withdrawn"]
 
 
 class ClientIn(_In):
@@ -110,4 +134,43 @@ class AuditHeadOut(BaseModel):
 
 class AuditEntriesOut(BaseModel):
     entries: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class SignInChallengeOut(BaseModel):
+    challenge: str = Field(description="Send it back with the code to POST /v1/me/login/verify.")
+    expires_at: str
+
+
+class SessionOut(BaseModel):
+    token: str = Field(description="A member token (mgm_…), shown once; only its hash is stored.")
+    expires_at: str
+
+
+class OwnRecordOut(BaseModel):
+    id: str
+    fields: dict[str, Any]
+
+
+class OwnConsentsOut(BaseModel):
+    purposes: dict[str, dict[str, Any]] = Field(
+        description="Every purpose that rests on consent: description, legal_basis, notice, "
+        "separate_consent, and the member's status, notice_version, updated_at, in_effect."
+    )
+
+
+class AccessLogItemOut(BaseModel):
+    seq: int
+    at: str
+    recipient: dict[str, Any] | None
+    purpose: str | None
+    action: str
+    decision: str
+    fields: dict[str, str]
+    released: str
+    prev: int | None
+
+
+class AccessLogOut(BaseModel):
+    items: list[AccessLogItemOut]
     next_cursor: str | None

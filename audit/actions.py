@@ -54,6 +54,9 @@ class Action(StrEnum):
     KEYS_RETIRE = "keys.retire"
     AUDIT_CHECKPOINT = "audit.checkpoint"
     NOTICE_SENT = "notice.sent"
+    MEMBER_SIGNIN = "member.signin"
+    MEMBER_SIGNOUT = "member.signout"
+    MEMBER_SELF_READ = "member.self_read"
 
     @property
     def release(self) -> Release:
@@ -82,6 +85,15 @@ _RELEASES: dict[Action, Release] = {
     # The recipient is the member (or the DPO); what the message said is not
     # recorded, only which template went by which channel.
     Action.NOTICE_SENT: Release.NONE,
+    # A session token goes to the member who answered the code; nothing of
+    # their data leaves with it (what the session then reads is its own entry).
+    Action.MEMBER_SIGNIN: Release.NONE,
+    Action.MEMBER_SIGNOUT: Release.NONE,
+    # Every field of the member, in clear, to the member themself (the entry's
+    # actor, ``actor_kind`` member). A release like any other, so that breach
+    # scoping sees what a stolen session read; whoever computes the recipients
+    # to tell of a correction (GDPR Art. 19) skips the member themself.
+    Action.MEMBER_SELF_READ: Release.FIELDS,
 }
 
 
@@ -535,6 +547,85 @@ def notice_sent(
         members=record.members,
         request_id=request_id,
         detail=record.detail,
+    )
+
+
+# -- members' own actions ------------------------------------------------------
+
+
+def member_signin(
+    who: Principal | None,
+    *,
+    policy: str,
+    member_id: str,
+    channel: str,
+    decision: Literal["permit", "deny"],
+    request_id: str | None,
+) -> Record:
+    """A sign-in with a one-time code sent by ``channel`` (``sms``, ``email``).
+
+    ``permit``: the member answered the code and a session was opened; ``who`` is
+    the member. ``deny``: the challenge sent to the member took its last wrong
+    code and was burned; ``who`` is None, since whoever tried is no one yet. A
+    wrong code that does not burn a challenge is not recorded one by one (the
+    rate limits bound how many there can be; a flood must not fill the log):
+    the burn is what the DPO looks for, and names the member whose code it was.
+    """
+    if decision == "permit":
+        if who is None or who.kind != "member" or who.id != member_id:
+            raise ValueError("a sign-in is recorded with the member as its actor")
+        return _by(
+            who,
+            Action.MEMBER_SIGNIN,
+            policy=policy,
+            reason="one-time-code",
+            members=[member_id],
+            request_id=request_id,
+            detail={"channel": channel},
+        )
+    if who is not None:
+        raise ValueError("a burned challenge has no actor")
+    return Record(
+        action=Action.MEMBER_SIGNIN,
+        decision="deny",
+        reason="too-many-wrong-codes",
+        policy=policy,
+        members=[member_id],
+        request_id=request_id,
+        detail={"channel": channel},
+    )
+
+
+def member_signed_out(who: Principal, *, policy: str, request_id: str | None) -> Record:
+    """The member ended their session (logout). Expiry is not recorded: it is in the
+    session's ``expires_at``, known from its sign-in."""
+    if who.kind != "member":
+        raise ValueError("only a member signs out")
+    return _by(
+        who,
+        Action.MEMBER_SIGNOUT,
+        policy=policy,
+        reason="logout",
+        members=[who.id],
+        request_id=request_id,
+    )
+
+
+def member_self_read(
+    who: Principal, *, policy: str, fields: Sequence[str], request_id: str | None
+) -> Record:
+    """A member read all of their own fields, in clear (``GET /v1/me``); recorded before
+    anything is decrypted, like every release."""
+    if who.kind != "member":
+        raise ValueError("a self-read is a member's own")
+    return _by(
+        who,
+        Action.MEMBER_SELF_READ,
+        policy=policy,
+        reason="own-data",
+        members=[who.id],
+        fields={name: "clear" for name in sorted(fields)},
+        request_id=request_id,
     )
 
 

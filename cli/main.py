@@ -176,9 +176,12 @@ def _check_port(host: str, port: int) -> None:
         ) from None
 
 
-def _serve(host: str, port: int, workers: int) -> None:
+def _serve(host: str, port: int, workers: int, *, trusted_proxies: str | None = None) -> None:
     import uvicorn
 
+    # The client address counts members' sign-in attempts (rate limits). Behind
+    # a reverse proxy every request comes from the proxy, so the proxy's
+    # X-Forwarded-For is believed, but only from the proxies the operator names.
     uvicorn.run(
         "cli.main:app_factory",
         factory=True,
@@ -187,7 +190,8 @@ def _serve(host: str, port: int, workers: int) -> None:
         workers=workers,
         access_log=False,
         log_config=None,
-        proxy_headers=False,
+        proxy_headers=trusted_proxies is not None,
+        **({"forwarded_allow_ips": trusted_proxies} if trusted_proxies is not None else {}),
     )
 
 
@@ -201,8 +205,9 @@ def serve(host: str, port: int, workers: int) -> None:
     # Keys, signer, policy and database are checked here, once, before uvicorn
     # starts: in a worker, a failure would only be a traceback. Each worker
     # builds its own services; these are only the check.
-    _services(_settings()).dispose()
-    _serve(host, port, workers)
+    settings = _settings()
+    _services(settings).dispose()
+    _serve(host, port, workers, trusted_proxies=settings.trusted_proxies)
 
 
 # -- demo ---------------------------------------------------------------------

@@ -75,12 +75,42 @@ def new_receipt_id(change: ConsentChange) -> str | None:
     return str(uuid.uuid4()) if change.status == "granted" else None
 
 
+class SeparateConsentAlone(InvalidInput):
+    """A member grants a separate consent in a request of its own (``check_own_change``)."""
+
+    slug = "separate-consent-alone"
+    title = "Separate consent must be given alone"
+
+
+def check_own_change(policy: Policy, change: ConsentChange) -> None:
+    """A member's own grant (``/v1/me/consents``): a purpose that needs separate consent
+    is granted alone, one per request, so that the member's screen can only ever
+    show it on its own (PIPL Arts. 23, 29, 39).
+
+    Checked before ``check_change`` (whose ``bundled-consent`` 409 answers
+    clients for the same rule): from a member this is a malformed request, 422.
+    Withdrawals may name several purposes at once: withdrawing must be as easy
+    as granting was. Unknown purposes are left to ``check_change``.
+    """
+    if change.status != "granted" or len(change.purposes) < 2:
+        return
+    spec = policy.purposes
+    separate = [p for p in change.purposes if p in spec and spec[p].separate_consent]
+    if separate:
+        raise SeparateConsentAlone(
+            "a purpose that needs separate consent is granted on its own, one per request: "
+            + ", ".join(separate),
+            separate_purposes=separate,
+        )
+
+
 def check_recorder(
     policy: Policy,
     change: ConsentChange,
     *,
     recorder_purposes: frozenset[str],
     recorder_collects_only: bool,
+    recorder_is_member: bool = False,
 ) -> None:
     """Separation of duties: may this client record this change?
 
@@ -91,8 +121,10 @@ def check_recorder(
     - a client may not record a grant for a purpose it may itself read (it
       would be granting itself access);
     - a separate consent (sensitive data, third parties, cross-border,
-      PIPL Arts. 29, 23, 39) is granted by the member themselves or by a client
-      whose only job is collecting consent (``Actor.collects_consent_only``).
+      PIPL Arts. 29, 23, 39) is granted by the member themselves
+      (``recorder_is_member``: the member's own act, through ``/v1/me``, one such
+      purpose per request) or by a client whose only job is collecting consent
+      (``Actor.collects_consent_only``).
     """
     if change.status != "granted":
         return
@@ -103,6 +135,8 @@ def check_recorder(
             slug="consent-self-grant",
         )
     separate = sorted(p for p in change.purposes if policy.purposes[p].separate_consent)
+    if separate and recorder_is_member and len(change.purposes) == 1:
+        return
     if separate and not recorder_collects_only:
         raise Forbidden(
             "a separate consent is granted by the member or by a client that only collects "

@@ -50,8 +50,8 @@ _SCRUB_PATTERNS = (
     re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE),
     # Phone numbers: runs of 7+ digits, optionally with +, spaces or dashes.
     re.compile(r"\+?\d[\d \-]{6,}\d"),
-    # API keys.
-    re.compile(r"mg_[A-Za-z0-9_\-]{20,}"),
+    # API keys and members' session tokens.
+    re.compile(r"mgm?_[A-Za-z0-9_\-]{20,}"),
 )
 
 

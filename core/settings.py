@@ -110,6 +110,31 @@ class Settings(BaseSettings):
     member_token_minutes: int = Field(
         default=30, ge=1, le=24 * 60, description="How long a member's sign-in lasts."
     )
+    member_login_code_minutes: int = Field(
+        default=10, ge=1, le=60, description="How long a one-time sign-in code can be used."
+    )
+    member_login_max_attempts: int = Field(
+        default=5, ge=1, le=20, description="Wrong codes that burn a sign-in challenge."
+    )
+    # Sign-in rates (gate/signin.py), moving windows; several limits are
+    # separated by ';' and all of them hold. Per contact: codes asked for one
+    # phone number or address, from anywhere (this bounds how many codes an
+    # attacker can try against one member). Per address: requests from one
+    # client IP address (behind a proxy, see trusted_proxies).
+    member_login_rate_per_contact: str = Field(
+        default="5/hour;20/day", description="Sign-in codes asked for one phone or e-mail."
+    )
+    member_login_rate_per_address: str = Field(
+        default="20/hour", description="Sign-in codes asked from one client address."
+    )
+    member_verify_rate_per_address: str = Field(
+        default="60/hour", description="Codes tried from one client address."
+    )
+    trusted_proxies: str | None = Field(
+        default=None,
+        description="Addresses of reverse proxies whose X-Forwarded-For names the client "
+        "(uvicorn's forwarded_allow_ips, e.g. '10.0.0.5,10.0.0.6'); unset: the peer's address.",
+    )
 
     # Messages to members and staff (notify/): a transport per channel.
     email_transport: Literal["outbox", "smtp"] = Field(
@@ -219,6 +244,20 @@ class Settings(BaseSettings):
         except ValueError:
             # Not the value: ``load_settings`` names the variable and the rule only.
             raise ValueError("not a rate such as '30/minute'") from None
+        return value
+
+    @field_validator(
+        "member_login_rate_per_contact",
+        "member_login_rate_per_address",
+        "member_verify_rate_per_address",
+    )
+    @classmethod
+    def _rates(cls, value: str) -> str:
+        try:
+            if not limits.parse_many(value):
+                raise ValueError
+        except ValueError:
+            raise ValueError("not a rate such as '5/hour' or '5/hour;20/day'") from None
         return value
 
     @property

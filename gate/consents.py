@@ -1,5 +1,8 @@
 """Consent use cases: record a change collected at a touchpoint, read the current state.
 
+A change is recorded by a client (a touchpoint that heard the member) or by the
+member themself, signed in (``gate.me``).
+
 Both open their unit of work, which takes the log-head lock before the
 member's consent is read: a consent read's entry can never be ordered after a
 change it did not see, on any database.
@@ -20,10 +23,11 @@ from consent.registry import (
     new_receipt_id,
     record_consent,
 )
-from core.errors import NotFound
+from core.errors import Forbidden, NotFound
 from core.ids import is_valid_id
 from gate.context import Services
 from principals.actor import Actor
+from principals.members import MEMBER_ROLE
 from vault.members import member_exists
 
 
@@ -35,7 +39,14 @@ def record_member_consent(
     change: ConsentChange,
     request_id: str | None,
 ) -> RecordedConsent:
-    actor.require_scope("consents:write")
+    is_member = actor.kind == "member"
+    if is_member:
+        # A member records only their own consent (``gate.me``, channel web).
+        actor.require_role(MEMBER_ROLE)
+        if member_id != actor.id:
+            raise Forbidden("a member records only their own consent", slug="role-required")
+    else:
+        actor.require_scope("consents:write")
     if not is_valid_id(member_id):
         raise NotFound("no such member")
     notices = check_change(services.policy, change, services.clock())  # 4xx before any lock
@@ -44,6 +55,7 @@ def record_member_consent(
         change,
         recorder_purposes=actor.purposes,
         recorder_collects_only=actor.collects_consent_only,
+        recorder_is_member=is_member,
     )
     with services.uow(actor) as uow:
         if not member_exists(uow.session, member_id):

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from core.errors import Unauthenticated
 from principals.actor import Actor
 from principals.models import MemberSession
+from principals.signin import delete_member_challenges
 from vault.models import VaultDataKey
 
 TOKEN_PREFIX = "mgm_"  # noqa: S105 - a prefix, not a secret
@@ -104,7 +105,9 @@ def end_session(session: Session, *, token_hash: str, now: datetime) -> bool:
 
 
 def delete_member_sessions(session: Session, member_id: str) -> int:
-    """Remove every session of a member (crypto-shredding: nothing of them stays usable)."""
+    """Remove every session of a member, and their pending sign-in codes (crypto-shredding:
+    nothing of them stays usable). Returns the number of sessions removed."""
+    delete_member_challenges(session, member_id)
     removed = session.execute(delete(MemberSession).where(MemberSession.member_id == member_id))
     return removed.rowcount or 0
 

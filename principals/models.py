@@ -1,10 +1,10 @@
-"""Internal systems that may ask for member data, and their API keys."""
+"""Who may call: internal systems and their API keys; members' sessions and sign-in codes."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import Base, UTCDateTime
@@ -72,3 +72,28 @@ class MemberSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class MemberLoginChallenge(Base):
+    """A one-time sign-in code asked for by phone or e-mail (``principals.signin``).
+
+    ``id`` is the SHA-256 of the challenge token handed to whoever asked, and
+    ``code_hash`` the SHA-256 of that token followed by the code: the table
+    alone (a backup, a read replica) can neither answer a challenge nor try the
+    million codes, since both need the token, which is never stored. Every
+    request for a code writes a row, whether or not a member holds the contact
+    (``member_id`` is then null and no code is sent), so that the answer and
+    the work look the same either way.
+    """
+
+    __tablename__ = "member_login_challenge"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[str | None] = mapped_column(ForeignKey("vault_member.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(8))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Indexed: expired challenges are purged by every request for a code.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

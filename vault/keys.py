@@ -133,6 +133,13 @@ class Keyring:
     def index_key_for(self, field_name: str) -> bytes:
         return _cached_derive(self.index_key, b"memberguard/blind-index/v1/" + field_name.encode())
 
+    def throttle_key_for(self, name: str) -> bytes:
+        """The key of keyed digests that name rate-limit counters (a sign-in contact, a
+        client address): derived from the index key, so stable across KEK rotations,
+        but its own, so that a shared counter store (Redis) holds neither a contact nor
+        an address, nor the blind indexes the database holds."""
+        return _cached_derive(self.index_key, b"memberguard/throttle/v1/" + name.encode())
+
     def pseudonym_key_for(self, client_id: str) -> bytes:
         return _cached_derive(self.pseudonym_key, b"memberguard/pseudonym/v1/" + client_id.encode())
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import RequestId, bearer_token
+from api.deps import RequestId, authenticate_bearer, bearer_token
 from api.openapi import AUDITED, problems
 from api.routers.members import PurposeQuery
 from api.schemas import MemberOut
@@ -21,6 +22,7 @@ from core.errors import Unauthenticated
 from gate.batching import ReadBatcher
 from gate.reads import ReadRequest, Refused
 from principals.clients import well_formed_key
+from principals.members import well_formed_token
 
 router = APIRouter(prefix="/v1/members", tags=["members"])
 
@@ -43,6 +45,12 @@ async def read(
     member_id: str, purpose: PurposeQuery, request: Request, request_id: RequestId
 ) -> JSONResponse:
     token = bearer_token(request)
+    if well_formed_token(token):
+        # A member's session: authenticated (401 if it is not live), then refused
+        # by role like on every client endpoint. Off the hot path: members never
+        # read here.
+        actor = await run_in_threadpool(authenticate_bearer, request, request.app.state.services)
+        actor.require_role("client")
     if not well_formed_key(token):
         raise Unauthenticated("missing or malformed API key")
     batcher: ReadBatcher = request.app.state.reads

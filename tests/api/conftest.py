@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import fastapi.routing
@@ -14,6 +16,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from core.logging import configure_logging
 from gate.context import Services
+from notify.outbox import read_outbox
 from tests.conftest import Keys
 
 
@@ -109,3 +112,44 @@ def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
         structlog.reset_defaults()
+
+
+# -- members signed in ----------------------------------------------------------
+
+CODE_RE = re.compile(r"(?<!\d)(\d{6})(?!\d)")
+
+
+def outbox_messages(outbox: Path) -> list[dict[str, Any]]:
+    return list(read_outbox(outbox))
+
+
+def code_in(message: dict[str, Any]) -> str:
+    """The one-time code in a sign-in message's body."""
+    (code,) = CODE_RE.findall(message["body"])
+    return code
+
+
+def sign_in(client: TestClient, outbox: Path, **contact: str) -> str:
+    """Sign in as the member holding ``phone=`` or ``email=``: a member token (``mgm_…``)."""
+    sent = len(outbox_messages(outbox))
+    started = client.post("/v1/me/login", json=contact)
+    assert started.status_code == 202, started.text
+    messages = outbox_messages(outbox)
+    assert len(messages) == sent + 1, "no code was sent"
+    verified = client.post(
+        "/v1/me/login/verify",
+        json={"challenge": started.json()["challenge"], "code": code_in(messages[-1])},
+    )
+    assert verified.status_code == 200, verified.text
+    return verified.json()["token"]
+
+
+@pytest.fixture
+def outbox(services: Services) -> Path:
+    return services.settings.resolved_outbox_dir
+
+
+@pytest.fixture
+def member_token(app_client: TestClient, member_id: str, outbox: Path) -> str:
+    """The token of the ``member_id`` member, signed in by phone."""
+    return sign_in(app_client, outbox, phone=MEMBER["phone"])

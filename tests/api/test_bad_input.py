@@ -617,16 +617,20 @@ BAD_CREDENTIALS = {
     "bearer-without-key": {"Authorization": "Bearer"},
     "not-a-memberguard-key": {"Authorization": "Bearer sk_live_0123456789abcdef"},
     "unknown-key": {"Authorization": "Bearer mg_" + "A" * 43},
+    "unknown-member-token": {"Authorization": "Bearer mgm_" + "A" * 43},
+    "overlong-member-token": {"Authorization": "Bearer mgm_" + "a" * 300},
     "overlong-key": {"Authorization": "Bearer mg_" + "a" * 300},
     "key-in-wrong-header": {"X-API-Key": "mg_" + "A" * 43},
 }
 
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+# The probes, and a member's sign-in: it is how a member gets a credential.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/v1/me/login", "/v1/me/login/verify"})
 
 
 def every_endpoint(app: Any) -> list[tuple[str, str]]:
-    """(method, path) of every route the app serves but the probes, path parameters filled in."""
+    """(method, path) of every route the app serves but the public ones, path parameters
+    filled in."""
     return [
         (
             method,
@@ -641,7 +645,7 @@ def every_endpoint(app: Any) -> list[tuple[str, str]]:
     ]
 
 
-def test_only_the_health_probes_are_public(app_client: TestClient) -> None:
+def test_only_the_health_probes_and_the_sign_in_are_public(app_client: TestClient) -> None:
     paths = {path for _method, path in app_routes(app_client.app)}  # type: ignore[arg-type]
     assert paths >= PUBLIC_PATHS  # the exemption names routes that exist
     walked = app_routes(app_client.app)  # type: ignore[arg-type]
@@ -652,6 +656,8 @@ def test_only_the_health_probes_are_public(app_client: TestClient) -> None:
         ("GET", "/v1/members/{member_id}"),
         ("DELETE", "/v1/clients/{client_id}"),
         ("GET", "/docs"),
+        ("GET", "/v1/me"),
+        ("POST", "/v1/me/logout"),
     } <= set(walked)
     assert len(walked) >= 15
 

@@ -16,8 +16,10 @@ wrong places. Afterwards no canary, raw or normalised, may be found in:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -27,7 +29,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from tests.api.conftest import auth
+from gate.context import Services
+from notify.outbox import read_outbox
+from tests.api.conftest import CODE_RE, auth
 from tests.conftest import Keys
 from vault.fields import gb11643_check_digit
 
@@ -118,6 +122,8 @@ class Exchange:
 class Driver:
     client: TestClient
     exchanges: list[Exchange]
+    # Sign-in codes, challenges and member tokens seen on the way: never in a log line.
+    secrets: list[str]
 
     def __call__(
         self,
@@ -147,8 +153,8 @@ def consent(purpose: str, **overrides: Any) -> dict[str, Any]:
     }
 
 
-def drive_every_endpoint(client: TestClient, keys: Keys) -> list[Exchange]:
-    d = Driver(client, [])
+def drive_every_endpoint(client: TestClient, keys: Keys, outbox: Path) -> Driver:
+    d = Driver(client, [], [])
     crm, sms, pos, analytics, app = keys.crm, keys.sms, keys.pos, keys.analytics, keys.app
     auditor, admin = keys.auditor, keys.admin
 
@@ -390,10 +396,54 @@ def drive_every_endpoint(client: TestClient, keys: Keys) -> list[Exchange]:
     d("audit-canary-member", "GET", "/v1/audit/entries", key=auditor, params={"member": PHONE})
     d("audit-canary-cursor", "GET", "/v1/audit/entries", key=auditor, params={"cursor": NAME_CJK})
 
+    # Members: each signs in by a canary contact (the code read from the outbox), then
+    # uses their own endpoints; /v1/me may show the member everything of their own.
+    def signed_in(label: str, contact: dict[str, str]) -> str:
+        started = d(f"login-{label}", "POST", "/v1/me/login", json=contact).json()
+        code = CODE_RE.findall(list(read_outbox(outbox))[-1]["body"])[0]
+        d.secrets.extend([started["challenge"], code])
+        body = {"challenge": started["challenge"], "code": f"{(int(code) + 1) % 10**6:06d}"}
+        d(f"verify-wrong-{label}", "POST", "/v1/me/login/verify", json=body)
+        body["code"] = code
+        token = d(f"verify-{label}", "POST", "/v1/me/login/verify", json=body).json()["token"]
+        d.secrets.append(token)
+        return token
+
+    token_a = signed_in("phone", {"phone": "139 1234 5670"})
+    token_b = signed_in("email", {"email": EMAIL_B.upper()})
+    d("login-unknown-phone", "POST", "/v1/me/login", json={"phone": "13912345679"})
+    d("me-a", "GET", "/v1/me", key=token_a, may_show=ALL_KINDS)
+    d("me-b", "GET", "/v1/me", key=token_b, may_show={"name", "phone", "email"})
+    d("me-consents", "GET", "/v1/me/consents", key=token_a)
+    own = {"purposes": ["marketing_sms"], "status": "withdrawn"}
+    d("me-withdraw", "POST", "/v1/me/consents", key=token_a, json=own)
+    bundle = {"purposes": ["partner_sharing", "marketing_sms"], "status": "granted"}
+    d("me-bundled", "POST", "/v1/me/consents", key=token_a, json=bundle)
+    d("me-access-log", "GET", "/v1/me/access-log", key=token_a)
+    d("me-as-client", "GET", f"/v1/members/{a}?purpose=membership", key=token_a)
+    for label, body in {
+        "email-as-phone": {"phone": EMAIL_RAW},
+        "phone-as-email": {"email": PHONE},
+        "name-as-phone": {"phone": NAME_CJK},
+        "id-as-phone": {"phone": ID_NUMBER},
+        "bad-email": {"email": EMAIL_RAW + "@"},
+        "both": {"phone": PHONE, "email": EMAIL_RAW},
+        "name-as-unknown-key": {"phone": PHONE, NAME_LATIN: EMAIL_RAW},
+    }.items():
+        d(f"login-{label}", "POST", "/v1/me/login", json=body)
+    for label, body in {
+        "phone-as-code": {"challenge": "A" * 43, "code": PHONE},
+        "phone-as-challenge": {"challenge": PHONE_E164, "code": "123456"},
+        "email-as-challenge": {"challenge": EMAIL_RAW, "code": "123456"},
+    }.items():
+        d(f"verify-{label}", "POST", "/v1/me/login/verify", json=body)
+    d("logout-a", "POST", "/v1/me/logout", key=token_a)
+    d("logged-out-a", "GET", "/v1/me", key=token_a)
+
     # Revocation, and the revoked key's next request.
     d("client-revoke", "DELETE", f"/v1/clients/{probe['id']}", key=admin)
     d("revoked-key", "GET", f"/v1/members/{a}?purpose=birthday_benefits", key=probe["key"])
-    return d.exchanges
+    return d
 
 
 @dataclass(frozen=True)
@@ -401,6 +451,7 @@ class Scenario:
     exchanges: list[Exchange]
     log: str
     audit_entries: list[bytes]
+    secrets: list[str]
 
 
 # Client-side loggers: the test client's own request log is not the server's.
@@ -419,14 +470,17 @@ def scenario(request: pytest.FixtureRequest, backend: str) -> Scenario:
         keys: Keys = request.getfixturevalue("keys")
         session: Session = request.getfixturevalue("session")
         read_log: Callable[[], str] = request.getfixturevalue("json_logs")
-        exchanges = drive_every_endpoint(app_client, keys)
+        services: Services = request.getfixturevalue("services")
+        driven = drive_every_endpoint(app_client, keys, services.settings.resolved_outbox_dir)
         log = read_log()
         try:
             rows = session.execute(text("SELECT entry FROM audit_entry ORDER BY seq")).scalars()
             entries = [bytes(row) for row in rows]
         finally:
             session.close()
-        _SCENARIOS[backend] = Scenario(exchanges=exchanges, log=log, audit_entries=entries)
+        _SCENARIOS[backend] = Scenario(
+            exchanges=driven.exchanges, log=log, audit_entries=entries, secrets=driven.secrets
+        )
     return _SCENARIOS[backend]
 
 
@@ -453,6 +507,33 @@ def test_canaries_never_reach_a_log_line(scenario: Scenario) -> None:
     assert any(r.get("status", 0) >= 400 for r in access)
     for record, line in lines:
         assert leaks(line) == [], record
+
+
+def test_sign_in_codes_challenges_and_member_tokens_never_reach_a_log_line(
+    scenario: Scenario,
+) -> None:
+    # Two members signed in (a code, a challenge and a token each): the checks ran.
+    assert len(scenario.secrets) == 6
+    signed_in = [x for x in scenario.exchanges if x.label.startswith("verify-")]
+    assert [x.response.status_code for x in signed_in[:4]] == [401, 200, 401, 200]
+    lines = server_log_lines(scenario.log)
+    assert any(r.get("route") == "/v1/me/login/verify" for r, _ in lines)
+    codes = [s for s in scenario.secrets if s.isdigit()]
+    assert len(codes) == 2
+    for record, line in lines:
+        for secret in set(scenario.secrets) - set(codes):
+            assert secret not in line, record
+        # A six-digit code is looked for as a number of its own, outside the line's
+        # time (whose microseconds are six digits) and request id (hex).
+        rest = json.dumps(
+            {k: v for k, v in record.items() if k not in ("timestamp", "request_id")},
+            ensure_ascii=False,
+        )
+        for code in codes:
+            assert not re.search(rf"(?<!\d){code}(?!\d)", rest), record
+    for entry in scenario.audit_entries:
+        for secret in scenario.secrets:
+            assert secret.encode() not in entry
 
 
 def test_canaries_never_reach_an_audit_entry(scenario: Scenario) -> None:

@@ -42,9 +42,12 @@ PRODUCT = (
     "gate",
     "policies",
     "principals",
+    "notify",
     "rights",
     "vault",
 )
+# A member's sign-in takes no credential (it is how a member gets one).
+SIGN_IN = frozenset({"/v1/me/login", "/v1/me/login/verify"})
 # Problem types that no single operation answers with: generic fallbacks of the
 # error hierarchy, and Starlette's answers for paths and methods that are not
 # operations. They are documented in the Problem schema's catalogue only.
@@ -103,7 +106,7 @@ def test_the_document_declares_http_bearer_security(doc: dict[str, Any]) -> None
     assert "security" not in doc  # per operation: the probes need none
 
 
-def test_every_operation_but_the_probes_needs_the_key_and_declares_401(
+def test_every_operation_but_the_probes_and_the_sign_in_needs_the_key_and_declares_401(
     doc: dict[str, Any],
 ) -> None:
     (scheme,) = doc["components"]["securitySchemes"]
@@ -112,6 +115,13 @@ def test_every_operation_but_the_probes_needs_the_key_and_declares_401(
         if path in PUBLIC_PATHS:
             assert "security" not in operation, path
             assert "401" not in operation["responses"], path
+            continue
+        if path in SIGN_IN:
+            # No credential: it is how a member gets one. Its own problems only.
+            assert "security" not in operation, path
+            assert "unauthenticated" not in declared(operation, 401), path
+            assert declared(operation, 403) == [], path
+            assert "rate-limited" in declared(operation, 429), path
             continue
         seen += 1
         assert operation["security"] == [{scheme: []}], (method, path)
@@ -140,7 +150,7 @@ def test_the_problem_schema_names_its_members_and_every_slug(doc: dict[str, Any]
 
 def test_body_operations_declare_the_body_problems(doc: dict[str, Any]) -> None:
     bodies = [(m, p, op) for m, p, op in operations(doc) if "requestBody" in op]
-    assert len(bodies) == 5
+    assert len(bodies) == 8
     for method, path, operation in bodies:
         assert declared(operation, 413) == ["payload-too-large"], (method, path)
         assert {"malformed-json", "json-too-deep", "validation-failed"} <= set(
@@ -317,9 +327,14 @@ def _assert_declared(
 
 
 def test_failing_requests_to_every_operation_answer_as_declared(
-    app_client: TestClient, doc: dict[str, Any], keys: Keys, member_id: str
+    app_client: TestClient, doc: dict[str, Any], keys: Keys, member_id: str, member_token: str
 ) -> None:
-    wrong_role = {"client": keys.admin, "auditor": keys.crm, "admin": keys.auditor}
+    wrong_role = {
+        "client": keys.admin,
+        "auditor": keys.crm,
+        "admin": keys.auditor,
+        "member": keys.crm,
+    }
     answered: set[str] = set()
     for method, path, operation in operations(doc):
         if path in PUBLIC_PATHS:
@@ -328,18 +343,25 @@ def test_failing_requests_to_every_operation_answer_as_declared(
         role = "admin" if "clients" in path else "auditor" if "audit" in path else "client"
         if path.endswith("access-log"):
             role = "auditor"
+        if path == "/v1/me" or path.startswith("/v1/me/"):
+            role = "member"
         body = (
             {"phone": MEMBER["phone"], "purpose": "membership"}
             if "requestBody" in operation
             else None
         )
-        for key in (None, wrong_role[role]):
+        for key in () if path in SIGN_IN else (None, wrong_role[role]):
             response = app_client.request(
                 method, url, params=params, json=body, headers=auth(key) if key else {}
             )
             answered.add(_assert_declared(doc, method, path, response)["type"])
         if "requestBody" in operation:
-            own = {"client": keys.crm, "auditor": keys.auditor, "admin": keys.admin}[role]
+            own = {
+                "client": keys.crm,
+                "auditor": keys.auditor,
+                "admin": keys.admin,
+                "member": None if path in SIGN_IN else member_token,
+            }[role]
             for content in (
                 b"{",
                 b"[" * 10_000 + b"]" * 10_000,
@@ -349,7 +371,7 @@ def test_failing_requests_to_every_operation_answer_as_declared(
                     method,
                     url,
                     content=content,
-                    headers={**auth(own), "Content-Type": "application/json"},
+                    headers={**(auth(own) if own else {}), "Content-Type": "application/json"},
                 )
                 answered.add(_assert_declared(doc, method, path, response)["type"])
     # (A 20,000-byte body of nesting is over this app's 16 KiB limit: 413, not json-too-deep.)
@@ -420,3 +442,45 @@ def test_refusals_and_missing_things_answer_as_declared(
     for body in ({"name": "crm", "role": "client"}, {"name": "x", "role": "nobody"}):
         response = app_client.post("/v1/clients", json=body, headers=auth(keys.admin))
         _assert_declared(doc, "POST", "/v1/clients", response)
+
+
+def test_the_members_refusals_answer_as_declared(
+    app_client: TestClient, doc: dict[str, Any], member_id: str, member_token: str
+) -> None:
+    answered: set[str] = set()
+
+    def check(method: str, path: str, response: httpx.Response) -> None:
+        assert response.status_code >= 400, (path, response.text)
+        answered.add(_assert_declared(doc, method, path, response)["type"])
+
+    for body in ({"phone": "12345"}, {"phone": MEMBER["phone"], "email": "a@example.com"}):
+        check("POST", "/v1/me/login", app_client.post("/v1/me/login", json=body))
+    for _ in range(6):  # five codes an hour for one contact
+        response = app_client.post("/v1/me/login", json={"phone": MEMBER["phone"]})
+    check("POST", "/v1/me/login", response)
+    challenge = app_client.post("/v1/me/login", json={"email": "nobody@example.com"}).json()
+    for body in (
+        {"challenge": challenge["challenge"], "code": "12345"},
+        {"challenge": challenge["challenge"], "code": "123456"},
+        {"challenge": "A" * 43, "code": "123456"},
+    ):
+        verify = app_client.post("/v1/me/login/verify", json=body)
+        check("POST", "/v1/me/login/verify", verify)
+    for body in (
+        {"purposes": ["partner_sharing", "marketing_sms"], "status": "granted"},
+        {"purposes": ["fax"], "status": "granted"},
+        {"purposes": ["membership"], "status": "granted"},
+    ):
+        consent = app_client.post("/v1/me/consents", json=body, headers=auth(member_token))
+        check("POST", "/v1/me/consents", consent)
+    log = app_client.get("/v1/me/access-log?cursor=nope", headers=auth(member_token))
+    check("GET", "/v1/me/access-log", log)
+    assert answered == {
+        "validation-failed",
+        "rate-limited",
+        "invalid-code",
+        "challenge-closed",
+        "separate-consent-alone",
+        "unknown-purpose",
+        "invalid-cursor",
+    }

@@ -41,7 +41,7 @@ from gate.clients import register_client
 from gate.context import Services
 from gate.operator import cut_checkpoint
 from principals import OPERATOR_ACTOR
-from tests.api.conftest import MEMBER, app_routes, auth
+from tests.api.conftest import MEMBER, app_routes, auth, code_in, outbox_messages, sign_in
 from tests.conftest import FreshDatabase, ServicesFor
 
 API = Path(__file__).resolve().parents[2] / "api"
@@ -315,6 +315,15 @@ def every_endpoint(live: Live) -> list[Call]:
     unknown = new_id()
     crm, auditor, admin = live.crm, live.auditor, live.admin
     m, c, a = "/v1/members", "/v1/clients", "/v1/audit"
+    # A member signed in, and a challenge of theirs still open.
+    me, verify = "/v1/me", "/v1/me/login/verify"
+    outbox = live.services.settings.resolved_outbox_dir
+    token = sign_in(live.client, outbox, phone=MEMBER["phone"])
+    pending = live.client.post(me + "/login", json={"phone": MEMBER["phone"]}).json()["challenge"]
+    code = code_in(outbox_messages(outbox)[-1])
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    own_consent = {"purposes": ["marketing_email"], "status": "granted"}
+    bundled = {"purposes": ["partner_sharing", "marketing_email"], "status": "granted"}
     return [
         Call("GET", "/healthz", "/healthz", None, 200),
         Call("GET", "/readyz", "/readyz", None, 200),
@@ -371,6 +380,19 @@ def every_endpoint(live: Live) -> list[Call]:
         Call("DELETE", c + "/{client_id}", f"{c}/{revoked}", admin, 409),
         Call("DELETE", c + "/{client_id}", f"{c}/{unknown}", admin, 404),
         Call("POST", m, m, admin, 403, json=MEMBER),  # refused by the role dependency
+        # A member: signing in (no credential), then with the member's token.
+        Call("POST", me + "/login", me + "/login", None, 202, json={"phone": MEMBER["phone"]}),
+        Call("POST", verify, verify, None, 401, json={"challenge": pending, "code": wrong}),
+        Call("POST", verify, verify, None, 200, json={"challenge": pending, "code": code}),
+        Call("GET", me, me, token, 200),
+        Call("GET", me, me, crm, 403),
+        Call("GET", me + "/consents", me + "/consents", token, 200),
+        Call("POST", me + "/consents", me + "/consents", token, 201, json=own_consent),
+        Call("POST", me + "/consents", me + "/consents", token, 422, json=bundled),
+        Call("GET", me + "/access-log", me + "/access-log", token, 200),
+        Call("GET", m + "/{member_id}", f"{m}/{member}?purpose=membership", token, 403),
+        Call("POST", me + "/logout", me + "/logout", token, 204),
+        Call("POST", me + "/logout", me + "/logout", token, 401),
     ]
 
 

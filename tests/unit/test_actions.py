@@ -24,6 +24,7 @@ PRODUCT = (
     "core",
     "gate",
     "policies",
+    "notify",
     "principals",
     "rights",
     "vault",

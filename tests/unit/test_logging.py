@@ -18,6 +18,7 @@ from core.logging import REDACTED, RedactPersonalData, configure_logging, scrub
         "zhang.san@example.com",
         "11010519491231002X",
         "mg_" + "a" * 43,
+        "mgm_" + "a" * 43,
     ],
 )
 def test_scrub_removes_values_shaped_like_personal_data(value: str) -> None:
