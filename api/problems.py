@@ -100,6 +100,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "keyring-behind": ProblemType(
         409, "a running server wraps under an older KEK (`keys rewrap`, CLI only)"
     ),
+    "kek-in-use": ProblemType(
+        409, "a KEK version still wraps data keys, is active or in use (`keys retire`, CLI only)"
+    ),
     "extension-not-allowed": ProblemType(
         409, "the policy allows no extension of a rights request's deadline"
     ),

@@ -53,6 +53,7 @@ class Action(StrEnum):
     CLIENT_KEY = "client.key"
     CLIENT_REVOKE = "client.revoke"
     KEYS_REWRAP = "keys.rewrap"
+    KEYS_RETIRE = "keys.retire"
     AUDIT_CHECKPOINT = "audit.checkpoint"
     NOTICE_SENT = "notice.sent"
     MEMBER_CORRECT = "member.correct"
@@ -88,6 +89,7 @@ _RELEASES: dict[Action, Release] = {
     Action.CLIENT_KEY: Release.NONE,
     Action.CLIENT_REVOKE: Release.NONE,
     Action.KEYS_REWRAP: Release.NONE,
+    Action.KEYS_RETIRE: Release.NONE,
     Action.AUDIT_CHECKPOINT: Release.NONE,
     # The recipient is the member (or the DPO); what the message said is not
     # recorded, only which template went by which channel.
@@ -549,6 +551,22 @@ def data_keys_rewrapped(
             "members_after": members_after,
             "members_through": members_through,
         },
+    )
+
+
+def kek_retired(
+    who: Principal, *, policy: str, version: int, provider: str, remaining: Sequence[int]
+) -> Record:
+    """KEK ``version`` is retired: no data key was wrapped under it and no running
+    server wrapped under it. ``provider`` "local": the key file is rewritten
+    without it; "env": a keyring without it was issued for the operator to deploy.
+    """
+    return _by(
+        who,
+        Action.KEYS_RETIRE,
+        policy=policy,
+        reason="operator",
+        detail={"version": version, "provider": provider, "remaining": sorted(remaining)},
     )
 
 

@@ -378,12 +378,64 @@ def clients_revoke(client: str) -> None:
     click.echo(f"revoked {client} (audit entry {seq})")
 
 
+# -- outbox -------------------------------------------------------------------
+
+
+@main.group()
+def outbox() -> None:
+    """Messages the outbox transport kept instead of sending (MEMBERGUARD_*_TRANSPORT=outbox)."""
+
+
+@outbox.command("list")
+@click.option("--template", help="Only messages from this template (e.g. login_code).")
+@click.option("--last", type=click.IntRange(min=1), help="Only the newest N messages.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the whole messages, recipient and body included, as a JSON array.",
+)
+def outbox_list(template: str | None, last: int | None, as_json: bool) -> None:
+    """List the outbox's messages, oldest first; recipients masked unless --json."""
+    from notify.outbox import read_outbox
+    from vault.masking import mask_email, mask_phone
+
+    settings = _settings()
+    directory = settings.resolved_outbox_dir
+    try:
+        messages = list(read_outbox(directory))
+    except (OSError, ValueError) as exc:
+        # Only the class: a decoding error's text can quote the file's bytes (a recipient).
+        _fail(f"cannot read the outbox {directory} ({type(exc).__name__})", SETUP_FAILED)
+    total = len(messages)
+    if template is not None:
+        messages = [m for m in messages if m["template"] == template]
+    if last is not None:
+        messages = messages[-last:]
+    if as_json:
+        # The operator's own disk, files 0600: the demo and tests read codes here.
+        click.echo(json.dumps(messages, indent=2, ensure_ascii=False))
+        return
+    if total == 0:
+        click.echo(f"outbox is empty ({directory})")
+        return
+    if not messages:
+        click.echo(f"no message with template {template} among the {total} in {directory}")
+        return
+    for message in messages:
+        mask = mask_phone if message["channel"] == "sms" else mask_email
+        click.echo(
+            f"{message['created_at']}  {message['channel']:<5}  {message['template']:<18} "
+            f"{message['id']}  {mask(message['to'])}"
+        )
+
+
 # -- keys ---------------------------------------------------------------------
 
 
 @main.group()
 def keys() -> None:
-    """Key-encryption keys: generate, rotate, re-wrap."""
+    """Key-encryption keys: generate, rotate, re-wrap, retire."""
 
 
 @keys.command("generate")
@@ -462,6 +514,42 @@ def _rewrap(settings: Settings) -> None:
 
         result = rewrap_data_keys(services, progress=advance)
     click.echo(f"re-wrapped {result.rewrapped} data keys; by KEK version now: {result.by_version}")
+
+
+@keys.command("retire")
+@click.argument("version", type=click.IntRange(min=1))
+def keys_retire(version: int) -> None:
+    """Destroy KEK VERSION once no data key and no running server needs it.
+
+    Refused, with nothing changed, while VERSION is the active one, while any
+    data key is still wrapped under it (run `memberguard keys rewrap`), or while
+    a running server still wraps under it. Recorded in the audit log. With the
+    env provider this prints the keyring without VERSION to deploy instead.
+    """
+    from gate.operator import retire_kek
+    from vault.keys import EnvKeyring
+
+    settings = _settings()
+    retired = retire_kek(_services(settings), version)
+    left = ", ".join(str(v) for v in sorted(retired.keyring.keks))
+    if settings.key_provider == "env":
+        click.echo(EnvKeyring.encode(retired.keyring))
+        click.echo(
+            f"KEK version {version} is wrapping no data key (audit entry {retired.seq}). "
+            f"Deploy this keyring (versions {left}) as ${settings.keyring_env} on every server "
+            "and restart them, then delete every copy of the old value, earlier versions in "
+            f"your secret store included: until then KEK version {version} still exists.",
+            err=True,
+        )
+        return
+    click.echo(
+        f"KEK version {version} destroyed: removed from {settings.resolved_key_path} "
+        f"(audit entry {retired.seq}); versions left: {left}."
+    )
+    click.echo(
+        f"Running servers drop it within {settings.keyring_heartbeat_seconds} s. Copies of "
+        "the key file made before now (backups, other hosts) still hold it: destroy them too."
+    )
 
 
 # -- rights requests and holds (the operator acting as the DPO) ---------------

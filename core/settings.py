@@ -12,7 +12,14 @@ from typing import Literal
 import limits
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import SetupError
@@ -137,12 +144,34 @@ class Settings(BaseSettings):
         "programme.controller_contact.",
     )
 
-    # Messages to members and staff (notify/).
-    notifier: Literal["outbox"] = Field(
+    # Messages to members and staff (notify/): a transport per channel.
+    email_transport: Literal["outbox", "smtp"] = Field(
         default="outbox",
-        description="How messages are sent. outbox: one private JSON file per message.",
+        description="How e-mail is sent. outbox: one private JSON file per message; "
+        "smtp: to MEMBERGUARD_SMTP_URL, from MEMBERGUARD_SMTP_FROM.",
+    )
+    sms_transport: Literal["outbox", "http"] = Field(
+        default="outbox",
+        description="How SMS are sent. outbox, or http: to MEMBERGUARD_SMS_GATEWAY_URL.",
     )
     outbox_dir: Path | None = Field(default=None, description="Default: <home>/outbox")
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description="smtp://user:password@host:587 (STARTTLS), smtps://user:password@host:465 "
+        "(TLS), or smtp://localhost:25?starttls=false (a relay on this host only).",
+    )
+    smtp_from: str | None = Field(
+        default=None, description="The sender: noreply@example.com or 'Name <noreply@…>'."
+    )
+    sms_gateway_url: SecretStr | None = Field(
+        default=None, description="https:// (http:// only to this host); POSTed JSON per SMS."
+    )
+    sms_gateway_token: SecretStr | None = Field(
+        default=None, description="Sent as Authorization: Bearer <token>, when set."
+    )
+    notifier_timeout_seconds: float = Field(
+        default=10, gt=0, le=120, description="For each connect, read and write of a transport."
+    )
 
     @model_validator(mode="after")
     def _heartbeat_within_live_window(self) -> Settings:
@@ -154,6 +183,46 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}KEYRING_HEARTBEAT_SECONDS"
             )
         return self
+
+    @model_validator(mode="after")
+    def _transports_configured(self) -> Settings:
+        # Refused at start, not at the first message: a sign-in code that
+        # cannot be sent is a member who cannot sign in.
+        needs = {
+            ("email", "smtp"): ("smtp_url", "smtp_from"),
+            ("sms", "http"): ("sms_gateway_url",),
+        }
+        problems = []
+        for channel, transport in (("email", self.email_transport), ("sms", self.sms_transport)):
+            missing = [n for n in needs.get((channel, transport), ()) if getattr(self, n) is None]
+            if missing:
+                names = " and ".join(f"{ENV_PREFIX}{name.upper()}" for name in missing)
+                problems.append(
+                    f"{ENV_PREFIX}{channel.upper()}_TRANSPORT={transport} needs {names}"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @field_validator("smtp_url", "sms_gateway_url")
+    @classmethod
+    def _transport_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # The rules live with the transports; their messages never hold the
+        # URL (it may carry a password or the gateway's key).
+        from notify.http import check_gateway_url
+        from notify.smtp import parse_smtp_url
+
+        if value is not None:
+            check = parse_smtp_url if info.field_name == "smtp_url" else check_gateway_url
+            check(value.get_secret_value())
+        return value
+
+    @field_validator("smtp_from")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        from notify.smtp import check_sender
+
+        return check_sender(value) if value is not None else None
 
     @field_validator("rate_limit_storage")
     @classmethod

@@ -1,4 +1,5 @@
-"""Operator use cases run from the CLI: re-wrapping data keys, cutting a checkpoint."""
+"""Operator use cases run from the CLI: re-wrapping data keys, retiring a KEK, cutting a
+checkpoint."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from dataclasses import dataclass
 
 from audit import actions
 from audit.notary import latest_checkpoint
+from core.errors import Conflict, NotFound, SetupError
 from gate.context import Services
 from gate.keyholders import ensure_no_holder_behind
 from principals.actor import OPERATOR_ACTOR
+from vault.holders import holders_wrapping_under
+from vault.keys import Keyring, LocalKeyFile
 from vault.members import count_by_kek_version, rewrap_batch
 
 REWRAP_BATCH = 1000
@@ -70,6 +74,99 @@ def rewrap_data_keys(
             progress(REWRAP_BATCH)
         after = last
     return Rewrapped(rewrapped=changed, by_version=data_keys_by_version(services))
+
+
+class KekInUse(Conflict):
+    slug = "kek-in-use"
+    title = "The KEK version is still needed"
+
+
+@dataclass(frozen=True, slots=True)
+class Retired:
+    version: int
+    # The keyring without the version: what the key file now holds (local), or
+    # what the operator deploys in place of the old one (env).
+    keyring: Keyring
+    seq: int
+
+
+def retire_kek(services: Services, version: int) -> Retired:
+    """Destroy KEK ``version``, once nothing needs it.
+
+    Refused (``KekInUse``, nothing changed) while it is the active version,
+    while any data key is wrapped under it, or while a server seen within
+    ``keyring_live_seconds`` wraps new data keys under it. The checks run under
+    the log-head lock, so no member is created under it meanwhile by a
+    recorded server.
+
+    The entry commits first; then, with the ``local`` provider, the key file is
+    rewritten without the version (atomically, as ``keys rotate`` writes it):
+    if that fails, the log says retired while the file still holds the KEK, and
+    running the command again finishes (recording it again). With ``env`` the
+    keyring is the process's environment: the one without the version is
+    returned for the operator to deploy; destroying the old value is theirs.
+    """
+    settings = services.settings
+    key_file = (
+        LocalKeyFile(settings.resolved_key_path) if settings.key_provider == "local" else None
+    )
+    with services.uow(OPERATOR_ACTOR) as uow:
+        # The key file as it is now, not as this process loaded it.
+        keyring = key_file.load() if key_file is not None else services.keyring
+        held = ", ".join(str(v) for v in sorted(keyring.keks))
+        if version not in keyring.keks:
+            raise NotFound(f"KEK version {version} is not in the keyring (versions: {held})")
+        if version == keyring.active_version:
+            raise KekInUse(
+                f"not retiring KEK version {version}: it is the active version, which wraps "
+                "every new data key; run `memberguard keys rotate` and `memberguard keys "
+                "rewrap` first"
+            )
+        wrapped = count_by_kek_version(uow.session).get(version, 0)
+        if wrapped:
+            raise KekInUse(
+                f"not retiring KEK version {version}: {wrapped} data key(s) are still wrapped "
+                "under it; run `memberguard keys rewrap` first"
+            )
+        running = holders_wrapping_under(
+            uow.session,
+            kek_version=version,
+            now=uow.now,
+            live_seconds=settings.keyring_live_seconds,
+        )
+        if running:
+            named = ", ".join(f"{row.host} pid {row.pid}" for row in running[:3])
+            more = f" and {len(running) - 3} more" if len(running) > 3 else ""
+            raise KekInUse(
+                f"not retiring KEK version {version}: {len(running)} running server(s) still "
+                f"wrap new data keys under it: {named}{more}. A server reloads a rotated key "
+                f"file within {settings.keyring_heartbeat_seconds} s; restart one that cannot"
+            )
+        retired = keyring.without_kek(version)
+        seq = uow.record(
+            actions.kek_retired(
+                OPERATOR_ACTOR,
+                policy=services.policy.version,
+                version=version,
+                provider=settings.key_provider,
+                remaining=sorted(retired.keks),
+            )
+        )
+        uow.commit()
+    if key_file is not None:
+        try:
+            # Loaded again: the file may have been rotated since the check.
+            current = key_file.load()
+            if version in current.keks:
+                retired = current.without_kek(version)
+                key_file.save(retired)
+        except OSError as exc:
+            raise SetupError(
+                f"{key_file.path}: KEK version {version} is recorded as retired (audit entry "
+                f"{seq}) but the key file could not be rewritten ({exc.strerror or exc}); fix "
+                f"that and run `memberguard keys retire {version}` again"
+            ) from None
+    return Retired(version=version, keyring=retired, seq=seq)
 
 
 def cut_checkpoint(services: Services) -> str | None:

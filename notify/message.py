@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from core.ids import new_id
-from notify.templates import render
+from notify.templates import DEFAULT_LOCALE, LOCALES, render
 
 Channel = Literal["sms", "email"]
 
@@ -28,7 +28,12 @@ class Message:
 def compose(
     template: str, *, channel: Channel, to: str, locale: str, context: dict[str, object]
 ) -> Message:
-    """Render ``template`` in ``locale`` for ``channel`` (``notify.templates``)."""
+    """Render ``template`` in ``locale`` for ``channel`` (``notify.templates``).
+
+    The message records the locale it was rendered in: zh-CN for a locale
+    without templates.
+    """
+    locale = locale if locale in LOCALES else DEFAULT_LOCALE
     subject, body = render(template, channel=channel, locale=locale, context=context)
     return Message(
         channel=channel, to=to, template=template, locale=locale, subject=subject, body=body

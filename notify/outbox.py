@@ -14,10 +14,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from notify.message import Message
+
+log = structlog.get_logger("memberguard.notify")
 
 
 class OutboxNotifier:
+    transport = "outbox"
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
@@ -43,6 +49,13 @@ class OutboxNotifier:
             os.fsync(out.fileno())
         # Renamed into place: a reader never sees half a message.
         os.replace(temporary, self.directory / name)
+        log.info(
+            "message sent",
+            transport=self.transport,
+            channel=message.channel,
+            template=message.template,
+            message_id=message.id,
+        )
 
 
 def read_outbox(directory: Path) -> Iterator[dict[str, Any]]:

@@ -16,6 +16,27 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 LOCALES = ("zh-CN", "en")
 DEFAULT_LOCALE = "zh-CN"
+CHANNELS = ("sms", "email")
+
+# Every template, in every locale and channel, and the context it renders.
+# Only ids, dates, counts, the programme's name and type names: a template
+# never needs a member's name, address or other personal data, so a caller
+# never has a reason to pass them (tests/unit/test_templates.py holds every
+# template to its list). Files whose names start with "_" are shared parts.
+TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
+    "login_code": frozenset({"programme", "code", "minutes"}),
+    # request_type: access, correction or deletion; due_date: the request's
+    # last day, as the member should read it (the policy's time zone).
+    "request_received": frozenset({"programme", "request_id", "request_type", "due_date"}),
+    # copy_until: the last day the access copy can be downloaded (access only).
+    "request_completed": frozenset({"programme", "request_id", "request_type", "copy_until"}),
+    # reason: the DPO's reason, written for the member.
+    "request_rejected": frozenset({"programme", "request_id", "request_type", "reason"}),
+    # A deletion waiting for a legal hold; its deadline keeps running.
+    "request_on_hold": frozenset({"programme", "request_id", "due_date"}),
+    # To the DPO: lists of request ids, and the "due soon" window.
+    "dpo_requests_due": frozenset({"programme", "due_soon", "overdue", "working_days"}),
+}
 
 
 @cache
@@ -25,6 +46,9 @@ def _environment() -> Environment:
         undefined=StrictUndefined,
         autoescape=False,  # noqa: S701 - plain-text SMS and e-mail, never rendered as HTML
         keep_trailing_newline=False,
+        # A line that holds only a block tag ({% if %}, {% for %}) leaves no line behind.
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
 
 

@@ -71,3 +71,20 @@ def holders_behind(
             .order_by(VaultKeyringHolder.seen_at.desc(), VaultKeyringHolder.id)
         )
     )
+
+
+def holders_wrapping_under(
+    session: Session, *, kek_version: int, now: datetime, live_seconds: int
+) -> list[VaultKeyringHolder]:
+    """Processes seen within ``live_seconds`` of ``now`` that wrap new data keys under
+    ``kek_version`` (one seen after ``now`` counts as running, as above)."""
+    return list(
+        session.scalars(
+            select(VaultKeyringHolder)
+            .where(
+                VaultKeyringHolder.kek_version == kek_version,
+                VaultKeyringHolder.seen_at >= now - timedelta(seconds=live_seconds),
+            )
+            .order_by(VaultKeyringHolder.seen_at.desc(), VaultKeyringHolder.id)
+        )
+    )

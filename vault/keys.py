@@ -16,7 +16,7 @@ A long-running process holds its keyring in a ``KeyringSource``, which loads
 it again from the provider when the process meets a data key wrapped under a
 KEK version it does not hold (another process re-wrapped it under a newer
 keyring) and when the provider says it changed (``refresh``: the key file
-rewritten by ``memberguard keys rotate``).
+rewritten by ``memberguard keys rotate`` or ``keys retire``).
 """
 
 from __future__ import annotations
@@ -110,13 +110,24 @@ class Keyring:
             cipher = self._kek_ciphers[version] = AESGCM(self.kek(version))
         return cipher
 
-    def extends(self, other: Keyring) -> bool:
-        """Is this ``other`` grown by rotation: every KEK version of it, unchanged, and
-        the same index and pseudonym keys (blind indexes and pseudonyms stay valid)?"""
+    def succeeds(self, other: Keyring) -> bool:
+        """Is this ``other`` after rotations and retirements (``keys rotate``, ``keys
+        retire``)? The same index and pseudonym keys (blind indexes and pseudonyms
+        stay valid), every KEK version both hold unchanged, and any version only
+        this one holds newer than ``other``'s active one (a retired version never
+        comes back). Versions ``other`` holds and this does not were retired: a
+        process that takes this keyring forgets them.
+        """
         return (
             self.index_key == other.index_key
             and self.pseudonym_key == other.pseudonym_key
-            and all(self.keks.get(version) == key for version, key in other.keks.items())
+            and self.active_version >= other.active_version
+            and all(
+                other.keks[version] == key
+                if version in other.keks
+                else version > other.active_version
+                for version, key in self.keks.items()
+            )
         )
 
     def index_key_for(self, field_name: str) -> bytes:
@@ -145,6 +156,16 @@ class Keyring:
     def with_new_kek(self) -> Keyring:
         keks = dict(self.keks)
         keks[self.active_version + 1] = secrets.token_bytes(KEY_BYTES)
+        return Keyring(keks=keks, index_key=self.index_key, pseudonym_key=self.pseudonym_key)
+
+    def without_kek(self, version: int) -> Keyring:
+        """This keyring with KEK ``version`` destroyed; never the active one, which
+        wraps every new data key."""
+        if version not in self.keks:
+            raise KeyringError(f"KEK version {version} is not in the keyring")
+        if version == self.active_version:
+            raise KeyringError(f"KEK version {version} is the active one")
+        keks = {v: key for v, key in self.keks.items() if v != version}
         return Keyring(keks=keks, index_key=self.index_key, pseudonym_key=self.pseudonym_key)
 
     def to_document(self) -> bytes:
@@ -197,9 +218,12 @@ class KeyringSource:
       the key file; a provider without one, like ``env``, never changes under
       a running process).
 
-    A loaded keyring is taken only if it extends the one held (``Keyring.extends``):
-    a key file replaced by another keyring, or with a KEK version removed, is
-    refused and logged, and the process keeps what it has.
+    A loaded keyring is taken only if it succeeds the one held
+    (``Keyring.succeeds``): a key file replaced by another keyring, with a KEK
+    version's key changed or with an older newest version, is refused and
+    logged, and the process keeps what it has. One without a version the held
+    keyring has (``keys retire`` destroyed it) is taken, and the process
+    forgets that KEK.
     """
 
     def __init__(
@@ -250,7 +274,7 @@ class KeyringSource:
             return taken
 
     def _reload(self, **why: object) -> bool:
-        """Load and take a keyring that extends the current one. Holds the lock."""
+        """Load and take a keyring that succeeds the current one. Holds the lock."""
         try:
             loaded = self._load()
         except KeyringError as exc:
@@ -260,8 +284,8 @@ class KeyringSource:
             log.error("keyring.reload_failed", error=type(exc).__name__, **why)
             return False
         current = self._current
-        if not loaded.extends(current):
-            log.error("keyring.reload_refused", reason="not-an-extension", **why)
+        if not loaded.succeeds(current):
+            log.error("keyring.reload_refused", reason="not-a-successor", **why)
             return False
         if loaded.keks.keys() == current.keks.keys():
             return False

@@ -42,6 +42,7 @@ PRODUCT = (
     "gate",
     "policies",
     "principals",
+    "notify",
     "rights",
     "vault",
 )
@@ -59,8 +60,10 @@ CATALOGUE_ONLY = frozenset(
         "method-not-allowed",
         "not-acceptable",
         "unsupported-media-type",
-        # Raised by `memberguard keys rewrap` only; no operation can answer with it.
+        # Raised by `memberguard keys rewrap` and `keys retire` only; no operation
+        # can answer with them.
         "keyring-behind",
+        "kek-in-use",
         "gone",
     }
 )

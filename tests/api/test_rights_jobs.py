@@ -10,11 +10,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-import gate.rights_jobs
 from gate.context import Services
 from gate.rights_jobs import flag_due_requests
 from notify import Message, NotifierError
-from notify.templates import TEMPLATE_DIR
 from tests.api.conftest import MEMBER, auth
 from tests.api.rights_helpers import entries, relay
 from tests.conftest import NOW, Keys, ServicesFor
@@ -31,21 +29,6 @@ class Capture:
         if self.refuse:
             raise NotifierError("transport down (test)")
         self.sent.append(message)
-
-
-@pytest.fixture(autouse=True)
-def template(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The dpo_requests_due template comes with the notify branch; until it is merged
-    here, messages are composed without rendering (the flagging is what is tested)."""
-    if (TEMPLATE_DIR / "en" / "dpo_requests_due.email.txt").exists():
-        return
-
-    def compose(template: str, *, channel: Any, to: str, locale: str, context: dict) -> Message:
-        return Message(
-            channel=channel, to=to, template=template, locale=locale, subject="", body=repr(context)
-        )
-
-    monkeypatch.setattr(gate.rights_jobs, "compose", compose)
 
 
 @pytest.fixture
@@ -97,6 +80,9 @@ def test_due_and_overdue_requests_are_flagged_once_in_one_notice_to_the_dpo(
         "email",
     )
     assert message.id == flagged.message_id
+    # The digest names requests by id only (notify's dpo_requests_due template).
+    assert requests["due_monday"] in message.body and requests["overdue"] in message.body
+    assert requests["far"] not in message.body
     (entry,) = entries(app_client, keys.auditor, action="rights.flagged")
     assert entry["detail"] == {
         "due_soon": [requests["due_monday"]],

@@ -1,4 +1,5 @@
-"""KEK rotation while servers run: `keys rotate`, then `keys rewrap`, without a restart.
+"""KEK rotation while servers run: `keys rotate`, then `keys rewrap`, without a restart;
+then `keys retire`, once nothing needs the old KEK.
 
 A server holds the keyring it loaded. Before, a re-wrap under a KEK it did not
 hold made every read of a re-wrapped member fail (503), and the members it
@@ -9,7 +10,9 @@ again when it meets an unknown KEK version or its key file changed, and
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,13 +24,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.app import create_app
+from audit.models import AuditEntry
 from cli.main import main, run_init
 from core.clock import Clock
 from core.settings import Settings
 from gate.clients import register_client
 from gate.context import Services, build_services
 from gate.keyholders import KeyringBehind, KeyringHeartbeat
-from gate.operator import data_keys_by_version, rewrap_data_keys
+from gate.operator import KekInUse, data_keys_by_version, retire_kek, rewrap_data_keys
 from gate.reads import Decided, ReadRequest, decide_reads
 from gate.writes import create_member_record
 from principals import OPERATOR_ACTOR
@@ -243,3 +247,118 @@ def test_a_running_app_records_the_kek_it_wraps_under_until_it_stops(services: S
         assert client.get("/healthz").status_code == 200
         assert holders(services) == [(os.getpid(), services.keyring.active_version)]
     assert holders(services) == []
+
+
+# -- (iii) retiring a KEK: destroyed once nothing needs it ---------------------------
+
+
+def retire_entries(services: Services) -> list[dict[str, object]]:
+    with services.reading() as session:
+        rows = session.scalars(
+            select(AuditEntry.entry).where(AuditEntry.action == "keys.retire")
+        ).all()
+    return [json.loads(bytes(row)) for row in rows]
+
+
+def key_file_versions(deployment: Deployment) -> list[int]:
+    document = json.loads(deployment.settings.resolved_key_path.read_bytes())
+    return sorted(int(version) for version in document["keks"])
+
+
+def test_retire_refuses_while_a_data_key_is_wrapped_under_the_version(
+    deployment: Deployment,
+) -> None:
+    server = deployment.services()
+    create(server, crm_key(server))
+    assert deployment.cli("keys", "rotate").exit_code == 0
+    before = deployment.settings.resolved_key_path.read_bytes()
+    result = deployment.cli("keys", "retire", "1")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        "memberguard: error: not retiring KEK version 1: 1 data key(s) are still wrapped "
+        "under it; run `memberguard keys rewrap` first"
+    )
+    assert deployment.settings.resolved_key_path.read_bytes() == before  # nothing changed
+    assert retire_entries(server) == []
+
+
+def test_after_rotate_and_rewrap_retire_destroys_the_version_and_every_member_reads(
+    deployment: Deployment,
+) -> None:
+    server = deployment.services()  # a running server, built on KEK 1
+    key = crm_key(server)
+    members = [create(server, key) for _ in range(3)]
+    assert deployment.cli("keys", "rotate").exit_code == 0
+    assert deployment.cli("keys", "rewrap").exit_code == 0
+    result = deployment.cli("keys", "retire", "1")
+    assert result.exit_code == 0, result.output
+    assert "KEK version 1 destroyed" in result.stdout and "versions left: 2." in result.stdout
+    assert key_file_versions(deployment) == [2]
+    assert stat.S_IMODE(deployment.settings.resolved_key_path.stat().st_mode) == 0o600
+    # The running server drops the retired KEK at its next look at the key file ...
+    assert server.keys.refresh() is True
+    assert sorted(server.keyring.keks) == [2]
+    # ... and every member still reads, there and in a process started now.
+    fresh = deployment.services()
+    for member in members:
+        assert read(server, key, member)["name"] == "张*"
+        assert read(fresh, key, member)["name"] == "张*"
+    (entry,) = retire_entries(fresh)
+    assert entry["detail"] == {"version": 1, "provider": "local", "remaining": [2]}
+    assert (entry["actor"], entry["decision"]) == (OPERATOR_ACTOR.id, "permit")
+    assert f"(audit entry {entry['seq']})" in result.stdout
+    verified = deployment.cli("audit", "verify")
+    assert verified.exit_code == 0 and verified.stdout.startswith("OK:"), verified.output
+    # Retired means gone: a second retirement finds nothing to destroy.
+    again = deployment.cli("keys", "retire", "1")
+    assert again.exit_code == 1
+    assert "KEK version 1 is not in the keyring (versions: 2)" in again.stderr
+
+
+def test_retiring_the_active_version_is_refused(deployment: Deployment) -> None:
+    result = deployment.cli("keys", "retire", "1")
+    assert result.exit_code == 1
+    assert "not retiring KEK version 1: it is the active version" in result.stderr
+    assert "Traceback" not in result.output
+    assert key_file_versions(deployment) == [1]
+    assert retire_entries(deployment.services()) == []
+
+
+def test_retire_waits_until_no_running_server_wraps_under_the_version(
+    deployment: Deployment,
+) -> None:
+    server = deployment.services()
+    heartbeat = KeyringHeartbeat(server)
+    heartbeat.start()  # wraps under KEK 1; the next beat is a day away
+    try:
+        assert deployment.cli("keys", "rotate").exit_code == 0
+        operator = deployment.services()
+        with pytest.raises(KekInUse) as refused:
+            retire_kek(operator, 1)
+        pid = heartbeat.process.pid  # type: ignore[union-attr]
+        assert "1 running server(s) still wrap new data keys under it: " in refused.value.detail
+        assert f"pid {pid}" in refused.value.detail
+        assert key_file_versions(deployment) == [1, 2]
+        heartbeat.beat()  # the server loads KEK 2 and wraps under it from now on
+        assert retire_kek(operator, 1).keyring.keks.keys() == {2}
+        heartbeat.beat()  # and forgets KEK 1 at its next beat
+        assert sorted(server.keyring.keks) == [2]
+    finally:
+        heartbeat.stop()
+
+
+def test_retire_with_the_env_provider_prints_the_keyring_to_deploy(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rotated = Keyring.generate().with_new_kek()
+    monkeypatch.setenv("MEMBERGUARD_KEYRING", EnvKeyring.encode(rotated))
+    signer = deployment.settings.resolved_signer_path.read_text(encoding="ascii").strip()
+    monkeypatch.setenv("MEMBERGUARD_AUDIT_SIGNER", signer)
+    env = {**deployment.env, "MEMBERGUARD_KEY_PROVIDER": "env"}
+    result = CliRunner().invoke(main, ["keys", "retire", "1"], env=env)
+    assert result.exit_code == 0, result.output
+    printed = EnvKeyring("K", {"K": result.stdout.strip()}).load()
+    assert printed == rotated.without_kek(1)
+    assert "restart them, then delete every copy of the old value" in result.stderr
+    (entry,) = retire_entries(deployment.services(key_provider="env"))
+    assert entry["detail"] == {"version": 1, "provider": "env", "remaining": [2]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ PRODUCT = (
     "core",
     "gate",
     "policies",
+    "notify",
     "principals",
     "rights",
     "vault",
@@ -143,6 +145,17 @@ def test_there_is_one_builder_per_action() -> None:
     names = set(builders()) - {"released"}
     assert "member_read" in names and "checkpoint_cut" in names
     assert len(names) == len(Action)
+
+
+def test_the_readme_lists_every_action_with_its_builder() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Audit actions") :]
+    listed = set()
+    for name, builder in builders().items():
+        for member in re.findall(r"Action\.([A-Z_]+)", inspect.getsource(builder)):  # type: ignore[arg-type]
+            assert f"| `{Action[member].value}` | `{name}` |" in table, (member, name)
+            listed.add(Action[member])
+    assert listed == set(Action)
 
 
 def _calls(path: Path, name: str, *, allowed_receiver: str | None = None) -> list[int]:

@@ -102,6 +102,49 @@ def test_a_keyring_that_does_not_extend_the_held_one_is_refused() -> None:
     assert source.current == first  # blind indexes and pseudonyms stay as they were
 
 
+def test_a_retirement_is_taken_and_the_process_forgets_the_retired_kek() -> None:
+    provider = Provider(Keyring.generate())
+    source = KeyringSource(provider.load, changed=lambda: provider.stamp)
+    provider.rotate()
+    assert source.refresh() is True
+    provider.keyring = provider.keyring.without_kek(1)  # `keys retire 1`
+    provider.stamp += 1
+    assert source.refresh() is True
+    assert sorted(source.current.keks) == [2]
+    with pytest.raises(KeyringError, match="KEK version 1 is not in the keyring"):
+        source.current.kek_cipher(1)
+
+
+def test_a_changed_kek_an_older_keyring_or_a_retired_version_back_is_refused() -> None:
+    first = Keyring.generate().with_new_kek().with_new_kek()  # KEK 1, 2, 3
+    provider = Provider(first)
+    source = KeyringSource(provider.load, changed=lambda: provider.stamp)
+
+    def offer(keks: dict[int, bytes]) -> bool:
+        provider.keyring = Keyring(
+            keks=keks, index_key=first.index_key, pseudonym_key=first.pseudonym_key
+        )
+        provider.stamp += 1
+        return source.refresh()
+
+    assert offer({**first.keks, 2: bytes(32)}) is False  # KEK 2's key changed
+    assert offer({1: first.keks[1], 2: first.keks[2]}) is False  # KEK 3 gone: older
+    assert source.current == first
+    assert offer({2: first.keks[2], 3: first.keks[3]}) is True  # KEK 1 retired
+    # A retired version never comes back, whatever its bytes.
+    assert offer(dict(first.keks)) is False
+    assert sorted(source.current.keks) == [2, 3]
+
+
+def test_the_active_kek_cannot_be_retired() -> None:
+    keyring = Keyring.generate().with_new_kek()
+    with pytest.raises(KeyringError, match="KEK version 2 is the active one"):
+        keyring.without_kek(2)
+    with pytest.raises(KeyringError, match="KEK version 5 is not in the keyring"):
+        keyring.without_kek(5)
+    assert sorted(keyring.without_kek(1).keks) == [2]
+
+
 def test_refresh_loads_again_only_when_the_provider_changed() -> None:
     provider = Provider(Keyring.generate())
     source = KeyringSource(provider.load, changed=lambda: provider.stamp)
