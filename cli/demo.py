@@ -23,7 +23,8 @@ from gate.clients import client_state, register_client, reissue_key
 from gate.context import Services
 from gate.imports import import_members
 from principals import OPERATOR_ACTOR
-from vault.models import VaultMember
+from vault.members import lookup, normalise_lookup
+from vault.models import VaultDataKey, VaultMember
 
 BATCH = 1000
 
@@ -61,7 +62,7 @@ DEMO_CLIENTS = (
         ("membership", "customer_service", "birthday_benefits", "identity_verification"),
         ("members:write", "consents:write"),
     ),
-    DemoClient("dpo", "auditor"),
+    DemoClient("dpo", "dpo"),
     DemoClient("admin", "admin"),
 )
 
@@ -132,22 +133,43 @@ def ensure_clients(services: Services) -> dict[str, str]:
     return keys
 
 
-def sample_members(services: Services) -> tuple[str | None, str | None]:
-    """One member who granted marketing_sms and one who has not (for the curl tour)."""
+@dataclass(frozen=True)
+class TourMembers:
+    granted: str  # granted marketing_sms: the member who signs in in the tour
+    phone: str  # their (synthetic) phone, to sign in with
+    without: str  # no marketing_sms consent
+
+
+def sample_members(services: Services, *, seed: int) -> TourMembers | None:
+    """The tour's two members: A, who granted marketing_sms (with the phone A signs in with),
+    and B, who has not.
+
+    A's phone comes from the generator, not the vault: the demo data are
+    deterministic for a seed, so the n-th generated member is the n-th loaded,
+    and the blind index says which id holds a generated phone. Nothing is
+    decrypted, so there is no read to record.
+    """
     with services.reading() as session:
-        granted = session.scalar(
-            select(ConsentState.member_id)
-            .where(ConsentState.purpose == "marketing_sms", ConsentState.status == "granted")
-            .order_by(ConsentState.member_id)
-            .limit(1)
-        )
+        loaded = session.scalar(select(func.count()).select_from(VaultMember)) or 0
         with_sms = select(ConsentState.member_id).where(
             ConsentState.purpose == "marketing_sms", ConsentState.status == "granted"
         )
+        granted = None
+        for member in generate_members(loaded, seed=seed):
+            phone = normalise_lookup("phone", member["phone"])
+            found = lookup(session, keyring=services.keyring, field_name="phone", normalised=phone)
+            if len(found) != 1:  # loaded with another seed, or deleted in an earlier tour
+                continue
+            if session.scalar(with_sms.where(ConsentState.member_id == found[0])) is not None:
+                granted = (found[0], phone)
+                break
         without = session.scalar(
             select(VaultMember.id)
+            .join(VaultDataKey, VaultDataKey.member_id == VaultMember.id)
             .where(VaultMember.id.not_in(with_sms))
             .order_by(VaultMember.id)
             .limit(1)
         )
-        return granted, without
+    if granted is None or without is None:
+        return None
+    return TourMembers(granted=granted[0], phone=granted[1], without=without)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,6 +28,9 @@ from core.settings import Settings, load_settings
 from principals.clients import ROLES, SCOPES
 
 SETUP_FAILED = 2
+
+if TYPE_CHECKING:
+    from cli.demo import TourMembers
 
 
 def _settings() -> Settings:
@@ -247,8 +251,8 @@ def demo(n_members: int, seed: int, host: str, port: int, no_serve: bool) -> Non
             f"members:  {n_members} loaded in {elapsed:.1f} s ({n_members / elapsed:,.0f}/s)"
         )
     keys = ensure_clients(services)
-    granted, without = sample_members(services)
-    click.echo(_tour(keys, granted, without, f"http://{host}:{port}", _invoked_as()))
+    members = sample_members(services, seed=seed)
+    click.echo(_tour(keys, members, f"http://{host}:{port}", _invoked_as()))
     if not no_serve:
         # The demo is local: its API docs are readable without a key.
         os.environ.setdefault("MEMBERGUARD_DOCS_PUBLIC", "true")
@@ -264,20 +268,20 @@ def _invoked_as() -> str:
     return "memberguard"
 
 
-def _tour(
-    keys: dict[str, str], granted: str | None, without: str | None, base: str, command: str
-) -> str:
+def _tour(keys: dict[str, str], members: TourMembers | None, base: str, command: str) -> str:
     lines = ["", "Demo clients (keys are shown once; only their hashes are stored):"]
     lines += [f"  {name:<12} {key}" for name, key in keys.items()]
-    if not keys or granted is None or without is None:
+    if not keys or members is None:
         return "\n".join(lines)
     crm, sms, dpo = keys.get("crm"), keys.get("sms_gateway"), keys.get("dpo")
+    json_body = "-H 'Content-Type: application/json'"
     lines += [
         "",
         "Try it (in another terminal):",
         f"  export CRM={crm} SMS={sms} DPO={dpo}",
-        f"  export A={granted}   # granted marketing_sms",
-        f"  export B={without}   # no marketing_sms consent",
+        f"  export A={members.granted}   # granted marketing_sms",
+        f"  export B={members.without}   # no marketing_sms consent",
+        f"  export PHONE={members.phone}   # A's phone (synthetic), to sign in with",
         "",
         "  # customer service sees masked contact data",
         f'  curl -s "{base}/v1/members/$A?purpose=customer_service" \\\n'
@@ -287,12 +291,34 @@ def _tour(
         f'  curl -s "{base}/v1/members/$B?purpose=marketing_sms" -H "Authorization: Bearer $SMS"',
         "  # the member withdraws at the app; the very next read is refused",
         f'  curl -s -X POST "{base}/v1/members/$A/consents" -H "Authorization: Bearer $CRM" \\',
-        "       -H 'Content-Type: application/json' \\",
+        f"       {json_body} \\",
         '       -d "{\\"purposes\\":[\\"marketing_sms\\"],\\"status\\":\\"withdrawn\\",'
         '\\"channel\\":\\"app\\",\\"collected_at\\":\\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\\"}"',
         f'  curl -s "{base}/v1/members/$A?purpose=marketing_sms" -H "Authorization: Bearer $SMS"',
         "  # the auditor sees every decision, refusals included",
         f'  curl -s "{base}/v1/audit/entries?member=$A" -H "Authorization: Bearer $DPO"',
+        "  # A signs in with a one-time code (the demo's messages land in its outbox)",
+        "  field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "
+        '"$1"; }',
+        f'  export CHALLENGE=$(curl -s -X POST "{base}/v1/me/login" {json_body} \\',
+        '       -d "{\\"phone\\":\\"$PHONE\\"}" | field challenge)',
+        f'  export TOKEN=$(curl -s -X POST "{base}/v1/me/login/verify" {json_body} \\',
+        '       -d "{\\"challenge\\":\\"$CHALLENGE\\",\\"code\\":\\"$('
+        + command
+        + ' outbox code)\\"}" | field token)',
+        "  # A sees who received their data (by name), and gets a copy of it at once",
+        f'  curl -s "{base}/v1/me/access-log" -H "Authorization: Bearer $TOKEN"',
+        f'  export COPY=$(curl -s -X POST "{base}/v1/me/requests" \\',
+        f'       -H "Authorization: Bearer $TOKEN" {json_body} -d \'{{"type":"access"}}\' \\',
+        "       | field id)",
+        f'  curl -s "{base}/v1/me/requests/$COPY/copy" -H "Authorization: Bearer $TOKEN"',
+        "  # A asks for deletion: crypto-shredded at once; then no client finds A",
+        f'  curl -s -X POST "{base}/v1/me/requests" -H "Authorization: Bearer $TOKEN" \\',
+        f'       {json_body} -d \'{{"type":"deletion"}}\'',
+        f'  curl -s "{base}/v1/members/$A?purpose=customer_service" \\\n'
+        '       -H "Authorization: Bearer $CRM"',
+        "  # the DPO's queue: the deletion, with every client that ever received A's data",
+        f'  curl -s "{base}/v1/requests?type=deletion" -H "Authorization: Bearer $DPO"',
         "  # the operator checks the whole log from the stored bytes (same directory and home)",
         f"  {command} audit verify",
         "",
@@ -428,6 +454,26 @@ def outbox_list(template: str | None, last: int | None, as_json: bool) -> None:
             f"{message['created_at']}  {message['channel']:<5}  {message['template']:<18} "
             f"{message['id']}  {mask(message['to'])}"
         )
+
+
+@outbox.command("code")
+def outbox_code() -> None:
+    """Print the one-time code of the newest sign-in message in the outbox.
+
+    For the demo and for test environments that use the outbox: the code a
+    member would have received, so that a sign-in can be finished by a script.
+    """
+    from notify.outbox import read_outbox
+
+    directory = _settings().resolved_outbox_dir
+    try:
+        codes = [m for m in read_outbox(directory) if m["template"] == "login_code"]
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read the outbox {directory} ({type(exc).__name__})", SETUP_FAILED)
+    found = re.search(r"(?<!\d)\d{6}(?!\d)", codes[-1]["body"]) if codes else None
+    if found is None:
+        _fail(f"no sign-in code in the outbox ({directory})", 1)
+    click.echo(found.group())
 
 
 # -- keys ---------------------------------------------------------------------

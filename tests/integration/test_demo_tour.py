@@ -18,6 +18,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
+from httpx import Response
 
 from api.app import create_app
 from cli.demo import BATCH, DEMO_CLIENTS
@@ -31,8 +32,15 @@ SMALL = 120  # members: one import batch
 # 2026-12, withdrawals at most 900 days after them), so the withdrawal is the latest word.
 TOUR_AT = datetime(2030, 1, 1, tzinfo=UTC)
 DATE_COMMAND = "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-# What each of the tour's requests answers, in order (the README's comments say so).
-TOUR_STATUSES = [200, 200, 403, 201, 403, 200]
+# What each of the tour's requests answers, in order (the README's comments say so):
+# reads, consent withdrawal, the auditor's query; then member A signs in (202, 200), reads
+# their access log, asks for a copy (201) and downloads it, asks for deletion (201), after
+# which customer service finds no A (404); last, the DPO's queue.
+TOUR_STATUSES = [200, 200, 403, 201, 403, 200, 202, 200, 200, 201, 200, 201, 404, 200]
+# The shell function the tour defines to take one key of a JSON answer.
+FIELD = "field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' \"$1\"; }"
+CAPTURE = re.compile(r"export (\w+)=\$\((curl .*?)\s*\|\s*field (\w+)\)")
+OUTBOX_CODE = re.compile(r"\$\((\S+) outbox code\)")
 
 
 @pytest.fixture
@@ -73,7 +81,8 @@ def commands_only(lines: list[str]) -> list[str]:
 def with_placeholders(lines: list[str]) -> list[str]:
     """Keys and member ids as the README writes them (``mg_...``, ``...``)."""
     placed = [re.sub(r"=mg_[A-Za-z0-9_-]+", "=mg_...", line) for line in lines]
-    return [re.sub(r"^export ([AB])=[a-z0-9]+", r"export \1=...", line) for line in placed]
+    placed = [re.sub(r"^export ([AB])=[a-z0-9]+", r"export \1=...", line) for line in placed]
+    return [re.sub(r"^export PHONE=\+\d+", "export PHONE=...", line) for line in placed]
 
 
 def shell_commands(lines: list[str]) -> list[str]:
@@ -89,9 +98,11 @@ def shell_commands(lines: list[str]) -> list[str]:
     return joined
 
 
-def run_curl(client: TestClient, command: str, variables: dict[str, str], base: str) -> int:
+def run_curl(client: TestClient, command: str, variables: dict[str, str], base: str) -> Response:
     """Send one of the tour's curl commands (-s, -si, -X, -H, -d) through the app."""
     command = command.replace(DATE_COMMAND, TOUR_AT.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    # The sign-in code, read from the outbox by the CLI as the tour does.
+    command = OUTBOX_CODE.sub(lambda m: outbox_code(m.group(1)), command)
     words = [
         re.sub(r"\$(\w+)", lambda m: variables[m.group(1)], word) for word in shlex.split(command)
     ]
@@ -112,7 +123,38 @@ def run_curl(client: TestClient, command: str, variables: dict[str, str], base: 
             assert url is None and word.startswith(base), word
             url = word
     assert url is not None
-    return client.request(method, url[len(base) :], headers=headers, content=body).status_code
+    return client.request(method, url[len(base) :], headers=headers, content=body)
+
+
+def outbox_code(invoked_as: str) -> str:
+    assert invoked_as == ".venv/bin/memberguard"
+    printed = CliRunner().invoke(main, ["outbox", "code"])
+    assert printed.exit_code == 0, printed.output
+    return printed.stdout.strip()
+
+
+def run_tour(
+    client: TestClient, commands: list[str], variables: dict[str, str], base: str
+) -> list[int]:
+    """Run the tour's shell lines in order: exports (fixed, or taken from an answer's JSON
+    with the tour's ``field`` function) and requests. Returns every request's status."""
+    statuses = []
+    for command in commands:
+        captured = CAPTURE.fullmatch(command)
+        if captured is not None:
+            name, request, key = captured.groups()
+            response = run_curl(client, request, variables, base)
+            statuses.append(response.status_code)
+            variables[name] = response.json()[key]
+        elif command.startswith("export "):
+            for assignment in shlex.split(command, comments=True)[1:]:
+                name, value = assignment.split("=", 1)
+                variables[name] = value
+        elif command.startswith("curl "):
+            statuses.append(run_curl(client, command, variables, base).status_code)
+        else:
+            assert command in (FIELD, ".venv/bin/memberguard audit verify"), command
+    return statuses
 
 
 def test_the_readme_tour_is_the_printed_tour_and_its_numbers_hold(
@@ -129,21 +171,11 @@ def test_the_readme_tour_is_the_printed_tour_and_its_numbers_hold(
 
     # Run them: each answers what the tour says, and the log grows by the tour's decisions.
     commands = shell_commands(printed)
-    variables: dict[str, str] = {}
-    for command in commands:
-        if command.startswith("export "):
-            for assignment in shlex.split(command, comments=True)[1:]:
-                name, value = assignment.split("=", 1)
-                variables[name] = value
     base = f"http://127.0.0.1:{demo_default('port')}"
     services = build_services(Settings(), clock=lambda: TOUR_AT)
     try:
         with TestClient(create_app(services=services)) as client:
-            statuses = [
-                run_curl(client, command, variables, base)
-                for command in commands
-                if command.startswith("curl ")
-            ]
+            statuses = run_tour(client, commands, {}, base)
     finally:
         services.dispose()
     assert statuses == TOUR_STATUSES
@@ -171,7 +203,7 @@ def test_the_readme_tour_is_the_printed_tour_and_its_numbers_hold(
     ]
     explained = re.search(
         r"The (\d+) entries are the (\d+) import batches, the first signed checkpoint, "
-        r"the (\d+) clients and the\s+tour's (\d+) decisions",
+        r"the (\d+) clients and the\s+tour's (\d+) entries",
         text,
     )
     assert explained is not None

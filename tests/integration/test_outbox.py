@@ -186,3 +186,28 @@ def test_an_unreadable_message_file_is_one_error_line_without_its_content(
     assert result.output.startswith("memberguard: error: cannot read the outbox")
     assert "UnicodeDecodeError" in result.output and PHONE not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# -- memberguard outbox code ----------------------------------------------------
+
+
+def test_outbox_code_prints_the_newest_sign_in_code_alone(home: Path) -> None:
+    notifier = OutboxNotifier(home / "outbox")
+    notifier.send(login_code("sms", PHONE), now=NOW)
+    newer = compose(
+        "login_code",
+        channel="sms",
+        to=PHONE,
+        locale="en",
+        context={"programme": "Xingchen 2026", "code": "007311", "minutes": 10},
+    )
+    notifier.send(newer, now=NOW + timedelta(minutes=1))
+    notifier.send(request_received(EMAIL), now=NOW + timedelta(minutes=2))  # not a sign-in
+    assert run("outbox", "code") == (0, "007311\n")
+
+
+def test_outbox_code_fails_when_no_sign_in_code_was_sent(home: Path) -> None:
+    OutboxNotifier(home / "outbox").send(request_received(EMAIL), now=NOW)
+    code, output = run("outbox", "code")
+    assert code == 1
+    assert "no sign-in code in the outbox" in output
