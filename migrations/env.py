@@ -8,6 +8,7 @@ import audit.models  # noqa: F401  (models register with the metadata)
 import consent.models  # noqa: F401
 import principals.models  # noqa: F401
 import vault.models  # noqa: F401
+import worker.models  # noqa: F401
 from core.db import Base, build_engine
 
 config = context.config
