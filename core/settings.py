@@ -111,6 +111,22 @@ class Settings(BaseSettings):
     )
     outbox_dir: Path | None = Field(default=None, description="Default: <home>/outbox")
 
+    # The scheduler (worker/): `memberguard worker`, and a thread of each server.
+    worker_tick_seconds: int = Field(
+        default=5, ge=1, description="How often a worker looks for jobs that are due."
+    )
+    worker_max_runtime_seconds: int = Field(
+        default=600,
+        ge=1,
+        description="A job's lease: after this long, a run that never finished (a crashed "
+        "worker) is taken over by another worker.",
+    )
+    worker_max_backoff_seconds: int = Field(
+        default=3600,
+        ge=1,
+        description="The longest a failing job waits before its next try.",
+    )
+
     @model_validator(mode="after")
     def _heartbeat_within_live_window(self) -> Settings:
         # A server that beats less often than twice per window would drop out
