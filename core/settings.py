@@ -126,6 +126,13 @@ class Settings(BaseSettings):
         ge=1,
         description="The longest a failing job waits before its next try.",
     )
+    # Jobs' intervals, with the domain they belong to.
+    checkpoint_job_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="How often the worker cuts a checkpoint that is due by time on a log "
+        "that no commit has checkpointed (a quiet system).",
+    )
 
     @model_validator(mode="after")
     def _heartbeat_within_live_window(self) -> Settings:

@@ -54,5 +54,15 @@ class Job:
 
 
 def default_jobs(settings: Settings) -> list[Job]:
-    """Every job the domains define, with their intervals from ``settings`` (none yet)."""
-    return []
+    """Every job the domains define, with their intervals from ``settings``."""
+    from gate.operator import cut_overdue_checkpoint
+
+    lease = timedelta(seconds=settings.worker_max_runtime_seconds)
+    return [
+        Job(
+            name="audit.checkpoint",
+            run=cut_overdue_checkpoint,
+            every=timedelta(seconds=settings.checkpoint_job_seconds),
+            max_runtime=lease,
+        ),
+    ]

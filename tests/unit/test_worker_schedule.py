@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.jobs import Job
+from core.settings import Settings
+from worker.jobs import Job, default_jobs
 from worker.leases import backoff
 
 MINUTE = timedelta(minutes=1)
@@ -59,3 +60,10 @@ def test_a_job_needs_a_positive_interval_and_runtime() -> None:
         Job("test.count", noop, timedelta(0), MINUTE)
     with pytest.raises(ValueError, match="> 0"):
         Job("test.count", noop, MINUTE, timedelta(0))
+
+
+def test_the_registry_takes_intervals_and_leases_from_the_settings() -> None:
+    settings = Settings(checkpoint_job_seconds=90, worker_max_runtime_seconds=120)
+    assert [(job.name, job.every, job.max_runtime) for job in default_jobs(settings)] == [
+        ("audit.checkpoint", timedelta(seconds=90), timedelta(seconds=120))
+    ]
