@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = Field(default=None, description="Default: <home>/outbox")
 
     # The scheduler (worker/): `memberguard worker`, and a thread of each server.
+    worker_in_server: bool = Field(
+        default=True,
+        description="Run the scheduled jobs in a background thread of `serve` too.",
+    )
     worker_tick_seconds: int = Field(
         default=5, ge=1, description="How often a worker looks for jobs that are due."
     )

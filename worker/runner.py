@@ -219,3 +219,36 @@ class Worker:
         finally:
             session.rollback()
             session.close()
+
+
+class BackgroundWorker:
+    """The worker as a thread of a server process (``api.app``'s lifespan).
+
+    ``start`` returns at once (the first jobs run in the thread, not before
+    the server takes requests); ``stop`` lets the running job finish and
+    joins the thread, so nothing of it outlives the app.
+    """
+
+    def __init__(self, services: Services, jobs: Sequence[Job]) -> None:
+        self.worker = Worker(services, jobs)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self.worker.run_forever,
+            args=(self._stopping,),
+            name="memberguard-worker",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

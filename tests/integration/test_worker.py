@@ -11,21 +11,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from api.app import create_app
 from core.db import build_engine, session_factory
+from core.settings import Settings
 from gate.context import Services
 from tests.conftest import NOW, FreshDatabase, ServicesFor
 from worker import leases
 from worker.jobs import Job, JobResult
 from worker.leases import JobState
-from worker.runner import Worker
+from worker.runner import BackgroundWorker, Worker
 
 EVERY = timedelta(seconds=60)
 LEASE = timedelta(seconds=300)
@@ -432,3 +435,55 @@ def test_a_claim_that_meets_an_uncommitted_claim_waits_for_it_and_then_loses(
         second.close()
         for engine in engines:
             engine.dispose()
+
+
+# -- in the server ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_engine(fresh_database: FreshDatabase) -> Iterator[Engine]:
+    """An engine of the test's own: the app's worker thread uses it beside the test."""
+    engine = build_engine(fresh_database.url)
+    yield engine
+    engine.dispose()
+
+
+def worker_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "memberguard-worker"]
+
+
+def test_a_running_app_runs_the_jobs_in_a_thread_that_is_gone_after_shutdown(
+    own_engine: Engine, services_for: ServicesFor, settings: Settings
+) -> None:
+    services = services_for(
+        session_factory(own_engine),
+        session_factory(own_engine, read_only=True),
+        settings=settings.model_copy(update={"worker_in_server": True}),
+    )
+    ran = threading.Event()
+    where: list[str] = []
+
+    def probe(_services: Services) -> JobResult:
+        where.append(threading.current_thread().name)
+        ran.set()
+        return {"done": 1}
+
+    app = create_app(services=services, jobs=[job("test.probe", probe)])
+    with TestClient(app) as client:
+        background = app.state.worker
+        assert isinstance(background, BackgroundWorker) and background.running
+        ran.wait()  # no timeout: a timed wait may never return under libfaketime
+        assert client.get("/healthz").status_code == 200
+    assert where == ["memberguard-worker"]
+    assert not background.running
+    assert worker_threads() == []
+    assert state(services, "test.probe").runs == 1
+
+
+def test_an_app_with_the_worker_turned_off_starts_no_thread(services: Services) -> None:
+    assert services.settings.worker_in_server is False  # the suite's settings
+    app = create_app(services=services, jobs=[job("test.count", Counting())])
+    with TestClient(app) as client:
+        assert app.state.worker is None
+        assert worker_threads() == []
+        assert client.get("/healthz").status_code == 200
