@@ -252,3 +252,56 @@ class BackgroundWorker:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """A job as ``memberguard worker status`` shows it."""
+
+    name: str
+    every_seconds: int | None  # None: a row of a job this version no longer runs
+    status: str  # "never run", running, ok, failed
+    last_started_at: datetime | None
+    last_finished_at: datetime | None
+    next_due_at: datetime | None  # None: never run, so due at the first look
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    runs: int
+    failures: int
+    consecutive_failures: int
+    last_result: dict[str, int] | None
+    last_error: str | None
+
+
+def job_statuses(services: Services, jobs: Sequence[Job]) -> list[JobStatus]:
+    """The registered jobs in order, then rows of jobs no longer registered."""
+    with services.reading() as session:
+        states = leases.read_states(session)
+    every = {job.name: int(job.every.total_seconds()) for job in jobs}
+    names = [job.name for job in jobs] + [name for name in states if name not in every]
+    shown = []
+    for name in names:
+        state = states.get(name)
+        if state is None:
+            shown.append(
+                JobStatus(name, every.get(name), "never run", *(None,) * 5, 0, 0, 0, None, None)
+            )
+            continue
+        shown.append(
+            JobStatus(
+                name=name,
+                every_seconds=every.get(name),
+                status=state.last_status or "never run",
+                last_started_at=state.last_started_at,
+                last_finished_at=state.last_finished_at,
+                next_due_at=state.next_due_at,
+                lease_owner=state.lease_owner,
+                lease_expires_at=state.lease_expires_at,
+                runs=state.runs,
+                failures=state.failures,
+                consecutive_failures=state.consecutive_failures,
+                last_result=state.last_result,
+                last_error=state.last_error,
+            )
+        )
+    return shown

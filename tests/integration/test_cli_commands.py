@@ -44,6 +44,8 @@ def run(*args: str) -> tuple[int, str]:
         ["policy", "check"],
         ["audit", "verify"],
         ["keys", "rotate"],
+        ["worker"],
+        ["worker", "status"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
