@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,6 +21,8 @@ from core.settings import Settings
 from gate.batching import ReadBatcher
 from gate.context import Services, build_services
 from gate.keyholders import KeyringHeartbeat
+from worker.jobs import Job, default_jobs
+from worker.runner import BackgroundWorker
 
 # Swagger UI's files, served from the swagger-ui-bundle package: FastAPI's
 # default page loads them from a CDN, which left /docs blank offline.
@@ -62,8 +64,17 @@ def _add_docs(app: FastAPI, *, public: bool) -> None:
         return FileResponse(assets / name)
 
 
-def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
-    """The app for ``services`` (built from ``settings`` when not given: one or the other)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    services: Services | None = None,
+    jobs: Sequence[Job] | None = None,
+) -> FastAPI:
+    """The app for ``services`` (built from ``settings`` when not given: one or the other).
+
+    Unless ``settings.worker_in_server`` is off, each run of the app runs the
+    scheduled ``jobs`` (default: ``worker.jobs.default_jobs``) in a thread.
+    """
     if services is None:
         services = build_services(settings or Settings())
     elif settings is not None and settings is not services.settings:
@@ -79,7 +90,20 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         heartbeat = KeyringHeartbeat(services)
         await asyncio.to_thread(heartbeat.start)
         app.state.readiness = health.Readiness(services)
-        yield
+        # The scheduled jobs, in this process too: leases keep each run to
+        # one worker, however many servers and `memberguard worker`s run.
+        worker = None
+        if settings.worker_in_server:
+            worker = BackgroundWorker(services, default_jobs(settings) if jobs is None else jobs)
+            worker.start()
+        app.state.worker = worker
+        try:
+            yield
+        finally:
+            # First, and waiting for the job running to finish (off the event
+            # loop): nothing of the worker may outlive the app.
+            if worker is not None:
+                await asyncio.to_thread(worker.stop)
         # Decides and answers whatever is still queued, off the event loop.
         await asyncio.to_thread(app.state.reads.close)
         await asyncio.to_thread(heartbeat.stop)
@@ -101,6 +125,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.state.settings = settings
     app.state.reads = ReadBatcher(services)  # replaced by each run of the lifespan
     app.state.readiness = health.Readiness(services)  # likewise
+    app.state.worker = None  # the running app's BackgroundWorker, if it runs one
     problems.install(app)
     for router in (
         health.router,

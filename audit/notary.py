@@ -110,6 +110,30 @@ class Notary:
             grown > 0 and now - last.cut_at >= timedelta(seconds=self.every_seconds)
         )
 
+    def overdue(self, session: Session, now: datetime) -> bool:
+        """Is a checkpoint due that no commit has cut? For the worker's ``audit.checkpoint`` job.
+
+        ``due`` is asked only when a transaction commits, so on a log that
+        stops growing, its newest entries wait uncheckpointed for the next
+        commit, however late that comes. This asks the same question with no
+        commit: has the log grown since the latest checkpoint, by
+        ``every_entries`` or for ``every_seconds``?
+
+        Growth here leaves out the entry that records the latest checkpoint
+        (``audit.uow`` appends it in the transaction that cuts, so it is
+        always the one right after the checkpoint's size): it is not news a
+        checkpoint must cover. Counted, every checkpoint would make the next
+        one due, and a quiet log would gain a checkpoint and its entry every
+        ``every_seconds`` for ever.
+        """
+        head = locked_head(session) or read_head(session)
+        last = session.connection().execute(_LATEST_CUT).first()
+        if last is None:
+            return head.size > 0
+        grown = head.size - last.size - 1
+        aged = now - last.cut_at >= timedelta(seconds=self.every_seconds)
+        return grown > 0 and (grown >= self.every_entries or aged)
+
     def cut(self, session: Session, *, now: datetime) -> CutCheckpoint | None:
         """Sign the log at the size this transaction has extended it to, and store it.
 

@@ -215,6 +215,175 @@ def serve(host: str, port: int, workers: int) -> None:
     _serve(host, port, workers, trusted_proxies=settings.trusted_proxies)
 
 
+# -- worker -------------------------------------------------------------------
+
+
+def _utc(moment: Any) -> str:
+    return "-" if moment is None else f"{moment:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def _run_line(run: Any) -> str:
+    """One line per job run: its counts, or why it failed and when it is tried again."""
+    if run.status == "ok":
+        counts = ", ".join(f"{name}={count}" for name, count in sorted(run.result.items()))
+        seconds = (run.finished_at - run.started_at).total_seconds()
+        return f"{run.job}: ok{', ' + counts if counts else ''} ({seconds:.2f} s)"
+    retry = f"; next try {_utc(run.next_due_at)}" if run.next_due_at is not None else ""
+    return f"{run.job}: failed ({run.error}){retry}"
+
+
+def _until_stopped(work: Any) -> Any:
+    """Run ``work(stop)`` in a thread; SIGTERM or SIGINT sets ``stop``, so the job running
+    finishes and no other starts. A second signal ends the process at once (the job's lease
+    then expires by itself). Returns what ``work`` returned, or raises what it raised."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        click.echo("memberguard worker: stopping after the current job", err=True)
+        # Safe in a handler: the main thread only joins (it never holds the event's lock).
+        stop.set()
+        signal.signal(signum, signal.SIG_DFL)
+
+    def target() -> None:
+        try:
+            outcome["result"] = work(stop)
+        except BaseException as exc:  # re-raised in the main thread, below
+            outcome["error"] = exc
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        thread = threading.Thread(target=target, name="memberguard-worker")
+        thread.start()
+        thread.join()  # no timeout: a signal handler still runs, and then the join goes on
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
+
+
+@main.group(invoke_without_command=True)
+@click.option("--once", is_flag=True, help="Run the jobs that are due once, then exit (cron).")
+@click.option("--job", "names", multiple=True, metavar="NAME", help="Only this job (repeatable).")
+@click.pass_context
+def worker(ctx: click.Context, once: bool, names: tuple[str, ...]) -> None:
+    """Run the scheduled jobs that are due, until stopped (`worker status` lists them).
+
+    Runs until SIGTERM or Ctrl-C, which let the job running finish. Servers run
+    the same jobs unless MEMBERGUARD_WORKER_IN_SERVER=false; any number of
+    workers and servers may share a database: each job runs at most once per
+    interval across all of them. Prints one line per run; exits 1 after a
+    failed run with --once.
+    """
+    if ctx.invoked_subcommand is not None:
+        if once or names:
+            raise click.UsageError("--once and --job go with `memberguard worker` alone")
+        return
+    _run_worker(_settings(), once=once, names=names)
+
+
+def _registered_jobs(settings: Settings, names: tuple[str, ...]) -> list[Any]:
+    from worker import jobs as registry
+
+    jobs = registry.default_jobs(settings)
+    known = [job.name for job in jobs]
+    for name in names:
+        if name not in known:
+            raise click.BadParameter(
+                f"no job {name!r}; the jobs are: {', '.join(known) or '(none)'}",
+                param_hint="--job",
+            )
+    return [job for job in jobs if not names or job.name in names]
+
+
+def _run_worker(settings: Settings, *, once: bool, names: tuple[str, ...]) -> None:
+    from core.logging import configure_logging
+    from worker.runner import Worker, job_statuses
+
+    jobs = _registered_jobs(settings, names)
+    services = _services(settings)
+    try:
+        # Logs (JSON by default) on stderr; the lines for people on stdout.
+        configure_logging(
+            log_format=settings.log_format,
+            level=settings.log_level,
+            personal_keys=services.policy.personal_field_names,
+        )
+        worker = Worker(services, jobs, on_run=lambda run: click.echo(_run_line(run)))
+        if once:
+            runs = _until_stopped(lambda stop: worker.run_once(stop=stop))
+            ran = {run.job for run in runs}
+            now = services.clock()
+            for status in job_statuses(services, jobs):
+                if status.name in ran or status.every_seconds is None:
+                    continue
+                if status.lease_expires_at is not None and status.lease_expires_at > now:
+                    owner = (status.lease_owner or "").rsplit(" ", 1)[0]
+                    click.echo(
+                        f"{status.name}: running in {owner} (lease until "
+                        f"{_utc(status.lease_expires_at)})"
+                    )
+                else:
+                    click.echo(f"{status.name}: not due until {_utc(status.next_due_at)}")
+            if any(run.status == "failed" for run in runs):
+                sys.exit(1)
+            return
+        plan = ", ".join(f"{job.name} every {job.every.total_seconds():g} s" for job in jobs)
+        click.echo(
+            f"memberguard worker: {plan or 'no jobs'}; looking every "
+            f"{settings.worker_tick_seconds} s; SIGTERM or Ctrl-C stops after the current job",
+            err=True,
+        )
+        _until_stopped(worker.run_forever)
+    finally:
+        services.dispose()
+
+
+@worker.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One object per job.")
+def worker_status(as_json: bool) -> None:
+    """Each job: its interval, last run and how it went, next due time, runs and failures."""
+    from dataclasses import asdict
+
+    from worker.runner import job_statuses
+
+    settings = _settings()
+    jobs = _registered_jobs(settings, ())
+    services = _services(settings)
+    try:
+        statuses = job_statuses(services, jobs)
+    finally:
+        services.dispose()
+    if as_json:
+        rows = [
+            {
+                name: (_utc(value) if name.endswith("_at") and value is not None else value)
+                for name, value in asdict(status).items()
+            }
+            for status in statuses
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for status in statuses:
+        every = f"every {status.every_seconds} s" if status.every_seconds else "not registered"
+        state = status.status
+        if status.status == "failed":
+            state = f"failed ({status.last_error}, {status.consecutive_failures} in a row)"
+        elif status.status == "running":
+            owner = (status.lease_owner or "").rsplit(" ", 1)[0]
+            state = f"running in {owner} until {_utc(status.lease_expires_at)}"
+        due = "at the first look" if status.next_due_at is None else _utc(status.next_due_at)
+        click.echo(
+            f"{status.name:<24} {every:<16} {state}; last run {_utc(status.last_started_at)}; "
+            f"next due {due}; runs {status.runs}, failures {status.failures}"
+        )
+
+
 # -- demo ---------------------------------------------------------------------
 
 

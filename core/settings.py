@@ -173,6 +173,39 @@ class Settings(BaseSettings):
         default=10, gt=0, le=120, description="For each connect, read and write of a transport."
     )
 
+    # The scheduler (worker/): `memberguard worker`, and a thread of each server.
+    worker_in_server: bool = Field(
+        default=True,
+        description="Run the scheduled jobs in a background thread of `serve` too.",
+    )
+    worker_tick_seconds: int = Field(
+        default=5, ge=1, description="How often a worker looks for jobs that are due."
+    )
+    worker_max_runtime_seconds: int = Field(
+        default=600,
+        ge=1,
+        description="A job's lease: after this long, a run that never finished (a crashed "
+        "worker) is taken over by another worker.",
+    )
+    worker_max_backoff_seconds: int = Field(
+        default=3600,
+        ge=1,
+        description="The longest a failing job waits before its next try.",
+    )
+    # Jobs' intervals, with the domain they belong to.
+    checkpoint_job_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="How often the worker cuts a checkpoint that is due by time on a log "
+        "that no commit has checkpointed (a quiet system).",
+    )
+    rights_job_seconds: int = Field(
+        default=300,
+        ge=1,
+        description="How often the worker expires access copies, ends lapsed holds (running "
+        "the deletions they held) and flags requests due soon or overdue to the DPO.",
+    )
+
     @model_validator(mode="after")
     def _heartbeat_within_live_window(self) -> Settings:
         # A server that beats less often than twice per window would drop out

@@ -182,3 +182,24 @@ def cut_checkpoint(services: Services) -> str | None:
     with services.reading() as session:
         latest = latest_checkpoint(session)
         return latest.note if latest is not None else None
+
+
+def cut_overdue_checkpoint(services: Services) -> dict[str, int]:
+    """The worker's ``audit.checkpoint`` job: cut the checkpoint a quiet log is owed.
+
+    A checkpoint is cut when a commit finds one due (``Notary.due``); with no
+    commits, the last entries would wait for the next one, and the README's
+    promise (a checkpoint within ``checkpoint_every_seconds``) would not hold.
+    Asked first without the log-head lock, so that a log that owes nothing
+    (nearly always) costs one read and never SQLite's write lock; then again
+    under it, since a commit or another worker may have cut one meanwhile.
+    The cut is recorded like any other (its ``audit.checkpoint`` entry).
+    """
+    with services.reading() as session:
+        if not services.notary.overdue(session, services.clock()):
+            return {"checkpoints": 0}
+    with services.uow() as uow:
+        if services.notary.overdue(uow.session, uow.now):
+            uow.cut_checkpoint()
+        uow.commit()
+    return {"checkpoints": 0 if uow.checkpoint is None else 1}

@@ -9,6 +9,7 @@ import consent.models  # noqa: F401
 import principals.models  # noqa: F401
 import rights.models  # noqa: F401
 import vault.models  # noqa: F401
+import worker.models  # noqa: F401
 from core.db import Base, build_engine
 
 config = context.config

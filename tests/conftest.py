@@ -207,13 +207,16 @@ def clock() -> Clock:
 def settings(tmp_path: Path) -> Settings:
     # Small export batches, so that exports of a few members span several. A
     # running app records its keyring when it starts; no later beat, which would
-    # use the test's connection from another thread while the test does.
+    # use the test's connection from another thread while the test does. For
+    # the same reason no scheduled jobs in the app: tests of the worker run it
+    # themselves (tests/integration/test_worker.py).
     return Settings(
         home=tmp_path / "home",
         export_batch_size=7,
         max_body_bytes=16 * 1024,
         keyring_heartbeat_seconds=24 * 3600,
         keyring_live_seconds=2 * 24 * 3600,
+        worker_in_server=False,
     )
 
 

@@ -27,6 +27,8 @@ from tests.api.rights_helpers import (
     submitted,
 )
 from tests.conftest import NOW, Keys, ServicesFor
+from worker.jobs import default_jobs
+from worker.runner import Worker
 
 SignIn = Callable[[str], str]
 
@@ -478,3 +480,24 @@ def test_a_request_other_than_access_has_no_copy(
     request = submitted(app_client, token, {"type": "correction", "changes": {"name": "王五"}})
     response = app_client.get(f"/v1/me/requests/{request['id']}/copy", headers=auth(token))
     assert response.status_code == 404
+
+
+def test_the_worker_runs_the_rights_jobs_and_reports_counts(
+    app_client: TestClient,
+    member_id: str,
+    token_for: SignIn,
+    services: Services,
+    services_for: ServicesFor,
+    session: Session,
+) -> None:
+    submitted(app_client, token_for(member_id), {"type": "access"})
+    week = NOW + timedelta(days=7, seconds=1)
+    later = services_for(services.sessions, clock=lambda: week)
+    runs = Worker(later, default_jobs(later.settings)).run_once(week)
+    results = {run.job: dict(run.result) for run in runs if run.job.startswith("rights.")}
+    assert results == {
+        "rights.copies": {"expired": 1},
+        "rights.holds": {"deletions_resumed": 0},
+        "rights.deadlines": {"due_soon": 0, "overdue": 0, "notices": 0},
+    }
+    assert count(session, RightsCopy) == 0

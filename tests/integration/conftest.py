@@ -18,7 +18,7 @@ from audit.actions import Action, Record
 from audit.log import Appended, append_entry
 from core.clock import Clock
 from core.db import build_engine
-from tests.api.conftest import app_client  # noqa: F401  (a fixture)
+from tests.api.conftest import app_client, json_logs  # noqa: F401  (fixtures)
 from tests.conftest import NOW, ticking_clock
 
 # The audit tables whose append-only triggers tamper tests have to get past.

@@ -48,6 +48,8 @@ def run(*args: str) -> tuple[int, str]:
         ["rights", "extend"],
         ["holds", "add"],
         ["holds", "release"],
+        ["worker"],
+        ["worker", "status"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:

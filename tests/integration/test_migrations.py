@@ -11,6 +11,7 @@ import consent.models  # noqa: F401  (the models register with the metadata)
 import principals.models  # noqa: F401
 import rights.models  # noqa: F401
 import vault.models  # noqa: F401
+import worker.models  # noqa: F401
 from core.db import Base, build_engine
 from migrations import upgrade
 from tests.conftest import FreshDatabase

@@ -1,0 +1,98 @@
+"""The jobs the worker runs, and the registry that lists them.
+
+A job is a named use case run on a schedule: ``run(services)`` does its work
+in its own audited units of work (which record what it changed) and returns
+counts for the log and ``memberguard worker status`` (``{"expired": 3}``):
+numbers only, never ids or values. Its interval and maximum runtime come from
+settings that belong to the domain that owns the job.
+
+The worker depends on the domains, not the other way round: a domain provides
+the use case (``gate.operator.cut_overdue_checkpoint``, the rights domain's
+``expire_copies`` …) and its settings; ``default_jobs`` plugs it in here, by
+import. Code that needs other jobs passes its own list to ``Worker``
+(``[*default_jobs(settings), extra]``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from core.settings import Settings
+from worker.models import JOB_NAME_LENGTH
+
+if TYPE_CHECKING:
+    from gate.context import Services
+
+# What a run reports: counts by what they count.
+JobResult = Mapping[str, int]
+
+# "area.what": lower case, as it appears in logs, the CLI and the lease table.
+JOB_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    name: str
+    run: Callable[[Services], JobResult]
+    # At most one run starts per interval, across every worker process.
+    every: timedelta
+    # The lease: a run that has not finished after this long is taken for
+    # dead and the job is claimed again. Longer than the longest real run: a
+    # slow run overtaken by its successor overlaps with it (jobs are written
+    # to be idempotent, and their units of work serialise on the log head).
+    max_runtime: timedelta
+
+    def __post_init__(self) -> None:
+        if len(self.name) > JOB_NAME_LENGTH or JOB_NAME.fullmatch(self.name) is None:
+            raise ValueError(f"job name {self.name!r}: expected 'area.what', lower case")
+        if self.every <= timedelta(0) or self.max_runtime <= timedelta(0):
+            raise ValueError(f"job {self.name}: the interval and the maximum runtime must be > 0")
+
+
+def default_jobs(settings: Settings) -> list[Job]:
+    """Every job the domains define, with their intervals from ``settings``."""
+    from gate.operator import cut_overdue_checkpoint
+
+    lease = timedelta(seconds=settings.worker_max_runtime_seconds)
+    rights_every = timedelta(seconds=settings.rights_job_seconds)
+    return [
+        Job(
+            name="audit.checkpoint",
+            run=cut_overdue_checkpoint,
+            every=timedelta(seconds=settings.checkpoint_job_seconds),
+            max_runtime=lease,
+        ),
+        Job(name="rights.copies", run=_expire_copies, every=rights_every, max_runtime=lease),
+        Job(name="rights.holds", run=_release_lapsed_holds, every=rights_every, max_runtime=lease),
+        Job(name="rights.deadlines", run=_flag_due_requests, every=rights_every, max_runtime=lease),
+    ]
+
+
+# The rights domain's jobs, as counts (a job reports numbers, never ids).
+
+
+def _expire_copies(services: Services) -> JobResult:
+    from gate.rights_jobs import expire_copies
+
+    return {"expired": expire_copies(services)}
+
+
+def _release_lapsed_holds(services: Services) -> JobResult:
+    from gate.rights_jobs import release_lapsed_holds
+
+    return {"deletions_resumed": len(release_lapsed_holds(services))}
+
+
+def _flag_due_requests(services: Services) -> JobResult:
+    from gate.rights_jobs import flag_due_requests
+
+    flagged = flag_due_requests(services)
+    return {
+        "due_soon": len(flagged.due_soon),
+        "overdue": len(flagged.overdue),
+        "notices": int(flagged.message_id is not None),
+    }
