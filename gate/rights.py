@@ -67,7 +67,7 @@ from rights.requests import (
     set_recipients,
 )
 from rights.states import OPEN, Event, RequestType, Status, advance
-from vault.members import Value, member_exists, update_member, validate_values
+from vault.members import Value, member_exists, update_member
 
 DPO_ROLE = "dpo"
 
@@ -562,8 +562,9 @@ def approve_request(
                 member_id=request.member_id,
                 request_id=request.id,
             )
-            # Validated when submitted; checked again against the policy in force now.
-            clean = validate_values(services.policy, values, partial=True, today=uow.now.date())
+            # Checked when submitted; checked again against the policy in force now
+            # (a field made not correctable since, a rule tightened).
+            clean = check_changes(services.policy, values, today=uow.now.date())
             discard_changes(session, request.id)
             _apply_correction(
                 uow, services, request, actor, clean, approved=True, request_id=request_id

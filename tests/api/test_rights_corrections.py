@@ -9,11 +9,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.app import create_app
 from gate.context import Services
 from rights.models import RightsCorrection
 from tests.api.conftest import MEMBER, auth, grant
 from tests.api.rights_helpers import entries, statuses, stored_anywhere, submit, submitted
-from tests.conftest import Keys
+from tests.conftest import Keys, ServicesFor
 
 SignIn = Callable[[str], str]
 
@@ -168,3 +169,39 @@ def test_a_corrections_recipients_are_the_clients_that_were_released_those_field
     approved = app_client.post(f"/v1/requests/{birthday['id']}/approve", headers=auth(dpo_key))
     # Only the personalization export released the birthday (as its year): a view is a release.
     assert [r["name"] for r in approved.json()["recipients"]] == ["recs"]
+
+
+def test_approval_refuses_a_field_the_policy_no_longer_lets_be_corrected(
+    app_client: TestClient,
+    member_id: str,
+    token_for: SignIn,
+    keys: Keys,
+    dpo_key: str,
+    services: Services,
+    services_for: ServicesFor,
+) -> None:
+    request = submitted(
+        app_client, token_for(member_id), {"type": "correction", "changes": {"name": "赵六"}}
+    )
+    rights = services.policy.rights
+    stricter = services.policy.model_copy(
+        update={
+            "rights": rights.model_copy(
+                update={
+                    "correction": rights.correction.model_copy(
+                        update={"not_correctable": (*rights.correction.not_correctable, "name")}
+                    )
+                }
+            )
+        }
+    )
+    later = services_for(services.sessions, policy=stricter)
+    with TestClient(create_app(services=later)) as client:
+        response = client.post(f"/v1/requests/{request['id']}/approve", headers=auth(dpo_key))
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"] == [
+        {"field": "name", "problem": "is kept by the programme and cannot be corrected"}
+    ]
+    assert read(app_client, keys.crm, member_id)["name"] == MEMBER["name"]
+    shown = app_client.get(f"/v1/requests/{request['id']}", headers=auth(dpo_key)).json()
+    assert statuses(shown) == ["submitted"]  # still waiting: nothing of the approval stayed
