@@ -72,7 +72,13 @@ def running_server(
     """Start ``memberguard serve`` on a free port; yield (base URL, process) once it is ready."""
     # Hermetic: nothing of the caller's MEMBERGUARD_* settings leaks into the server.
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("MEMBERGUARD_")}
-    env = {**inherited, "MEMBERGUARD_HOME": str(home), **(extra_env or {})}
+    # No scheduled jobs in the server: a run measures requests, not a checkpoint a job cut.
+    env = {
+        **inherited,
+        "MEMBERGUARD_HOME": str(home),
+        "MEMBERGUARD_WORKER_IN_SERVER": "false",
+        **(extra_env or {}),
+    }
     if database_url:
         env["MEMBERGUARD_DATABASE_URL"] = database_url
 

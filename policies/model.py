@@ -455,6 +455,14 @@ class Policy(_Strict):
                     f"rights.correction.self_service: {fname!r} is sensitive; a DPO approves "
                     "its corrections"
                 )
+            # A field members sign in by (and are found by) changes only with a
+            # DPO's approval: otherwise a stolen 30-minute session could point the
+            # sign-in codes at the thief's own address and keep the account.
+            if spec.searchable:
+                raise ValueError(
+                    f"rights.correction.self_service: {fname!r} is searchable (members sign in "
+                    "with it); a DPO approves its corrections"
+                )
         for fname in self.rights.correction.not_correctable:
             if fname not in self.fields:
                 raise ValueError(f"rights.correction.not_correctable: unknown field {fname!r}")

@@ -31,18 +31,31 @@ def test_a_self_service_correction_is_applied_at_once_and_recorded(
     request = submitted(
         app_client,
         token_for(member_id),
-        {"type": "correction", "changes": {"email": "New.Address@Example.com"}},
+        {"type": "correction", "changes": {"address": "浙江省杭州市西湖区文三路 90 号"}},
     )
     assert statuses(request) == ["submitted", "completed"]
-    assert request["fields"] == ["email"]
-    grant(app_client, keys.app, member_id, "marketing_sms")
+    assert request["fields"] == ["address"]
     shown = read(app_client, keys.crm, member_id, "customer_service")
-    assert shown["email"] == "n***@example.com"
+    assert shown["address"].startswith("浙江省杭州市")
     (entry,) = entries(app_client, keys.auditor, action="member.correct")
-    assert entry["fields"] == {"email": "written"}
+    assert entry["fields"] == {"address": "written"}
     assert entry["detail"] == {"request": request["id"], "approved": False}
     assert (entry["actor"], entry["actor_kind"]) == (member_id, "member")
-    assert "new.address" not in str(entry).lower()
+    assert "文三路" not in str(entry)
+
+
+def test_a_member_cannot_change_the_contact_they_sign_in_with_on_their_own(
+    app_client: TestClient, member_id: str, token_for: SignIn, keys: Keys
+) -> None:
+    # A stolen session must not be able to point the sign-in codes elsewhere.
+    request = submitted(
+        app_client,
+        token_for(member_id),
+        {"type": "correction", "changes": {"email": "someone.else@example.com"}},
+    )
+    assert statuses(request) == ["submitted"]
+    assert read(app_client, keys.crm, member_id, "customer_service")["email"] == "z***@example.com"
+    assert entries(app_client, keys.auditor, action="member.correct") == []
 
 
 def test_a_correction_the_dpo_must_approve_waits_sealed_then_applies_on_approval(
@@ -58,11 +71,11 @@ def test_a_correction_the_dpo_must_approve_waits_sealed_then_applies_on_approval
     request = submitted(
         app_client,
         token,
-        {"type": "correction", "changes": {"name": "王小五", "email": "wxw@example.com"}},
+        {"type": "correction", "changes": {"name": "王小五", "address": "浙江省杭州市文三路 1 号"}},
     )
-    # email is self-service (applied now); name waits for the DPO.
+    # address is self-service (applied now); name waits for the DPO.
     assert statuses(request) == ["submitted", "in_progress"]
-    assert request["fields"] == ["email", "name"]
+    assert request["fields"] == ["address", "name"]
     assert read(app_client, keys.crm, member_id)["name"] == MEMBER["name"]
     assert stored_anywhere(services.sessions(), "王小五") == []
     sealed = session.scalars(select(RightsCorrection)).all()
@@ -78,7 +91,7 @@ def test_a_correction_the_dpo_must_approve_waits_sealed_then_applies_on_approval
     assert session.scalars(select(RightsCorrection)).all() == []
     corrected = entries(app_client, keys.auditor, action="member.correct")
     assert [(e["fields"], e["detail"]["approved"]) for e in corrected] == [
-        ({"email": "written"}, False),
+        ({"address": "written"}, False),
         ({"name": "written"}, True),
     ]
 

@@ -308,7 +308,7 @@ def test_the_default_rights_are_the_china_profile() -> None:
         "deletion": "15 working days",
     }
     assert rights.extension_max is None and rights.public_holidays is None
-    assert rights.correction.self_service == ("email", "address")
+    assert rights.correction.self_service == ("address",)
     assert rights.deletion.review is False
 
 
@@ -368,14 +368,19 @@ def test_the_policy_version_changes_with_the_rights(policy_dir: Path) -> None:
             "rights.toml: rights.deadlines.portability: Extra inputs are not permitted",
         ),
         (
-            'self_service = ["email", "address"]',
-            'self_service = ["email", "adress"]',
+            'self_service = ["address"]',
+            'self_service = ["adress"]',
             "rights.toml: rights.correction.self_service: unknown field 'adress'",
         ),
         (
-            'self_service = ["email", "address"]',
-            'self_service = ["email", "id_number"]',
+            'self_service = ["address"]',
+            'self_service = ["address", "id_number"]',
             "rights.toml: rights.correction.self_service: 'id_number' is sensitive",
+        ),
+        (
+            'self_service = ["address"]',
+            'self_service = ["email", "address"]',
+            "rights.toml: rights.correction.self_service: 'email' is searchable",
         ),
         (
             'jurisdiction = "CN"',

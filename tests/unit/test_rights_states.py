@@ -177,8 +177,8 @@ def test_the_default_policy_keeps_the_programmes_own_records_out_of_corrections(
             "rights.correction.not_correctable: unknown field 'pionts'",
         ),
         (
-            'not_correctable = ["email"]',
-            "email: both self_service and not_correctable",
+            'not_correctable = ["address"]',
+            "address: both self_service and not_correctable",
         ),
         ('not_correctable = ["tier", "tier"]', "lists a field twice"),
     ],
