@@ -226,7 +226,7 @@ def _submit(
         if not member_exists(session, member_id):
             raise NotFound("no such member")
         received = received_at if received_at is not None else uow.now
-        _refuse_duplicates(session, member_id, submission)
+        _refuse_duplicates(session, member_id, submission, now=uow.now)
         request = new_request(
             session,
             request_type=kind,
@@ -260,14 +260,24 @@ def _submit(
         return Shown(_view(session, services, request, uow.now), seq)
 
 
-def _refuse_duplicates(session: Session, member_id: str, submission: Submission) -> None:
-    """One open deletion per member; no two open corrections of the same field.
+def _refuse_duplicates(
+    session: Session, member_id: str, submission: Submission, *, now: datetime
+) -> None:
+    """One open deletion per member; no two open corrections of the same field; no new
+    copy while one is still downloadable.
 
     A second deletion changes nothing the first does not (409, naming the open
     one, so the member can follow it). Two corrections waiting on one field
-    would make the outcome depend on the order the DPO approves them in.
+    would make the outcome depend on the order the DPO approves them in. A copy
+    is built under the log-head lock (the member's whole history is read and
+    sealed), so one session or one relaying client asking again and again
+    would hold up every read of the gate: the member downloads the copy they
+    have, which is at most ``copy_days`` old.
     """
     if submission.request_type is RequestType.ACCESS:
+        existing = copies.available_copy(session, member_id, now=now)
+        if existing is not None:
+            raise RequestOpen("a copy of this member's data is still available", existing=existing)
         return
     for other in open_requests(session, member_id, submission.request_type):
         if submission.request_type is RequestType.DELETION:

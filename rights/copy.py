@@ -201,3 +201,13 @@ def expired_copies(session: Session, *, now: datetime, limit: int) -> list[Right
             .with_for_update(skip_locked=True)
         )
     )
+
+
+def available_copy(session: Session, member_id: str, *, now: datetime) -> str | None:
+    """The request id of a copy of the member's data still downloadable at ``now``, if any."""
+    return session.scalar(
+        select(RightsCopy.request_id)
+        .where(RightsCopy.member_id == member_id, RightsCopy.expires_at > now)
+        .order_by(RightsCopy.expires_at.desc())
+        .limit(1)
+    )

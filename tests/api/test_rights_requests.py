@@ -501,3 +501,22 @@ def test_the_worker_runs_the_rights_jobs_and_reports_counts(
         "rights.deadlines": {"due_soon": 0, "overdue": 0, "notices": 0},
     }
     assert count(session, RightsCopy) == 0
+
+
+def test_a_second_access_request_while_the_copy_is_available_names_it(
+    app_client: TestClient,
+    member_id: str,
+    token_for: SignIn,
+    services: Services,
+    services_for: ServicesFor,
+) -> None:
+    token = token_for(member_id)
+    first = submitted(app_client, token, {"type": "access"})
+    again = app_client.post("/v1/me/requests", json={"type": "access"}, headers=auth(token))
+    assert again.status_code == 409, again.text
+    assert again.json()["type"] == "request-open"
+    assert again.json()["existing_request"] == first["id"]
+    # Once that copy has expired, the member may ask again.
+    with app_at(services_for, services, NOW + timedelta(days=7, seconds=1)) as later:
+        renewed = later.post("/v1/me/requests", json={"type": "access"}, headers=auth(token))
+        assert renewed.status_code == 201, renewed.text
