@@ -211,19 +211,38 @@ def test_an_sms_goes_to_a_member_with_no_email_address(
 
 
 def test_a_corrected_email_address_is_confirmed_to_the_address_it_replaced(
-    app_client: TestClient, member_id: str, token_for: SignIn, keys: Keys, outbox: Path
+    services: Services, member_id: str, token_for: SignIn, dpo_key: str, keys: Keys, outbox: Path
 ) -> None:
-    # The address is a self-service field: applied at once, and the request completed.
-    request = submitted(
-        app_client,
-        token_for(member_id),
-        {"type": "correction", "changes": {"email": "li.si@example.net"}},
+    # A policy where the DPO approves corrections of the address (not self-service).
+    rights = services.policy.rights
+    correction = rights.correction.model_copy(update={"self_service": ["address"]})
+    policy = services.policy.model_copy(
+        update={"rights": rights.model_copy(update={"correction": correction})}
     )
-    assert request["status"] == "completed"
-    (message,) = messages(outbox)
-    (notice,) = notices(app_client, keys.auditor)
-    assert_told(message, notice, member_id=member_id, request=request, template="request_completed")
-    assert "li.si" not in message["body"]
+    app = create_app(services=dataclasses.replace(services, policy=policy))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        request = submitted(
+            client,
+            token_for(member_id),
+            {"type": "correction", "changes": {"email": "li.si@example.net"}},
+        )
+        approved = client.post(f"/v1/requests/{request['id']}/approve", headers=auth(dpo_key))
+        assert approved.status_code == 200 and approved.json()["status"] == "completed"
+        received, completed = messages(outbox)
+        first, second = notices(client, keys.auditor)
+        # Both to the address on record when each was decided: the old one.
+        assert_told(
+            received, first, member_id=member_id, request=request, template="request_received"
+        )
+        assert_told(
+            completed, second, member_id=member_id, request=request, template="request_completed"
+        )
+        assert "li.si" not in received["body"] + completed["body"]
+        # The correction did apply: the next message would go to the new address.
+        assert (
+            client.get("/v1/me", headers=auth(token_for(member_id))).json()["fields"]["email"]
+            == "li.si@example.net"
+        )
 
 
 def test_a_rejection_tells_the_member_the_reason_the_dpo_wrote_for_them(
