@@ -581,6 +581,7 @@ def notice_sent(
     template: str,
     channel: str,
     message_id: str,
+    rights_request: str | None = None,
     request_id: str | None,
 ) -> Record:
     """A message went to a member (``member_id``) or to staff: which template, by which
@@ -588,7 +589,12 @@ def notice_sent(
 
     ``who`` is whoever caused it (the DPO sending notices, a member's request);
     None when no one signed in did (a sign-in code is asked for before anyone is).
+    ``rights_request``: the request a member's message is about, so that the log
+    shows the member was told of it.
     """
+    detail = {"template": template, "channel": channel, "message": message_id}
+    if rights_request is not None:
+        detail["request"] = rights_request
     record = Record(
         action=Action.NOTICE_SENT,
         decision="permit",
@@ -596,7 +602,7 @@ def notice_sent(
         policy=policy,
         members=[member_id] if member_id is not None else [],
         request_id=request_id,
-        detail={"template": template, "channel": channel, "message": message_id},
+        detail=detail,
     )
     if who is None:
         return record

@@ -19,6 +19,7 @@ from core.errors import InvalidInput, NotFound
 from core.ids import is_valid_id
 from gate.context import Services
 from gate.rights import DPO_ROLE, resume_deletions
+from gate.rights_notices import Defer, RequestNotices, send_now
 from principals.actor import Actor
 from rights.holds import (
     get_hold,
@@ -118,9 +119,14 @@ def release_member_hold(
     member_id: str,
     hold_id: str,
     request_id: str | None,
+    defer: Defer = send_now,
 ) -> HoldChanged:
-    """Release a hold; if it was the member's last active one, their deletion runs now."""
+    """Release a hold; if it was the member's last active one, their deletion runs now.
+
+    The member is told the deletion is done after the commit, through ``defer``.
+    """
     actor.require_role(DPO_ROLE)
+    notices = RequestNotices(services)
     with services.uow(actor) as uow:
         _existing(uow.session, member_id)
         hold = get_hold(uow.session, member_id, hold_id)
@@ -136,9 +142,13 @@ def release_member_hold(
                 request_id=request_id,
             )
         )
-        resumed = resume_deletions(uow, services, member_id, actor, request_id=request_id)
+        resumed = resume_deletions(
+            uow, services, member_id, actor, notices=notices, request_id=request_id
+        )
         uow.commit()
-        return HoldChanged(_view(services, hold, uow), resumed, seq)
+        changed = HoldChanged(_view(services, hold, uow), resumed, seq)
+    notices.schedule(defer, actor=actor, request_id=request_id)
+    return changed
 
 
 def _view(services: Services, hold: Any, uow: AuditedUnitOfWork) -> dict[str, Any]:

@@ -14,6 +14,11 @@ copy) commits with them. Who may do what:
 
 Listing and showing record nothing: a request holds ids, field names and
 times, never a member's value.
+
+The member is told of their request's new state (received, completed,
+rejected, on hold) by a message composed inside the unit of work and sent
+after it commits (``gate.rights_notices``); a send that fails leaves the
+request as it was committed.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from core.errors import Conflict, Gone, InvalidInput, NotFound
 from core.ids import is_valid_id
 from gate.context import Services
 from gate.me import access_log_item
+from gate.rights_notices import COMPLETED, Defer, RequestNotices, send_now
+from notify.templates import DEFAULT_LOCALE
 from principals.actor import Actor
 from principals.clients import actor_names
 from principals.members import MEMBER_ROLE
@@ -147,8 +154,15 @@ def submit_own_request(
     request_type: str,
     changes: Mapping[str, Any] | None,
     request_id: str | None,
+    locale: str = DEFAULT_LOCALE,
+    defer: Defer = send_now,
 ) -> Shown:
-    """A signed-in member's request about themselves (``POST /v1/me/requests``)."""
+    """A signed-in member's request about themselves (``POST /v1/me/requests``).
+
+    ``locale``: the language of the member's message (``gate.rights_notices``),
+    the one they asked in; ``defer`` runs its sending once the answer is on its
+    way (by default at once, after the commit).
+    """
     actor.require_role(MEMBER_ROLE)
     submission = Submission.check(services, request_type, changes)
     return _submit(
@@ -160,6 +174,8 @@ def submit_own_request(
         verification=None,
         received_at=None,
         request_id=request_id,
+        notices=RequestNotices(services, locale=locale),
+        defer=defer,
     )
 
 
@@ -173,11 +189,13 @@ def submit_relayed_request(
     verification: Verification,
     received_at: datetime | None,
     request_id: str | None,
+    defer: Defer = send_now,
 ) -> Shown:
     """A request a client relays for a member it verified (``POST /v1/members/{id}/requests``).
 
     ``received_at``: when the member made it (a letter that arrived last week is
-    due from last week); never in the future.
+    due from last week); never in the future. The member is told in the
+    default language: the client's is not necessarily theirs.
     """
     actor.require_scope("rights:submit")
     if not is_valid_id(member_id):
@@ -205,6 +223,8 @@ def submit_relayed_request(
         verification=verification,
         received_at=received_at,
         request_id=request_id,
+        notices=RequestNotices(services),
+        defer=defer,
     )
 
 
@@ -218,6 +238,8 @@ def _submit(
     verification: Verification | None,
     received_at: datetime | None,
     request_id: str | None,
+    notices: RequestNotices,
+    defer: Defer,
 ) -> Shown:
     policy = services.policy
     kind = submission.request_type
@@ -225,6 +247,7 @@ def _submit(
         session = uow.session
         if not member_exists(session, member_id):
             raise NotFound("no such member")
+        notices.remember_contact(session, member_id)  # before a correction or deletion
         received = received_at if received_at is not None else uow.now
         _refuse_duplicates(session, member_id, submission, now=uow.now)
         request = new_request(
@@ -255,9 +278,20 @@ def _submit(
             _correct(uow, services, request, actor, submission.changes, request_id=request_id)
         else:
             review = services.policy.rights.deletion.review
-            _delete_unless_held(uow, services, request, actor, review=review, request_id=request_id)
+            _delete_unless_held(
+                uow,
+                services,
+                request,
+                actor,
+                review=review,
+                notices=notices,
+                request_id=request_id,
+            )
+        notices.tell(session, request)
         uow.commit()
-        return Shown(_view(session, services, request, uow.now), seq)
+        shown = Shown(_view(session, services, request, uow.now), seq)
+    notices.schedule(defer, actor=actor, request_id=request_id)
+    return shown
 
 
 def _refuse_duplicates(
@@ -408,6 +442,7 @@ def _delete_unless_held(
     actor: Actor | None,
     *,
     review: bool,
+    notices: RequestNotices,
     request_id: str | None,
 ) -> int | None:
     """Run the deletion now, unless it waits for a DPO's ``review`` or a hold blocks it.
@@ -427,7 +462,7 @@ def _delete_unless_held(
             reason="a legal hold on the member's data is active",
             request_id=request_id,
         )
-    return run_deletion(uow, services, request, actor, request_id=request_id)
+    return run_deletion(uow, services, request, actor, notices=notices, request_id=request_id)
 
 
 def run_deletion(
@@ -436,16 +471,22 @@ def run_deletion(
     request: RightsRequest,
     actor: Actor | None,
     *,
+    notices: RequestNotices,
     request_id: str | None,
 ) -> int:
     """Crypto-shred the member (``rights.erasure``), list who must be told, close the
     member's other open requests (nothing of theirs is left to act on), and complete.
+
+    The member's confirmation is composed first, while their contact still
+    exists: after the shred no key opens it. It waits in ``notices``, in
+    memory only, until it is sent after the commit.
 
     The request must be ``submitted`` or ``in_progress`` (one on hold is resumed first).
     Returns the seq of the completing entry.
     """
     session = uow.session
     member_id = request.member_id
+    notices.tell(session, request, template=COMPLETED)
     recipients = recipients_of(session, member_id)
     for other in open_requests(session, member_id):
         if other.id == request.id:
@@ -482,12 +523,14 @@ def resume_deletions(
     member_id: str,
     actor: Actor | None,
     *,
+    notices: RequestNotices,
     request_id: str | None,
 ) -> list[str]:
     """Run the member's deletion that waits on holds, once none is active any more.
 
     A member has one open deletion at most (``_refuse_duplicates``, under the
-    log-head lock). Returns the ids of the requests that ran.
+    log-head lock). Its confirmation waits in ``notices``. Returns the ids of the
+    requests that ran.
     """
     session = uow.session
     if active_holds(session, member_id, now=uow.now):
@@ -503,7 +546,7 @@ def resume_deletions(
             reason="no legal hold on the member's data is active any more",
             request_id=request_id,
         )
-        run_deletion(uow, services, request, actor, request_id=request_id)
+        run_deletion(uow, services, request, actor, notices=notices, request_id=request_id)
     return [request.id for request in waiting]
 
 
@@ -553,17 +596,27 @@ def _record_state(
 
 
 def approve_request(
-    services: Services, *, actor: Actor, rights_request: str, request_id: str | None
+    services: Services,
+    *,
+    actor: Actor,
+    rights_request: str,
+    request_id: str | None,
+    defer: Defer = send_now,
 ) -> Shown:
     """Approve a request waiting for the DPO: apply a correction's sealed values, or run a
-    reviewed deletion (which a hold still blocks: it then waits ``on_hold``)."""
+    reviewed deletion (which a hold still blocks: it then waits ``on_hold``).
+
+    The member is told (``gate.rights_notices``) after the commit, through ``defer``.
+    """
     actor.require_role(DPO_ROLE)
+    notices = RequestNotices(services)
     with services.uow(actor) as uow:
         session = uow.session
         request = get_request(session, rights_request, for_update=True)
         if not request.awaiting_approval or Status(request.status) not in OPEN:
             raise NotAwaitingApproval()
         request.awaiting_approval = False
+        notices.remember_contact(session, request.member_id)  # before it is changed
         seq: int | None = None
         if request.type == RequestType.CORRECTION:
             values = open_changes(
@@ -590,10 +643,13 @@ def approve_request(
             )
         else:
             seq = _delete_unless_held(
-                uow, services, request, actor, review=False, request_id=request_id
+                uow, services, request, actor, review=False, notices=notices, request_id=request_id
             )
+        notices.tell(session, request)
         uow.commit()
-        return Shown(_view(session, services, request, uow.now), seq)
+        shown = Shown(_view(session, services, request, uow.now), seq)
+    notices.schedule(defer, actor=actor, request_id=request_id)
+    return shown
 
 
 def reject_request(
@@ -603,18 +659,24 @@ def reject_request(
     rights_request: str,
     reason: str,
     request_id: str | None,
+    defer: Defer = send_now,
 ) -> Shown:
-    """Refuse an open request, saying why (the member reads the reason); a correction's
-    sealed values are destroyed."""
+    """Refuse an open request, saying why (the member reads the reason, in the request and
+    in their message, sent after the commit through ``defer``); a correction's sealed
+    values are destroyed."""
     actor.require_role(DPO_ROLE)
+    notices = RequestNotices(services)
     with services.uow(actor) as uow:
         request = get_request(uow.session, rights_request, for_update=True)
         seq = _advance(
             uow, services, request, Event.REJECT, actor, reason=reason, request_id=request_id
         )
         discard_changes(uow.session, request.id)
+        notices.tell(uow.session, request)
         uow.commit()
-        return Shown(_view(uow.session, services, request, uow.now), seq)
+        shown = Shown(_view(uow.session, services, request, uow.now), seq)
+    notices.schedule(defer, actor=actor, request_id=request_id)
+    return shown
 
 
 def extend_request_deadline(

@@ -2,7 +2,8 @@
 
 - ``expire_copies``: destroys access copies past their expiry, one entry each;
 - ``release_lapsed_holds``: records holds whose ``until`` has passed and runs
-  the deletions that waited only on them;
+  the deletions that waited only on them (each member told once the batch
+  has committed: ``gate.rights_notices``);
 - ``flag_due_requests``: tells the DPO, in one message, of open requests due
   within 3 working days and of overdue ones.
 
@@ -24,6 +25,7 @@ from sqlalchemy import select
 from audit import actions
 from gate.context import Services
 from gate.rights import resume_deletions
+from gate.rights_notices import RequestNotices, deliver
 from notify import NotifierError, compose
 from rights.copy import expired_copies
 from rights.deadlines import working_days_left
@@ -76,6 +78,7 @@ def release_lapsed_holds(services: Services) -> list[str]:
     """
     resumed: list[str] = []
     while True:
+        notices = RequestNotices(services)
         with services.uow() as uow:
             holds = lapsed_holds(uow.session, now=uow.now, limit=BATCH)
             if not holds:
@@ -96,8 +99,11 @@ def release_lapsed_holds(services: Services) -> list[str]:
             uow.session.flush()
             for member_id in sorted({hold.member_id for hold in holds}):
                 if member_exists(uow.session, member_id):
-                    resumed += resume_deletions(uow, services, member_id, None, request_id=None)
+                    resumed += resume_deletions(
+                        uow, services, member_id, None, notices=notices, request_id=None
+                    )
             uow.commit()
+        deliver(services, notices.pending, actor=None, request_id=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Response, status
 
-from api.deps import CurrentActor, RequestId, ServicesDep, require_role
+from api.deps import CurrentActor, Locale, RequestId, ServicesDep, require_role
 from api.openapi import AUDITED, problems
 from api.schemas import RightsRequestIn, RightsRequestOut, RightsRequestsOut
 from gate.rights import (
@@ -43,6 +43,8 @@ def submit(
     actor: CurrentActor,
     request_id: RequestId,
     response: Response,
+    locale: Locale,
+    background: BackgroundTasks,
 ) -> dict[str, Any]:
     """Ask for a copy (access), a correction, or the deletion of your data.
 
@@ -50,7 +52,8 @@ def submit(
     ``/v1/me/requests/{id}/copy`` while it is available. Self-service fields of
     a correction are applied at once; others wait for the DPO. A deletion runs
     at once unless a legal hold blocks it (``on_hold``) or the policy has the
-    DPO review deletions.
+    DPO review deletions. You are sent a message (e-mail, else SMS) saying so,
+    in English with ``Accept-Language: en`` (default zh-CN).
     """
     shown = submit_own_request(
         services,
@@ -58,6 +61,10 @@ def submit(
         request_type=body.type,
         changes=body.changes,
         request_id=request_id,
+        locale=locale,
+        # The member's message goes once the answer has: the transport's time is not
+        # in the answer, and its failure does not change it.
+        defer=background.add_task,
     )
     _audit_seq(response, shown.audit_seq)
     return shown.request

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Response, status
 
 from api.deps import CurrentActor, RequestId, ServicesDep, require_role
 from api.openapi import AUDITED, problems
@@ -60,6 +60,7 @@ def relay_request(
     actor: CurrentActor,
     request_id: RequestId,
     response: Response,
+    background: BackgroundTasks,
 ) -> dict[str, Any]:
     """A member's request, received and verified by this client (scope ``rights:submit``).
 
@@ -77,6 +78,7 @@ def relay_request(
         ),
         received_at=body.received_at,
         request_id=request_id,
+        defer=background.add_task,
     )
     _audit_seq(response, shown.audit_seq)
     return shown.request
@@ -130,10 +132,15 @@ def approve(
     actor: CurrentActor,
     request_id: RequestId,
     response: Response,
+    background: BackgroundTasks,
 ) -> dict[str, Any]:
     """Apply a waiting correction, or run a reviewed deletion (a hold still blocks it)."""
     shown = approve_request(
-        services, actor=actor, rights_request=rights_request, request_id=request_id
+        services,
+        actor=actor,
+        rights_request=rights_request,
+        request_id=request_id,
+        defer=background.add_task,
     )
     _audit_seq(response, shown.audit_seq)
     return shown.request
@@ -151,13 +158,17 @@ def reject(
     actor: CurrentActor,
     request_id: RequestId,
     response: Response,
+    background: BackgroundTasks,
 ) -> dict[str, Any]:
+    """Refuse the request; ``reason`` is written for the member, who reads it in the
+    request and in the message they are sent."""
     shown = reject_request(
         services,
         actor=actor,
         rights_request=rights_request,
         reason=body.reason,
         request_id=request_id,
+        defer=background.add_task,
     )
     _audit_seq(response, shown.audit_seq)
     return shown.request
@@ -250,10 +261,16 @@ def release_hold(
     actor: CurrentActor,
     request_id: RequestId,
     response: Response,
+    background: BackgroundTasks,
 ) -> dict[str, Any]:
     """Release a hold; releasing the member's last active one runs their waiting deletion."""
     changed = release_member_hold(
-        services, actor=actor, member_id=member_id, hold_id=hold_id, request_id=request_id
+        services,
+        actor=actor,
+        member_id=member_id,
+        hold_id=hold_id,
+        request_id=request_id,
+        defer=background.add_task,
     )
     _audit_seq(response, changed.audit_seq)
     return changed.hold

@@ -16,6 +16,7 @@ from gate.clients import register_client
 from gate.context import Services, build_services
 from gate.rights import submit_relayed_request
 from gate.writes import create_member_record
+from notify.outbox import read_outbox
 from principals import OPERATOR_ACTOR, Actor
 from principals.clients import authenticate
 from rights.requests import Verification
@@ -133,3 +134,27 @@ def test_the_cli_refuses_what_the_policy_refuses_in_one_line(home: Home) -> None
     assert code == 1 and "no such request" in output
     code, output = run("holds", "add", "c" * 24, "--reason", "x")
     assert code == 1 and "no such member" in output
+
+
+def test_the_member_is_told_of_the_clis_decisions_as_they_commit(home: Home) -> None:
+    outbox = home.services.settings.resolved_outbox_dir
+    approve = home.relay({"type": "correction", "changes": {"name": "王五"}})
+    assert run("rights", "approve", approve)[0] == 0
+    reject = home.relay({"type": "correction", "changes": {"name": "王六"}})
+    assert run("rights", "reject", reject, "--reason", "no evidence (case 9)")[0] == 0
+    code, hold = run("holds", "add", home.member, "--reason", "litigation case 118")
+    assert code == 0, hold
+    deletion = home.relay({"type": "deletion"})
+    assert run("holds", "release", home.member, hold.strip())[0] == 0
+    told = [(m["template"], m["body"]) for m in read_outbox(outbox)]
+    assert [template for template, _ in told] == [
+        "request_received",
+        "request_completed",
+        "request_received",
+        "request_rejected",
+        "request_on_hold",
+        "request_completed",
+    ]
+    for (_, body), request in zip(told, [approve] * 2 + [reject] * 2 + [deletion] * 2, strict=True):
+        assert request in body
+    assert "no evidence (case 9)" in told[3][1]
