@@ -422,7 +422,15 @@ def every_endpoint(live: Live) -> list[Call]:
         Call("GET", me + "/access-log", me + "/access-log", token, 200),
         Call("GET", m + "/{member_id}", f"{m}/{member}?purpose=membership", token, 403),
         # Rights requests: the member's, a relayed one, the DPO's queue and holds.
-        Call("POST", me + "/requests", me + "/requests", token, 201, json={"type": "access"}),
+        # Not access: the member's copy (relayed above) is still available, so another is a 409.
+        Call(
+            "POST",
+            me + "/requests",
+            me + "/requests",
+            token,
+            201,
+            json={"type": "correction", "changes": {"address": "浙江省杭州市文三路 1 号"}},
+        ),
         Call("POST", me + "/requests", me + "/requests", token, 422, json={"type": "fax"}),
         Call("GET", me + "/requests", me + "/requests", token, 200),
         Call("GET", me + "/requests/{rights_request}", f"{me}/requests/{access}", token, 200),
@@ -447,7 +455,7 @@ def every_endpoint(live: Live) -> list[Call]:
             f"{m}/{member}/requests",
             care,
             201,
-            json={"type": "access", **verified},
+            json={"type": "correction", "changes": {"email": "z.san@example.com"}, **verified},
         ),
         Call("GET", r, r, dpo, 200),
         Call("GET", r + "/{rights_request}", f"{r}/{approve}", dpo, 200),
