@@ -36,6 +36,7 @@ recorded.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -75,6 +76,25 @@ def _run_now(task: Callable[[], None]) -> None:
     task()
 
 
+def address_bucket(client_address: str | None) -> str:
+    """The unit a client address is counted by: an IPv4 address, or an IPv6 /64.
+
+    One IPv6 host commonly holds a whole /64 (SLAAC, privacy addresses), so
+    counting single IPv6 addresses would let one host rotate past the limit.
+    """
+    if not client_address:
+        return ""
+    try:
+        address = ipaddress.ip_address(client_address)
+    except ValueError:
+        return client_address  # not an IP (a test client's name): counted as it is
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 class SignInThrottle:
     """The sign-in rates of one process (or of every process, with a shared storage)."""
 
@@ -88,7 +108,7 @@ class SignInThrottle:
 
     def _address(self, client_address: str | None) -> str:
         # Clients whose address the server cannot see share one counter.
-        return throttle_digest(self._keyring, "signin/address", client_address or "")
+        return throttle_digest(self._keyring, "signin/address", address_bucket(client_address))
 
     def admit_login(self, *, field_name: str, normalised: str, client_address: str | None) -> None:
         self._hit("login-address", self._per_address, self._address(client_address))
