@@ -155,6 +155,12 @@ class Settings(BaseSettings):
         description="How SMS are sent. outbox, or http: to MEMBERGUARD_SMS_GATEWAY_URL.",
     )
     outbox_dir: Path | None = Field(default=None, description="Default: <home>/outbox")
+    outbox_keep_days: int = Field(
+        default=7,
+        ge=1,
+        description="The outbox's files (recipient and body in clear) are deleted after this "
+        "many days by the notify.outbox job: deleting a member does not reach messages sent.",
+    )
     smtp_url: SecretStr | None = Field(
         default=None,
         description="smtp://user:password@host:587 (STARTTLS), smtps://user:password@host:465 "
@@ -198,6 +204,9 @@ class Settings(BaseSettings):
         ge=1,
         description="How often the worker cuts a checkpoint that is due by time on a log "
         "that no commit has checkpointed (a quiet system).",
+    )
+    outbox_job_seconds: int = Field(
+        default=3600, ge=1, description="How often the worker deletes outbox files past their days."
     )
     rights_job_seconds: int = Field(
         default=300,

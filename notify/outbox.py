@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,10 @@ import structlog
 from notify.message import Message
 
 log = structlog.get_logger("memberguard.notify")
+
+
+# A file's name starts with its sending time (UTC): names sort in sending order.
+_NAME_TIME = "%Y%m%dT%H%M%S%f"
 
 
 class OutboxNotifier:
@@ -40,7 +44,7 @@ class OutboxNotifier:
             "created_at": now.isoformat(),
         }
         # The time first, so that a listing sorted by name is in sending order.
-        name = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{message.id}.json"
+        name = f"{now.astimezone(UTC).strftime(_NAME_TIME)}-{message.id}.json"
         temporary = self.directory / f".{name}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -64,3 +68,26 @@ def read_outbox(directory: Path) -> Iterator[dict[str, Any]]:
         return
     for path in sorted(directory.glob("*.json")):
         yield json.loads(path.read_text(encoding="utf-8"))
+
+
+def purge_outbox(directory: Path, *, sent_before: datetime) -> int:
+    """Delete the messages sent before ``sent_before``; how many were deleted.
+
+    A message's file holds its recipient and body in clear, and a member's
+    deletion does not reach messages already sent (the vault does not know
+    which files name them): the outbox keeps them only so long. The sending
+    time is read from the file's name, so nothing is opened. Safe to run on
+    several workers at once (a file another removed first is not counted).
+    """
+    if not directory.is_dir():
+        return 0
+    cutoff = sent_before.astimezone(UTC).strftime(_NAME_TIME)
+    purged = 0
+    for path in directory.glob("*.json"):
+        if path.name[: len(cutoff)] < cutoff:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            purged += 1
+    return purged

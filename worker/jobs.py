@@ -66,10 +66,25 @@ def default_jobs(settings: Settings) -> list[Job]:
             every=timedelta(seconds=settings.checkpoint_job_seconds),
             max_runtime=lease,
         ),
+        Job(
+            name="notify.outbox",
+            run=_purge_outbox,
+            every=timedelta(seconds=settings.outbox_job_seconds),
+            max_runtime=lease,
+        ),
         Job(name="rights.copies", run=_expire_copies, every=rights_every, max_runtime=lease),
         Job(name="rights.holds", run=_release_lapsed_holds, every=rights_every, max_runtime=lease),
         Job(name="rights.deadlines", run=_flag_due_requests, every=rights_every, max_runtime=lease),
     ]
+
+
+def _purge_outbox(services: Services) -> JobResult:
+    # A transport's spool, not a fact about members: nothing to record in the log.
+    from notify.outbox import purge_outbox
+
+    keep = timedelta(days=services.settings.outbox_keep_days)
+    directory = services.settings.resolved_outbox_dir
+    return {"purged": purge_outbox(directory, sent_before=services.clock() - keep)}
 
 
 # The rights domain's jobs, as counts (a job reports numbers, never ids).

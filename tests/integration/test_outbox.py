@@ -6,7 +6,7 @@ import json
 import os
 import stat
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from cli.main import main
 from notify import compose
 from notify.message import Message
-from notify.outbox import OutboxNotifier, read_outbox
+from notify.outbox import OutboxNotifier, purge_outbox, read_outbox
 
 NOW = datetime(2026, 11, 30, 9, 15, tzinfo=UTC)
 PHONE = "+8613912345670"
@@ -211,3 +211,29 @@ def test_outbox_code_fails_when_no_sign_in_code_was_sent(home: Path) -> None:
     code, output = run("outbox", "code")
     assert code == 1
     assert "no sign-in code in the outbox" in output
+
+
+# -- the notify.outbox job ---------------------------------------------------------
+
+
+def test_messages_older_than_the_cutoff_are_deleted_and_newer_ones_kept(tmp_path: Path) -> None:
+    notifier = OutboxNotifier(tmp_path)
+    old, edge, new = (login_code("sms", PHONE) for _ in range(3))
+    notifier.send(old, now=NOW - timedelta(days=8))
+    notifier.send(edge, now=NOW - timedelta(days=7))
+    notifier.send(new, now=NOW - timedelta(days=6))
+    assert purge_outbox(tmp_path, sent_before=NOW - timedelta(days=7)) == 1
+    assert [m["id"] for m in read_outbox(tmp_path)] == [edge.id, new.id]
+    assert purge_outbox(tmp_path, sent_before=NOW - timedelta(days=7)) == 0
+
+
+def test_the_cutoff_is_compared_in_utc_whatever_zone_it_is_given_in(tmp_path: Path) -> None:
+    OutboxNotifier(tmp_path).send(login_code("sms", PHONE), now=NOW)
+    shanghai = timezone(timedelta(hours=8))
+    # 09:15 UTC is 17:15 in Shanghai: a cutoff of 17:00 there is before the message.
+    assert purge_outbox(tmp_path, sent_before=NOW.replace(hour=17, minute=0, tzinfo=shanghai)) == 0
+    assert purge_outbox(tmp_path, sent_before=NOW.replace(hour=17, minute=30, tzinfo=shanghai)) == 1
+
+
+def test_purging_a_missing_outbox_deletes_nothing(tmp_path: Path) -> None:
+    assert purge_outbox(tmp_path / "never-made", sent_before=NOW) == 0

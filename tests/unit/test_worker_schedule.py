@@ -69,6 +69,7 @@ def test_the_registry_takes_intervals_and_leases_from_the_settings() -> None:
     lease = timedelta(seconds=120)
     assert [(job.name, job.every, job.max_runtime) for job in default_jobs(settings)] == [
         ("audit.checkpoint", timedelta(seconds=90), lease),
+        ("notify.outbox", timedelta(seconds=3600), lease),
         ("rights.copies", timedelta(seconds=240), lease),
         ("rights.holds", timedelta(seconds=240), lease),
         ("rights.deadlines", timedelta(seconds=240), lease),
