@@ -228,9 +228,11 @@ def test_a_separate_consent_is_granted_alone(
 
     alone = own_consent(app_client, member_token, ["partner_sharing"], "granted")
     assert alone.status_code == 201, alone.text
-    assert alone.json()["receipt"]["sensitive"] in (True, False)
+    # Name, phone and tier are no sensitive personal information; the resident ID is.
+    assert (alone.json()["receipt"]["sensitive"], alone.json()["receipt"]["spiCat"]) == (False, [])
     sensitive = own_consent(app_client, member_token, ["identity_verification"], "granted")
     assert sensitive.status_code == 201, sensitive.text
+    assert sensitive.json()["receipt"]["sensitive"] is True
     # Withdrawing may name several at once: it must be as easy as granting was.
     withdrawn = own_consent(
         app_client, member_token, ["partner_sharing", "identity_verification"], "withdrawn"
