@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from principals.signin import CHALLENGE_PATTERN
+from rights.requests import VerificationMethod
 
 
 class _In(BaseModel):
@@ -99,9 +100,9 @@ class RightsRequestIn(_In):
 
 
 class VerificationIn(_In):
-    method: StrictStr = Field(
-        pattern=r"^[a-z][a-z0-9_]{0,31}$",
-        description="How the relaying system verified the member, e.g. sms_code, id_document.",
+    method: VerificationMethod = Field(
+        description="How the relaying system verified the member (README, Rights requests). "
+        "A closed list: it is recorded in the request's audit entry."
     )
     reference: StrictStr | None = Field(
         default=None,

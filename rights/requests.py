@@ -11,6 +11,7 @@ import binascii
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,14 +39,56 @@ CHANNEL_MEMBER = "member"
 CHANNEL_RELAYED = "relayed"
 
 
+class VerificationMethod(StrEnum):
+    """How a relaying client verified that the member asked (``verification.method``).
+
+    A closed list, because the method is copied into the request's audit entry
+    and the log is append-only: a free-form slug would let whatever a client
+    typed there (an agent's note, a name, a phone number) become personal data
+    the log keeps for good. Anything of the case itself belongs in the
+    client's ``reference``, which stays with the request.
+    """
+
+    # Asked from the client's app, signed in to the member's account there.
+    APP_SESSION = "app_session"
+    # Read back a one-time code sent to the member's registered phone.
+    SMS_CODE = "sms_code"
+    # The client called the member back on the registered phone number.
+    PHONE_CALLBACK = "phone_callback"
+    # Confirmed by a link or code sent to the registered e-mail address.
+    EMAIL_CONFIRMATION = "email_confirmation"
+    # Showed an identity document in person (a store, a service desk).
+    IN_PERSON_ID = "in_person_id"
+    # A signed letter, checked against the registered postal address.
+    POSTAL_LETTER = "postal_letter"
+    # None of these: the client's case file (``reference``) says how.
+    OTHER = "other"
+
+
+VERIFICATION_METHODS: tuple[str, ...] = tuple(method.value for method in VerificationMethod)
+
+
 @dataclass(frozen=True, slots=True)
 class Verification:
-    """How a relaying client verified that the member asked: a method (a slug, recorded
-    in the audit entry) and optionally its own case reference (opaque, kept with the
-    request only)."""
+    """How a relaying client verified that the member asked: a method (one of
+    ``VERIFICATION_METHODS``, recorded in the audit entry) and optionally its own case
+    reference (opaque, kept with the request only)."""
 
     method: str
     reference: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in VERIFICATION_METHODS:
+            # Never echoed: an unknown method may be just the free text the list keeps out.
+            raise InvalidInput(
+                "verification.method is not a known method",
+                errors=[
+                    {
+                        "field": "verification.method",
+                        "problem": "must be one of " + ", ".join(VERIFICATION_METHODS),
+                    }
+                ],
+            )
 
 
 def new_request(

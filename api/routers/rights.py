@@ -74,7 +74,7 @@ def relay_request(
         request_type=body.type,
         changes=body.changes,
         verification=Verification(
-            method=body.verification.method, reference=body.verification.reference
+            method=body.verification.method.value, reference=body.verification.reference
         ),
         received_at=body.received_at,
         request_id=request_id,

@@ -30,7 +30,7 @@ def submitted(client: TestClient, token: str, body: dict[str, Any]) -> dict[str,
 
 
 def relay(client: TestClient, key: str, member_id: str, body: dict[str, Any]) -> httpx.Response:
-    body = {"verification": {"method": "id_document", "reference": "CASE-2026-0042"}, **body}
+    body = {"verification": {"method": "in_person_id", "reference": "CASE-2026-0042"}, **body}
     return client.post(f"/v1/members/{member_id}/requests", json=body, headers=auth(key))
 
 

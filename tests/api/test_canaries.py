@@ -4,20 +4,27 @@ Two members are created from planted canary values (a CN mobile number, an
 e-mail address, a Chinese and a Latin name, a resident ID, an address, a birth
 date), then every endpoint is driven with them: writes, gated reads for many
 purposes (refusals included), lookups, exports, consents, the audit endpoints,
-client management, health, and bad requests that carry the canaries in the
+client management, health, members' sign-in and own endpoints, rights requests
+(corrections to canary values, relayed requests with a canary-like case
+reference, the DPO's decisions and legal holds with a canary in the reason,
+the access copy, a deletion), and bad requests that carry the canaries in the
 wrong places. Afterwards no canary, raw or normalised, may be found in:
 
 - any log line (production JSON logging at DEBUG level, as its handler renders it);
 - any audit entry, byte for byte;
 - any error response, body or headers;
-- any successful answer other than the clear views a purpose is granted.
+- any successful answer other than the clear views a purpose is granted (and, for
+  the member, their own data; for the member and the DPO, the reasons they are shown).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +36,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from api.app import create_app
+from audit.entry import parse_entry
 from gate.context import Services
 from notify.outbox import read_outbox
+from policies import load_policy
+from policies.loader import default_policy_dir
 from tests.api.conftest import CODE_RE, auth
 from tests.conftest import Keys
 from vault.fields import gb11643_check_digit
@@ -49,6 +60,18 @@ ID_BODY = "33010619880512100"
 ID_NUMBER = ID_BODY + gb11643_check_digit(ID_BODY)  # ends in X
 ADDRESS = "浙江省杭州市西湖区文三路188号"
 BIRTHDAY = "1988-05-12"
+# What member A corrects their data to (each of a kind above).
+EMAIL_NEW = "Jinque.Zhou@Canary-Mail.example"
+PHONE_NEW = "13912345673"
+NAME_NEW = "周金雀儿"
+ADDRESS_NEW = "浙江省杭州市西湖区文三路200号"
+BIRTHDAY_NEW = "1988-05-13"
+# Someone a careless DPO names in a free-text reason (rejection, extension, hold): shown to
+# the member and the DPO, never logged or recorded. A kind of its own, so that the answers
+# that show a reason are still checked for every other kind.
+REASON_NAME = "鲍雀鸣"
+REASON_PHONE = "13912345677"
+REASON = f"{REASON_NAME} 来电 {REASON_PHONE}, 工单见邮件"
 
 # Every form in which a canary could leak, by kind. Matching is
 # case-insensitive and also looks for the JSON-escaped and URL-encoded forms.
@@ -61,14 +84,19 @@ CANARIES: dict[str, tuple[str, ...]] = {
         "13912345672",
         "+8613912345672",
         PHONE_B_RAW,
+        PHONE_NEW,
+        "+86" + PHONE_NEW,
     ),
-    "email": (EMAIL_RAW, EMAIL, "canary.zhou", EMAIL_B, "w.quackenbush"),
-    "name": (NAME_CJK, "金雀", "Wilhelmina", "Quackenbush"),
+    "email": (EMAIL_RAW, EMAIL, "canary.zhou", EMAIL_B, "w.quackenbush", EMAIL_NEW, "jinque.zhou"),
+    "name": (NAME_CJK, "金雀", "Wilhelmina", "Quackenbush"),  # (NAME_NEW holds 金雀)
     "id": (ID_NUMBER, ID_BODY),
-    "address": ("文三路", "西湖区"),
-    "birthday": (BIRTHDAY,),  # (the resident ID embeds it as 19880512)
+    "address": ("文三路", "西湖区"),  # (ADDRESS_NEW too)
+    "birthday": (BIRTHDAY, BIRTHDAY_NEW),  # (the resident ID embeds BIRTHDAY as 19880512)
+    "reason": (REASON_NAME, REASON_PHONE, "+86" + REASON_PHONE),
 }
 ALL_KINDS = frozenset(CANARIES)
+# What member A's own data may show (their /v1/me, their access copy).
+MEMBER_KINDS = ALL_KINDS - {"reason"}
 
 MEMBER_A = {
     "name": NAME_CJK,
@@ -134,9 +162,11 @@ class Driver:
         key: str | None = None,
         may_show: Iterable[str] = (),
         headers: dict[str, str] | None = None,
+        via: TestClient | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        response = self.client.request(
+        """``via``: another app on the same database (the EU profile, which allows extensions)."""
+        response = (via or self.client).request(
             method, path, headers={**(auth(key) if key else {}), **(headers or {})}, **kwargs
         )
         self.exchanges.append(Exchange(label, response, frozenset(may_show)))
@@ -153,7 +183,16 @@ def consent(purpose: str, **overrides: Any) -> dict[str, Any]:
     }
 
 
-def drive_every_endpoint(client: TestClient, keys: Keys, outbox: Path) -> Driver:
+@dataclass(frozen=True)
+class RightsSetup:
+    dpo: str
+    relay: str  # a client with rights:submit
+    eu: TestClient  # the same database under the EU profile (extensions allowed)
+
+
+def drive_every_endpoint(
+    client: TestClient, keys: Keys, outbox: Path, rights: RightsSetup
+) -> Driver:
     d = Driver(client, [], [])
     crm, sms, pos, analytics, app = keys.crm, keys.sms, keys.pos, keys.analytics, keys.app
     auditor, admin = keys.auditor, keys.admin
@@ -412,7 +451,7 @@ def drive_every_endpoint(client: TestClient, keys: Keys, outbox: Path) -> Driver
     token_a = signed_in("phone", {"phone": "139 1234 5670"})
     token_b = signed_in("email", {"email": EMAIL_B.upper()})
     d("login-unknown-phone", "POST", "/v1/me/login", json={"phone": "13912345679"})
-    d("me-a", "GET", "/v1/me", key=token_a, may_show=ALL_KINDS)
+    d("me-a", "GET", "/v1/me", key=token_a, may_show=MEMBER_KINDS)
     d("me-b", "GET", "/v1/me", key=token_b, may_show={"name", "phone", "email"})
     d("me-consents", "GET", "/v1/me/consents", key=token_a)
     own = {"purposes": ["marketing_sms"], "status": "withdrawn"}
@@ -437,6 +476,8 @@ def drive_every_endpoint(client: TestClient, keys: Keys, outbox: Path) -> Driver
         "email-as-challenge": {"challenge": EMAIL_RAW, "code": "123456"},
     }.items():
         d(f"verify-{label}", "POST", "/v1/me/login/verify", json=body)
+    drive_rights_endpoints(d, keys, rights, a=a, b=b, token_a=token_a, token_b=token_b)
+
     d("logout-a", "POST", "/v1/me/logout", key=token_a)
     d("logged-out-a", "GET", "/v1/me", key=token_a)
 
@@ -444,6 +485,159 @@ def drive_every_endpoint(client: TestClient, keys: Keys, outbox: Path) -> Driver
     d("client-revoke", "DELETE", f"/v1/clients/{probe['id']}", key=admin)
     d("revoked-key", "GET", f"/v1/members/{a}?purpose=birthday_benefits", key=probe["key"])
     return d
+
+
+def drive_rights_endpoints(
+    d: Driver, keys: Keys, rights: RightsSetup, *, a: str, b: str, token_a: str, token_b: str
+) -> None:
+    """Member A corrects, asks for copies, has a request rejected and one extended; a
+    client relays A's requests; member B's deletion waits on a hold and runs at its release.
+    Answers that show a request's history or a hold may show ``reason``, and nothing else."""
+    crm, auditor, dpo, relay, eu = keys.crm, keys.auditor, rights.dpo, rights.relay, rights.eu
+    own = "/v1/me/requests"
+    shows_reason = {"reason"}
+
+    def created(response: httpx.Response, status: str) -> str:
+        assert response.status_code == 201, response.text
+        assert response.json()["status"] == status, response.text
+        return str(response.json()["id"])
+
+    def correction(**changes: object) -> dict[str, Any]:
+        return {"type": "correction", "changes": changes}
+
+    # Corrections to canary values: self-service fields applied at once, the others sealed.
+    changes = correction(email=EMAIL_NEW, address=ADDRESS_NEW)
+    created(d("me-correct-applied", "POST", own, key=token_a, json=changes), "completed")
+    changes = correction(name=NAME_NEW, phone=PHONE_NEW)
+    sealed = created(d("me-correct-sealed", "POST", own, key=token_a, json=changes), "submitted")
+    for label, body in {
+        "phone-as-email": correction(email=PHONE),
+        "email-as-phone": correction(phone=EMAIL_RAW),
+        "impossible-birthday": correction(birthday="1988-02-30"),
+        "wrong-check-digit": correction(id_number=ID_BODY + "3"),
+        "name-with-nul": correction(name=NAME_NEW + "\x00"),
+        "phone-as-points": correction(points_balance=PHONE),  # not correctable
+        "name-as-unknown-key": {"type": "correction", "changes": {NAME_LATIN: PHONE}},
+        "email-as-unknown-key": {"type": "access", EMAIL_RAW: NAME_CJK},
+        "name-as-type": {"type": NAME_CJK},
+        "changes-of-an-access": {"type": "access", "changes": {"email": EMAIL_NEW}},
+        "same-field-as-open-one": correction(name=NAME_LATIN),  # 409 request-open
+    }.items():
+        d(f"me-correct-{label}", "POST", own, key=token_a, json=body)
+
+    # Relayed by a client: a case reference that looks like a contact, but is valid.
+    relayed = f"/v1/members/{a}/requests"
+    by_phone = {"method": "phone_callback", "reference": PHONE}
+    received = "2026-11-20T09:30:00+08:00"
+    body = {"type": "access", "verification": by_phone, "received_at": received}
+    relayed_copy = created(d("relay-access", "POST", relayed, key=relay, json=body), "completed")
+    body = {
+        **correction(birthday=BIRTHDAY_NEW),
+        "verification": {"method": "in_person_id", "reference": "canary.zhou"},
+        "received_at": received,
+    }
+    to_extend = created(d("relay-correct", "POST", relayed, key=relay, json=body), "submitted")
+    for label, body in {
+        "method-with-phone": {"type": "access", "verification": {"method": f"zhou_{PHONE}"}},
+        "method-is-name": {"type": "access", "verification": {"method": NAME_LATIN}},
+        "reference-is-email": {"type": "access", "verification": {**by_phone, "reference": EMAIL}},
+        "reference-is-name": {
+            "type": "access",
+            "verification": {**by_phone, "reference": NAME_CJK},
+        },
+        "received-on-birthday": {
+            "type": "access",
+            "verification": by_phone,
+            "received_at": BIRTHDAY + "T25:61:00+08:00",
+        },
+        "correct-phone-as-email": {**correction(email=PHONE), "verification": by_phone},
+    }.items():
+        d(f"relay-{label}", "POST", relayed, key=relay, json=body)
+    body = {"type": "access", "verification": by_phone}
+    d("relay-canary-member", "POST", f"/v1/members/{quote(PHONE)}/requests", key=relay, json=body)
+
+    # The DPO: the queue, a rejection and an extension whose reasons name someone.
+    d("queue", "GET", "/v1/requests", key=dpo)
+    d("queue-canary-cursor", "GET", "/v1/requests", key=dpo, params={"cursor": EMAIL_RAW})
+    d("queue-canary-status", "GET", "/v1/requests", key=dpo, params={"status": NAME_CJK})
+    reject = {"reason": REASON}
+    rejected = d(
+        "dpo-reject",
+        "POST",
+        f"/v1/requests/{sealed}/reject",
+        key=dpo,
+        json=reject,
+        may_show=shows_reason,
+    )
+    assert rejected.status_code == 200, rejected.text
+    d("dpo-reject-again", "POST", f"/v1/requests/{sealed}/reject", key=dpo, json=reject)
+    d("dpo-reject-canary-id", "POST", f"/v1/requests/{PHONE}/reject", key=dpo, json=reject)
+    extend = {"reason": REASON, "until": "2027-01-15"}
+    url = f"/v1/requests/{to_extend}/extend"
+    d("dpo-extend-not-allowed", "POST", url, key=dpo, json=extend)  # the CN profile
+    d(
+        "dpo-extend-bad-until",
+        "POST",
+        url,
+        key=dpo,
+        json={**extend, "until": BIRTHDAY + "X"},
+        via=eu,
+    )
+    extended = d("dpo-extend", "POST", url, key=dpo, json=extend, via=eu, may_show=shows_reason)
+    assert extended.status_code == 200, extended.text
+    d("dpo-extend-again", "POST", url, key=dpo, json=extend, via=eu)
+    approve = f"/v1/requests/{to_extend}/approve"
+    approved = d("dpo-approve", "POST", approve, key=dpo, may_show=shows_reason)
+    assert approved.status_code == 200 and approved.json()["status"] == "completed"
+    d("dpo-approve-again", "POST", approve, key=dpo)
+    d("dpo-show", "GET", f"/v1/requests/{sealed}", key=dpo, may_show=shows_reason)
+    d("dpo-queue-after", "GET", "/v1/requests", key=dpo, may_show=shows_reason)
+
+    # The member: their requests (with the reasons), copies of everything of their own.
+    d("me-requests", "GET", own, key=token_a, may_show=shows_reason)
+    d("me-request", "GET", f"{own}/{sealed}", key=token_a, may_show=shows_reason)
+    copy = created(d("me-access", "POST", own, key=token_a, json={"type": "access"}), "completed")
+    for label, request_id in (("me-copy", copy), ("me-copy-relayed", relayed_copy)):
+        got = d(label, "GET", f"{own}/{request_id}/copy", key=token_a, may_show=MEMBER_KINDS)
+        assert got.status_code == 200, got.text
+    d("me-copy-of-a-correction", "GET", f"{own}/{sealed}/copy", key=token_a)
+    d("me-copy-canary-id", "GET", f"{own}/{quote(EMAIL_RAW, safe='')}/copy", key=token_a)
+    waiting = created(
+        d("me-correct-to-cancel", "POST", own, key=token_a, json=correction(name=NAME_LATIN)),
+        "submitted",
+    )
+    d("me-cancel", "POST", f"{own}/{waiting}/cancel", key=token_a)
+    d("me-cancel-again", "POST", f"{own}/{waiting}/cancel", key=token_a)
+
+    # Member B: a hold (its reason names someone), a deletion that waits on it and runs at
+    # its release, and then B is no one.
+    holds = f"/v1/members/{b}/holds"
+    placed = d("hold-add", "POST", holds, key=dpo, json={"reason": REASON})
+    assert placed.status_code == 201, placed.text
+    hold = placed.json()["id"]
+    past = {"reason": REASON, "until": "2020-01-01T00:00:00+08:00"}
+    d("hold-add-past-until", "POST", holds, key=dpo, json=past)
+    d("hold-add-no-zone", "POST", holds, key=dpo, json={**past, "until": BIRTHDAY + "T10:00:00"})
+    d("hold-canary-member", "POST", f"/v1/members/{PHONE}/holds", key=dpo, json={"reason": REASON})
+    d("hold-list", "GET", holds, key=dpo, may_show=shows_reason)
+    deletion = created(
+        d("me-delete-b", "POST", own, key=token_b, json={"type": "deletion"}), "on_hold"
+    )
+    d("me-delete-b-again", "POST", own, key=token_b, json={"type": "deletion"})
+    d("me-request-b", "GET", f"{own}/{deletion}", key=token_b)
+    released = d("hold-release", "DELETE", f"{holds}/{hold}", key=dpo, may_show=shows_reason)
+    assert released.status_code == 200, released.text
+    done = d("dpo-show-deletion", "GET", f"/v1/requests/{deletion}", key=dpo)
+    assert done.json()["status"] == "completed", done.text
+    d("hold-release-deleted", "DELETE", f"{holds}/{hold}", key=dpo)
+    d("hold-list-deleted", "GET", holds, key=dpo)
+    d("read-deleted", "GET", f"/v1/members/{b}?purpose=membership", key=crm)
+    d("relay-deleted", "POST", f"/v1/members/{b}/requests", key=relay, json=body)
+    lookup = {"email": EMAIL_B, "purpose": "customer_service"}
+    d("lookup-deleted", "POST", "/v1/members/lookup", key=crm, json=lookup)
+    d("me-deleted", "GET", "/v1/me", key=token_b)
+    d("access-log-deleted", "GET", f"/v1/members/{b}/access-log", key=auditor)
+    d("audit-after-rights", "GET", "/v1/audit/entries?limit=1000", key=auditor)
 
 
 @dataclass(frozen=True)
@@ -458,9 +652,23 @@ class Scenario:
 CLIENT_SIDE_LOGGERS = frozenset({"httpx", "httpcore"})
 
 
-# The scenario sends some 130 requests. It runs once per backend, and each test
+# The scenario sends some 200 requests. It runs once per backend, and each test
 # below inspects one place a canary could leak to in what that run produced.
 _SCENARIOS: dict[str, Scenario] = {}
+
+
+@contextmanager
+def eu_profile(services: Services, tmp_path: Path) -> Iterator[TestClient]:
+    """The app on the same database and keys under the EU rights profile."""
+    policy_dir = tmp_path / "eu-policy"
+    shutil.copytree(default_policy_dir(), policy_dir)
+    shutil.copyfile(
+        Path(default_policy_dir()).parent / "profiles" / "eu" / "rights.toml",
+        policy_dir / "rights.toml",
+    )
+    eu = dataclasses.replace(services, policy=load_policy(policy_dir))
+    with TestClient(create_app(services=eu), raise_server_exceptions=False) as client:
+        yield client
 
 
 @pytest.fixture
@@ -471,7 +679,15 @@ def scenario(request: pytest.FixtureRequest, backend: str) -> Scenario:
         session: Session = request.getfixturevalue("session")
         read_log: Callable[[], str] = request.getfixturevalue("json_logs")
         services: Services = request.getfixturevalue("services")
-        driven = drive_every_endpoint(app_client, keys, services.settings.resolved_outbox_dir)
+        with eu_profile(services, request.getfixturevalue("tmp_path")) as eu:
+            rights = RightsSetup(
+                dpo=request.getfixturevalue("dpo_key"),
+                relay=request.getfixturevalue("relay_key"),
+                eu=eu,
+            )
+            driven = drive_every_endpoint(
+                app_client, keys, services.settings.resolved_outbox_dir, rights
+            )
         log = read_log()
         try:
             rows = session.execute(text("SELECT entry FROM audit_entry ORDER BY seq")).scalars()
@@ -537,10 +753,118 @@ def test_sign_in_codes_challenges_and_member_tokens_never_reach_a_log_line(
 
 
 def test_canaries_never_reach_an_audit_entry(scenario: Scenario) -> None:
-    # Every request above that decided or changed something is on the record.
-    assert len(scenario.audit_entries) > len(scenario.exchanges) // 2
+    # What the answers said was recorded (their Audit-Seq) is on the record: the entries
+    # checked below are the scenario's, rights requests included.
+    parsed = [parse_entry(entry) for entry in scenario.audit_entries]
+    told = {
+        int(x.response.headers["Audit-Seq"])
+        for x in scenario.exchanges
+        if "Audit-Seq" in x.response.headers
+    }
+    assert len(told) > 50 and told <= {entry["seq"] for entry in parsed}
+    actions = {entry["action"] for entry in parsed}
+    assert actions >= RIGHTS_ACTIONS, RIGHTS_ACTIONS - actions
     for entry in scenario.audit_entries:
         assert leaks(entry) == [], entry.decode()
+
+
+# What the rights part of the scenario records: received and moved requests (with the
+# relayed ones' verification method), applied corrections, downloads of the copy, holds,
+# the deletion.
+RIGHTS_ACTIONS = frozenset(
+    {"rights.request", "member.correct", "rights.download", "rights.hold", "member.delete"}
+)
+
+# How each rights exchange is answered: the leak checks hold only if these happened (a
+# reason never accepted could never leak).
+RIGHTS_ANSWERS = {
+    "me-correct-applied": 201,
+    "me-correct-sealed": 201,
+    **{
+        f"me-correct-{label}": 422
+        for label in (
+            "phone-as-email",
+            "email-as-phone",
+            "impossible-birthday",
+            "wrong-check-digit",
+            "name-with-nul",
+            "phone-as-points",
+            "name-as-unknown-key",
+            "email-as-unknown-key",
+            "name-as-type",
+            "changes-of-an-access",
+        )
+    },
+    "me-correct-same-field-as-open-one": 409,
+    "relay-access": 201,
+    "relay-correct": 201,
+    **{
+        f"relay-{label}": 422
+        for label in (
+            "method-with-phone",
+            "method-is-name",
+            "reference-is-email",
+            "reference-is-name",
+            "received-on-birthday",
+            "correct-phone-as-email",
+        )
+    },
+    "relay-canary-member": 404,
+    "queue": 200,
+    "queue-canary-cursor": 422,
+    "queue-canary-status": 422,
+    "dpo-reject": 200,
+    "dpo-reject-again": 409,
+    "dpo-reject-canary-id": 404,
+    "dpo-extend-not-allowed": 409,
+    "dpo-extend-bad-until": 422,
+    "dpo-extend": 200,
+    "dpo-extend-again": 409,
+    "dpo-approve": 200,
+    "dpo-approve-again": 409,
+    "dpo-show": 200,
+    "dpo-queue-after": 200,
+    "me-requests": 200,
+    "me-request": 200,
+    "me-access": 201,
+    "me-copy": 200,
+    "me-copy-relayed": 200,
+    "me-copy-of-a-correction": 404,
+    "me-copy-canary-id": 404,
+    "me-correct-to-cancel": 201,
+    "me-cancel": 200,
+    "me-cancel-again": 409,
+    "hold-add": 201,
+    "hold-add-past-until": 422,
+    "hold-add-no-zone": 422,
+    "hold-canary-member": 404,
+    "hold-list": 200,
+    "me-delete-b": 201,
+    "me-delete-b-again": 409,
+    "me-request-b": 200,
+    "hold-release": 200,
+    "dpo-show-deletion": 200,
+    "hold-release-deleted": 404,
+    "hold-list-deleted": 404,
+    "read-deleted": 404,
+    "relay-deleted": 404,
+    "lookup-deleted": 200,
+    "me-deleted": 401,
+    "access-log-deleted": 200,
+    "audit-after-rights": 200,
+}
+
+
+def test_the_rights_endpoints_were_driven_as_the_scenario_says(scenario: Scenario) -> None:
+    answered = {x.label: x.response.status_code for x in scenario.exchanges}
+    assert {label: answered.get(label) for label in RIGHTS_ANSWERS} == RIGHTS_ANSWERS
+    by_label = {x.label: x.response for x in scenario.exchanges}
+    # The deletion waited on the hold and ran at its release; afterwards B is no one.
+    assert by_label["me-delete-b"].json()["status"] == "on_hold"
+    assert by_label["dpo-show-deletion"].json()["status"] == "completed"
+    assert by_label["lookup-deleted"].json()["ids"] == []
+    # The relayed requests were taken with their canary-like references.
+    assert by_label["relay-access"].json()["channel"] == "relayed"
 
 
 def test_canaries_never_reach_an_error_response(scenario: Scenario) -> None:
@@ -569,6 +893,14 @@ def test_successful_answers_show_only_the_clear_views_their_purpose_grants(
     assert ID_NUMBER in by_label["read-a-identity_verification"].text
     assert leaks(by_label["read-a-marketing_email"].text, {"email"})
     assert leaks(by_label["export-delivery"].text, {"name"})
+    # The member's copy holds their values (the corrected ones too), and the answers that
+    # show a reason show the one the DPO wrote: the reason canary is there to be found.
+    copy = by_label["me-copy"].json()["fields"]
+    assert (copy["email"], copy["address"]) == (EMAIL_NEW.lower(), ADDRESS_NEW)
+    assert (copy["birthday"], copy["id_number"]) == (BIRTHDAY_NEW, ID_NUMBER)
+    assert leaks(by_label["me-copy-relayed"].text, {"name", "phone", "id"})
+    for label in ("dpo-reject", "dpo-extend", "me-request", "hold-list", "hold-release"):
+        assert leaks(by_label[label].text, {"reason"}), label
     # And the masked views are really there, not just absent values.
     masked = by_label["read-a-customer_service"].json()["fields"]
     assert masked["phone"] == "139****5670"

@@ -29,6 +29,7 @@ from core.errors import DomainError
 from gate.reads import refusal
 from policies.decide import deny
 from policies.model import Policy
+from rights.requests import VERIFICATION_METHODS
 from tests.api.conftest import MEMBER, auth
 from tests.conftest import Keys
 
@@ -135,6 +136,16 @@ def test_no_validation_error_schema_of_fastapi_remains(doc: dict[str, Any]) -> N
         for status, response in operation["responses"].items():
             if int(status) >= 400 and path not in PUBLIC_PATHS:
                 assert list(response["content"]) == [problems.PROBLEM], (method, path, status)
+
+
+def test_a_relayed_requests_verification_method_is_the_closed_list_of_the_rights_domain(
+    doc: dict[str, Any],
+) -> None:
+    schemas = doc["components"]["schemas"]
+    method = schemas["VerificationIn"]["properties"]["method"]
+    assert method["$ref"] == "#/components/schemas/VerificationMethod"
+    assert schemas["VerificationMethod"]["enum"] == list(VERIFICATION_METHODS)
+    assert schemas["VerificationMethod"]["type"] == "string"
 
 
 def test_the_problem_schema_names_its_members_and_every_slug(doc: dict[str, Any]) -> None:

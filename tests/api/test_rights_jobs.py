@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
 from gate.context import Services
 from gate.rights_jobs import flag_due_requests
 from notify import Message, NotifierError
+from rights.models import RightsRequest
 from tests.api.conftest import MEMBER, auth
 from tests.api.rights_helpers import entries, relay
 from tests.conftest import NOW, Keys, ServicesFor
@@ -124,21 +126,54 @@ def test_a_notice_that_cannot_be_sent_leaves_the_requests_to_flag_again(
     assert len(capture.sent) == 1
 
 
-def test_a_closed_request_is_never_flagged(
+def close(
+    how: str, client: TestClient, request_id: str, dpo_key: str, token_for: Callable[[str], str]
+) -> None:
+    """Close a waiting correction as the DPO (reject, approve) or its member (cancel) would."""
+    if how == "cancelled":
+        shown = client.get(f"/v1/requests/{request_id}", headers=auth(dpo_key)).json()
+        token = token_for(shown["member_id"])
+        response = client.post(f"/v1/me/requests/{request_id}/cancel", headers=auth(token))
+    elif how == "rejected":
+        body = {"reason": "duplicate of case 3"}
+        response = client.post(
+            f"/v1/requests/{request_id}/reject", json=body, headers=auth(dpo_key)
+        )
+    else:
+        response = client.post(f"/v1/requests/{request_id}/approve", headers=auth(dpo_key))
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == how
+
+
+@pytest.mark.parametrize("how", ["rejected", "cancelled", "completed"])
+def test_a_request_closed_before_any_run_is_never_flagged_though_past_due(
     requests: dict[str, str],
     services: Services,
     services_for: ServicesFor,
     app_client: TestClient,
     dpo_key: str,
+    token_for: Callable[[str], str],
+    keys: Keys,
+    session: Session,
+    how: str,
 ) -> None:
+    # Closed while never flagged: only the job's own choice of statuses can keep it out
+    # (a request flagged overdue before it closed is passed over for that flag alone).
+    closed = requests["overdue"]
+    close(how, app_client, closed, dpo_key, token_for)
     capture = Capture()
-    job(services_for, services, capture, NOW)()
-    rejected = app_client.post(
-        f"/v1/requests/{requests['overdue']}/reject",
-        json={"reason": "duplicate of case 3"},
-        headers=auth(dpo_key),
-    )
-    assert rejected.status_code == 200
-    # A closed request is never flagged, even when it was past due.
-    again = job(services_for, services, capture, NOW + timedelta(days=5))()
-    assert requests["overdue"] not in again.overdue + again.due_soon
+    runs = [job(services_for, services, capture, at)() for at in (NOW, NOW + timedelta(days=5))]
+    # Past its due date at both runs, it would be flagged overdue at the first if it were open.
+    row = session.get(RightsRequest, closed)
+    assert row is not None and row.due_at < NOW and row.due_flag is None
+    session.close()
+    assert all(closed not in run.due_soon + run.overdue for run in runs)
+    assert all(closed not in message.body for message in capture.sent)
+    flagged = entries(app_client, keys.auditor, action="rights.flagged")
+    assert all(closed not in str(entry["detail"]) for entry in flagged)
+    # The runs did flag: the open request beside it, due Monday, then past due.
+    assert [(run.due_soon, run.overdue) for run in runs] == [
+        ([requests["due_monday"]], []),
+        ([], [requests["due_monday"]]),
+    ]
+    assert len(capture.sent) == len(flagged) == 2

@@ -16,6 +16,7 @@ from audit.log import AuditUnavailable, read_head
 from gate.context import Services
 from gate.rights_jobs import expire_copies
 from rights.models import RightsCopy, RightsCorrection, RightsRequest
+from rights.requests import VERIFICATION_METHODS
 from tests.api.conftest import MEMBER, auth, grant
 from tests.api.rights_helpers import (
     app_at,
@@ -106,7 +107,7 @@ def test_a_relayed_request_records_the_verification_method_but_not_its_reference
         for e in entries(app_client, keys.auditor, action="rights.request")
         if e["detail"]["status"] == "submitted"
     ]
-    assert entry["detail"]["verification"] == "id_document"
+    assert entry["detail"]["verification"] == "in_person_id"
     assert "CASE-2026-0042" not in str(entry)
     stored = session.get(RightsRequest, response.json()["id"])
     assert stored is not None and stored.verification_reference == "CASE-2026-0042"
@@ -236,6 +237,48 @@ def test_a_relayed_request_needs_a_verification_method_and_an_opaque_reference(
     )
     assert response.status_code == 422, response.text
     assert "13812345678" not in response.text
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["zhangsan_13812345678", "id_document", "SMS_CODE", "wechat_zhou", None],
+)
+def test_a_verification_method_not_on_the_list_is_refused_unechoed_and_nothing_is_recorded(
+    app_client: TestClient, member_id: str, relay_key: str, session: Session, method: object
+) -> None:
+    # The method goes into an append-only audit entry: free text there would stay for good.
+    size = read_head(session).size
+    response = app_client.post(
+        f"/v1/members/{member_id}/requests",
+        json={"type": "access", "verification": {"method": method, "reference": "CASE-1"}},
+        headers=auth(relay_key),
+    )
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["type"] == "validation-failed"
+    assert [e["loc"] for e in body["errors"]] == [["body", "verification", "method"]]
+    assert str(method) not in response.text and "13812345678" not in response.text
+    assert count(session, RightsRequest) == 0
+    assert read_head(session).size == size
+
+
+@pytest.mark.parametrize("method", VERIFICATION_METHODS)
+def test_each_listed_verification_method_is_accepted_and_recorded_in_the_entry(
+    app_client: TestClient, member_id: str, relay_key: str, keys: Keys, method: str
+) -> None:
+    response = app_client.post(
+        f"/v1/members/{member_id}/requests",
+        json={"type": "deletion", "verification": {"method": method}},
+        headers=auth(relay_key),
+    )
+    assert response.status_code == 201, response.text
+    (entry,) = [
+        e
+        for e in entries(app_client, keys.auditor, action="rights.request")
+        if e["detail"]["status"] == "submitted"
+    ]
+    assert entry["detail"]["verification"] == method
+    assert entry["detail"]["request"] == response.json()["id"]
 
 
 # -- who may call what --------------------------------------------------------------------

@@ -41,7 +41,7 @@ class Home:
             member_id=self.member,
             request_type=body["type"],
             changes=body.get("changes"),
-            verification=Verification("id_document"),
+            verification=Verification("in_person_id"),
             received_at=None,
             request_id=None,
         )
