@@ -115,7 +115,10 @@ class Deployed:
 @pytest.fixture
 def deployed(fresh_database: FreshDatabase, tmp_path: Path) -> Iterator[Deployed]:
     """The app as `memberguard serve` builds it (build_services), on a database of its own."""
-    settings = Settings(home=tmp_path / "home", database_url=fresh_database.url)
+    # No job thread: the tests count who waits for the log-head lock.
+    settings = Settings(
+        home=tmp_path / "home", database_url=fresh_database.url, worker_in_server=False
+    )
     run_init(settings, echo=False)
     services = build_services(settings, clock=ticking_clock())
     crm = register_client(
