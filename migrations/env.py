@@ -6,6 +6,7 @@ from alembic import context
 
 import audit.models  # noqa: F401  (models register with the metadata)
 import consent.models  # noqa: F401
+import feed.models  # noqa: F401
 import principals.models  # noqa: F401
 import rights.models  # noqa: F401
 import vault.models  # noqa: F401

@@ -40,6 +40,7 @@ PRODUCT = (
     "cli",
     "consent",
     "core",
+    "feed",
     "gate",
     "policies",
     "principals",

@@ -22,6 +22,7 @@ PRODUCT = (
     "cli",
     "consent",
     "core",
+    "feed",
     "gate",
     "policies",
     "notify",
