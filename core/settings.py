@@ -215,6 +215,20 @@ class Settings(BaseSettings):
         "the deletions they held) and flags requests due soon or overdue to the DPO.",
     )
 
+    # The change feed's message broker (feed/broker.py, the worker's feed.broker job).
+    amqp_url: SecretStr | None = Field(
+        default=None,
+        description="amqp://user:password@host:5672/%2F (the vhost percent-encoded) or "
+        "amqps://… (TLS): every feed event is also published to the topic exchange "
+        "memberguard.events. Unset: no broker, and no feed.broker job.",
+    )
+    broker_job_seconds: int = Field(
+        default=5,
+        ge=1,
+        description="How often the worker publishes the feed events the broker has not "
+        "confirmed yet (new ones, and those a failed run left).",
+    )
+
     @model_validator(mode="after")
     def _heartbeat_within_live_window(self) -> Settings:
         # A server that beats less often than twice per window would drop out
@@ -257,6 +271,16 @@ class Settings(BaseSettings):
         if value is not None:
             check = parse_smtp_url if info.field_name == "smtp_url" else check_gateway_url
             check(value.get_secret_value())
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The rules live with the publisher; its messages never hold the URL.
+        from feed.broker import parse_amqp_url
+
+        if value is not None:
+            parse_amqp_url(value.get_secret_value())
         return value
 
     @field_validator("smtp_from")

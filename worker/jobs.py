@@ -19,7 +19,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING
+
+from pydantic import SecretStr
 
 from core.settings import Settings
 from worker.models import JOB_NAME_LENGTH
@@ -59,7 +62,7 @@ def default_jobs(settings: Settings) -> list[Job]:
 
     lease = timedelta(seconds=settings.worker_max_runtime_seconds)
     rights_every = timedelta(seconds=settings.rights_job_seconds)
-    return [
+    jobs = [
         Job(
             name="audit.checkpoint",
             run=cut_overdue_checkpoint,
@@ -76,6 +79,24 @@ def default_jobs(settings: Settings) -> list[Job]:
         Job(name="rights.holds", run=_release_lapsed_holds, every=rights_every, max_runtime=lease),
         Job(name="rights.deadlines", run=_flag_due_requests, every=rights_every, max_runtime=lease),
     ]
+    if settings.amqp_url is not None:
+        # Only with a broker: without one there is nothing to relay, and a job that always
+        # reports 0 would only clutter `worker status`.
+        jobs.append(
+            Job(
+                name="feed.broker",
+                # Half the lease per run: what is left waits for the next run (an interval
+                # later) rather than this one outliving its lease and being overtaken.
+                run=partial(
+                    _publish_to_broker,
+                    url=settings.amqp_url,
+                    time_budget=lease.total_seconds() / 2,
+                ),
+                every=timedelta(seconds=settings.broker_job_seconds),
+                max_runtime=lease,
+            )
+        )
+    return jobs
 
 
 def _purge_outbox(services: Services) -> JobResult:
@@ -111,3 +132,16 @@ def _flag_due_requests(services: Services) -> JobResult:
         "overdue": len(flagged.overdue),
         "notices": int(flagged.message_id is not None),
     }
+
+
+def _publish_to_broker(services: Services, *, url: SecretStr, time_budget: float) -> JobResult:
+    # The URL is the one the job was made with (default_jobs' settings), so that the job
+    # and its broker come and go together.
+    from feed.broker import parse_amqp_url, publish_events
+
+    return publish_events(
+        parameters=parse_amqp_url(url.get_secret_value()),
+        units=services.uow,
+        read_sessions=services.read_sessions,
+        time_budget=time_budget,
+    ).counts()
