@@ -37,6 +37,7 @@ own reply, which never holds it).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -207,6 +208,7 @@ class BrokerPublisher:
         self._channel: BlockingChannel | None = None
 
     def __enter__(self) -> BrokerPublisher:
+        _quiet_pika()
         try:
             with self._failures("connect"):
                 self._connection = pika.BlockingConnection(self.parameters)
@@ -275,6 +277,15 @@ class BrokerPublisher:
             raise BrokerUnavailable(
                 f"the message broker at {self.broker} failed ({step}): {describe_failure(exc)}"
             ) from None
+
+
+def _quiet_pika() -> None:
+    """pika logs some twenty lines at INFO per connection (and a run with events opens one):
+    its INFO is our DEBUG. Unless pika's level was set by someone, it logs warnings and
+    errors only, except when the process logs at DEBUG."""
+    pika_log = logging.getLogger("pika")
+    if pika_log.level == logging.NOTSET and not logging.getLogger().isEnabledFor(logging.DEBUG):
+        pika_log.setLevel(logging.WARNING)
 
 
 class _Returned(Exception):

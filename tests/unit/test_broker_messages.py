@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from pika.adapters.utils.connection_workflow import AMQPConnectorSocketConnectEr
 from core.settings import Settings, SettingsError, load_settings
 from feed.broker import (
     BLOCKED_CONNECTION_TIMEOUT,
+    _quiet_pika,
     broker_message,
     describe_failure,
     display_amqp_url,
@@ -134,6 +136,29 @@ def test_a_failure_is_described_by_classes_and_the_brokers_reply_only() -> None:
         "was refused))"
     )
     assert describe_failure(OSError(f"no route to {PASSWORD}")) == "OSError"
+
+
+@pytest.mark.parametrize(
+    ("root", "pika_before", "pika_after"),
+    [
+        (logging.INFO, logging.NOTSET, logging.WARNING),
+        (logging.DEBUG, logging.NOTSET, logging.NOTSET),
+        (logging.INFO, logging.INFO, logging.INFO),
+    ],
+)
+def test_pikas_chatter_is_debug_unless_its_level_was_chosen(
+    root: int, pika_before: int, pika_after: int
+) -> None:
+    loggers = logging.getLogger(), logging.getLogger("pika")
+    saved = [logger.level for logger in loggers]
+    try:
+        for logger, level in zip(loggers, (root, pika_before), strict=True):
+            logger.setLevel(level)
+        _quiet_pika()
+        assert loggers[1].level == pika_after
+    finally:
+        for logger, level in zip(loggers, saved, strict=True):
+            logger.setLevel(level)
 
 
 # -- the job ---------------------------------------------------------------------------
