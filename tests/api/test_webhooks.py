@@ -2,21 +2,26 @@
 
 The suite's default settings keep the URL rules on (``https://`` to public
 hosts only), so the registrations here use a public address literal, which
-resolves without DNS.
+resolves without DNS; deliveries go through ``httpx.MockTransport`` (the real
+receiver is in tests/integration/test_webhooks.py).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from feed.events import EventType, emit
 from gate.context import Services
 from tests.api.conftest import auth
 from tests.conftest import Keys
+from worker.webhooks import Courier
 
 HOOK = "https://93.184.215.14/hooks/crm?token=s3cr3t-tok3n"
 OVERLAP = timedelta(hours=24)
@@ -152,3 +157,77 @@ def test_removing_a_webhook_is_recorded_and_it_is_gone(app_client: TestClient, k
     (entry,) = entries(app_client, keys, "webhook.remove")
     assert entry["detail"] == {"client": keys.ids["crm"], "origin": "https://93.184.215.14"}
     assert app_client.get(hook_path(keys), headers=auth(keys.admin)).status_code == 404
+
+
+def deliver(services: Services, answers: list[int]) -> list[httpx.Request]:
+    """Run a courier whose receiver answers ``answers`` in turn (then 200)."""
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(answers.pop(0) if answers else 200)
+
+    Courier.of(
+        services,
+        transport=httpx.MockTransport(handle),
+        resolve=lambda host, port: ["93.184.215.14"],
+        jitter=lambda top: top,
+    ).run()
+    return seen
+
+
+def test_the_attempts_are_listed_newest_first_page_by_page(
+    app_client: TestClient, keys: Keys, services: Services
+) -> None:
+    set_hook(app_client, keys)
+    with services.sessions() as session:
+        event = emit(
+            session,
+            type=EventType.MEMBER_DELETED,
+            data={"member_id": "m" * 24, "request_id": None},
+            recipients=[keys.ids["crm"]],
+            now=services.clock(),
+            ack_required=True,
+        )
+        assert event is not None
+        session.commit()
+    seen = deliver(services, [500])
+    assert len(seen) == 1 and seen[0].headers["webhook-id"] == event.id
+    assert seen[0].url.path == "/hooks/crm" and seen[0].headers["host"] == "93.184.215.14"
+    retry_at = app_client.get(hook_path(keys), headers=auth(keys.admin)).json()["next_attempt_at"]
+    dated = services_at(services, retry_at)
+    assert len(deliver(dated, [502])) == 1
+    retry_at = app_client.get(hook_path(keys), headers=auth(keys.admin)).json()["next_attempt_at"]
+    assert len(deliver(services_at(services, retry_at), [])) == 1
+
+    path = f"/v1/clients/{keys.ids['crm']}/deliveries"
+    first = app_client.get(path, params={"limit": 2}, headers=auth(keys.admin))
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert [(i["attempt"], i["status_code"], i["outcome"]) for i in page["items"]] == [
+        (3, 200, "delivered"),
+        (2, 502, "retry"),
+    ]
+    item = page["items"][0]
+    assert (item["event_id"], item["seq"], item["type"]) == (event.id, 1, "member.deleted")
+    assert item["error"] is None and item["next_attempt_at"] is None
+    assert page["items"][1]["next_attempt_at"] is not None
+    second = app_client.get(
+        path, params={"limit": 2, "cursor": page["next_cursor"]}, headers=auth(keys.admin)
+    ).json()
+    assert [(i["attempt"], i["status_code"]) for i in second["items"]] == [(1, 500)]
+    assert second["next_cursor"] is None
+
+    bad = app_client.get(path, params={"cursor": "nope"}, headers=auth(keys.admin))
+    assert bad.status_code == 422 and bad.json()["type"] == "invalid-cursor"
+    other = app_client.get(f"/v1/clients/{keys.ids['sms']}/deliveries", headers=auth(keys.admin))
+    assert other.json() == {"items": [], "next_cursor": None}
+    unknown = app_client.get("/v1/clients/" + "a" * 24 + "/deliveries", headers=auth(keys.admin))
+    assert unknown.status_code == 404
+    refused = app_client.get(path, headers=auth(keys.auditor))
+    assert refused.status_code == 403
+
+
+def services_at(services: Services, iso: str) -> Services:
+    moment = datetime.fromisoformat(iso)
+    return dataclasses.replace(services, clock=lambda: moment)
