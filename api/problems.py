@@ -125,6 +125,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "json-too-deep": ProblemType(422, "the body nests arrays or objects too deeply"),
     "unknown-purpose": ProblemType(422, "the purpose is not in the policy (`known_purposes`)"),
     "invalid-cursor": ProblemType(422, "the cursor is not a next_cursor this API gave"),
+    "webhook-url-refused": ProblemType(
+        422, "not an https:// URL to a public host (the detail names the rule, not the URL)"
+    ),
     "extension-out-of-range": ProblemType(
         422, "the new due date is not after the current one, or beyond the policy's extension_max"
     ),

@@ -270,3 +270,61 @@ class AccessLogItemOut(BaseModel):
 class AccessLogOut(BaseModel):
     items: list[AccessLogItemOut]
     next_cursor: str | None
+
+
+# -- webhooks (admin) ---------------------------------------------------------------
+
+
+class WebhookIn(_In):
+    url: StrictStr = Field(
+        min_length=1,
+        max_length=2048,
+        description="https:// to a public host (the rules: README, Webhooks).",
+    )
+
+
+class WebhookSetOut(BaseModel):
+    client_id: str
+    url: str
+    origin: str = Field(description="Scheme, host and port: what the audit log records.")
+    secret: str = Field(description="whsec_…, shown once; deliveries are signed with it.")
+
+
+class WebhookSecretOut(BaseModel):
+    client_id: str
+    secret: str = Field(description="whsec_…, shown once.")
+    previous_secret_valid_until: str = Field(
+        description="Until then, deliveries are signed by the previous secret too."
+    )
+
+
+class WebhookOut(BaseModel):
+    client_id: str
+    origin: str
+    created_at: str
+    updated_at: str
+    rotated_at: str | None
+    previous_secret_valid_until: str | None
+    delivered_through_seq: int = Field(
+        description="Every event of the client up to this seq is delivered or failed."
+    )
+    pending: int
+    head_attempts: int = Field(description="Tries of the next event so far.")
+    next_attempt_at: str
+
+
+class DeliveryAttemptOut(BaseModel):
+    event_id: str = Field(description="The webhook-id of the delivery.")
+    seq: int
+    type: str
+    attempt: int
+    at: str
+    status_code: int | None
+    error: str | None = Field(description="Why no answer came: timeout, connect-error, ….")
+    outcome: Literal["delivered", "retry", "failed"]
+    next_attempt_at: str | None
+
+
+class DeliveryAttemptsOut(BaseModel):
+    items: list[DeliveryAttemptOut]
+    next_cursor: str | None

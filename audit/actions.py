@@ -66,6 +66,9 @@ class Action(StrEnum):
     MEMBER_SIGNIN = "member.signin"
     MEMBER_SIGNOUT = "member.signout"
     MEMBER_SELF_READ = "member.self_read"
+    WEBHOOK_SET = "webhook.set"
+    WEBHOOK_ROTATE = "webhook.rotate"
+    WEBHOOK_REMOVE = "webhook.remove"
 
     @property
     def release(self) -> Release:
@@ -115,6 +118,12 @@ _RELEASES: dict[Action, Release] = {
     # scoping sees what a stolen session read; whoever computes the recipients
     # to tell of a correction (GDPR Art. 19) skips the member themself.
     Action.MEMBER_SELF_READ: Release.FIELDS,
+    # A client's webhook: where its events are pushed, and the secret that signs
+    # them. The entry names the URL's origin only (its path and query may hold the
+    # receiver's token), never the secret.
+    Action.WEBHOOK_SET: Release.NONE,
+    Action.WEBHOOK_ROTATE: Release.NONE,
+    Action.WEBHOOK_REMOVE: Release.NONE,
 }
 
 
@@ -877,6 +886,62 @@ def member_self_read(
         members=[who.id],
         fields={name: "clear" for name in sorted(fields)},
         request_id=request_id,
+    )
+
+
+# -- webhooks -------------------------------------------------------------------
+
+
+def webhook_set(
+    who: Principal,
+    *,
+    policy: str,
+    client_id: str,
+    origin: str,
+    replaced: bool,
+    request_id: str | None,
+) -> Record:
+    """A client's webhook registered (or its URL replaced, with a new secret): the URL's
+    ``origin`` (scheme, host, port) only, never its path, query or the secret."""
+    return _by(
+        who,
+        Action.WEBHOOK_SET,
+        policy=policy,
+        reason="admin",
+        request_id=request_id,
+        detail={"client": client_id, "origin": origin, "replaced": replaced},
+    )
+
+
+def webhook_rotated(
+    who: Principal,
+    *,
+    policy: str,
+    client_id: str,
+    previous_valid_until: datetime,
+    request_id: str | None,
+) -> Record:
+    """A new signing secret; the previous one also signs until ``previous_valid_until``."""
+    return _by(
+        who,
+        Action.WEBHOOK_ROTATE,
+        policy=policy,
+        reason="admin",
+        request_id=request_id,
+        detail={"client": client_id, "previous_valid_until": _micros(previous_valid_until)},
+    )
+
+
+def webhook_removed(
+    who: Principal, *, policy: str, client_id: str, origin: str, request_id: str | None
+) -> Record:
+    return _by(
+        who,
+        Action.WEBHOOK_REMOVE,
+        policy=policy,
+        reason="admin",
+        request_id=request_id,
+        detail={"client": client_id, "origin": origin},
     )
 
 

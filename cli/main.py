@@ -573,6 +573,57 @@ def clients_revoke(client: str) -> None:
     click.echo(f"revoked {client} (audit entry {seq})")
 
 
+@clients.command("webhook")
+@click.argument("client")
+@click.argument("url", required=False)
+@click.option(
+    "--rotate",
+    is_flag=True,
+    help="Issue a new signing secret; the old one signs too for "
+    "MEMBERGUARD_WEBHOOK_SECRET_OVERLAP_HOURS.",
+)
+@click.option("--remove", is_flag=True, help="Stop pushing the client's events.")
+def clients_webhook(client: str, url: str | None, rotate: bool, remove: bool) -> None:
+    """Set a client's webhook URL (by id or name) and print its secret once; --rotate the
+    secret; --remove it; with neither a URL nor an option, show it."""
+    from gate import webhooks
+    from principals import OPERATOR_ACTOR
+
+    if sum((url is not None, rotate, remove)) > 1:
+        raise click.UsageError("give a URL, --rotate or --remove, one at a time")
+    services = _services(_settings())
+    if url is not None:
+        issued = webhooks.set_webhook(
+            services,
+            actor=OPERATOR_ACTOR,
+            client=client,
+            url=url,
+            request_id=None,
+            accept_name=True,
+        )
+        verb = "replaced" if issued.replaced else "set"
+        click.echo(f"webhook of {client} {verb}: {issued.origin} (audit entry {issued.audit_seq})")
+        click.echo(f"secret (shown once): {issued.secret}")
+    elif rotate:
+        rotated = webhooks.rotate_webhook_secret(
+            services, actor=OPERATOR_ACTOR, client=client, request_id=None, accept_name=True
+        )
+        until = rotated.previous_valid_until.isoformat(timespec="seconds")
+        click.echo(
+            f"new secret for {client} (audit entry {rotated.audit_seq}); "
+            f"the previous one also signs until {until}"
+        )
+        click.echo(f"secret (shown once): {rotated.secret}")
+    elif remove:
+        seq = webhooks.remove_webhook(
+            services, actor=OPERATOR_ACTOR, client=client, request_id=None, accept_name=True
+        )
+        click.echo(f"webhook of {client} removed (audit entry {seq})")
+    else:
+        state = webhooks.webhook_state(services, client, accept_name=True)
+        click.echo(json.dumps(state, indent=2))
+
+
 # -- outbox -------------------------------------------------------------------
 
 

@@ -228,6 +228,24 @@ class Settings(BaseSettings):
         description="How often the worker publishes the feed events the broker has not "
         "confirmed yet (new ones, and those a failed run left).",
     )
+    # Webhooks (feed/webhooks.py): the push side of the change feed.
+    webhooks_allow_insecure: bool = Field(
+        default=False,
+        description="Accept http:// webhook URLs and hosts on loopback, private and link-local "
+        "addresses (development and tests only).",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10, gt=0, le=60, description="For each connect, write and read of a delivery."
+    )
+    webhook_secret_overlap_hours: int = Field(
+        default=24,
+        ge=0,
+        description="After a secret rotation, deliveries are signed by the old secret too for "
+        "this long, so that receivers can switch without losing a delivery.",
+    )
+    webhook_job_seconds: int = Field(
+        default=5, ge=1, description="How often the worker delivers the webhooks that are due."
+    )
 
     @model_validator(mode="after")
     def _heartbeat_within_live_window(self) -> Settings:

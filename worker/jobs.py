@@ -78,6 +78,12 @@ def default_jobs(settings: Settings) -> list[Job]:
         Job(name="rights.copies", run=_expire_copies, every=rights_every, max_runtime=lease),
         Job(name="rights.holds", run=_release_lapsed_holds, every=rights_every, max_runtime=lease),
         Job(name="rights.deadlines", run=_flag_due_requests, every=rights_every, max_runtime=lease),
+        Job(
+            name="feed.webhooks",
+            run=_deliver_webhooks,
+            every=timedelta(seconds=settings.webhook_job_seconds),
+            max_runtime=lease,
+        ),
     ]
     if settings.amqp_url is not None:
         # Only with a broker: without one there is nothing to relay, and a job that always
@@ -145,3 +151,12 @@ def _publish_to_broker(services: Services, *, url: SecretStr, time_budget: float
         read_sessions=services.read_sessions,
         time_budget=time_budget,
     ).counts()
+
+
+def _deliver_webhooks(services: Services) -> JobResult:
+    # A run stops claiming once half the worker's lease has passed, so that it
+    # ends well before the scheduler would take it for dead.
+    from worker.webhooks import Courier
+
+    budget = timedelta(seconds=services.settings.worker_max_runtime_seconds / 2)
+    return Courier.of(services).run(budget=budget)

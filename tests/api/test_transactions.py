@@ -37,7 +37,7 @@ from audit.models import AuditCheckpoint, AuditHead
 from audit.uow import AuditedUnitOfWork
 from core.db import build_engine, session_factory
 from core.ids import new_id
-from gate.clients import register_client
+from gate.clients import list_clients, register_client
 from gate.context import Services
 from gate.operator import cut_checkpoint
 from principals import OPERATOR_ACTOR
@@ -354,6 +354,9 @@ def every_endpoint(live: Live) -> list[Call]:
     hold = live.client.post(
         f"{m}/{member}/holds", json={"reason": "case 1"}, headers=auth(dpo)
     ).json()["id"]
+    # Webhooks: the crm client's, to a public address literal (no DNS needed).
+    (hooked,) = (c["id"] for c in list_clients(live.services) if c["name"] == "crm")
+    hook, wh = {"url": "https://93.184.215.14/hook"}, c + "/{client_id}/webhook"
     return [
         Call("GET", "/healthz", "/healthz", None, 200),
         Call("GET", "/readyz", "/readyz", None, 200),
@@ -409,6 +412,13 @@ def every_endpoint(live: Live) -> list[Call]:
         Call("DELETE", c + "/{client_id}", f"{c}/{revoked}", admin, 204),
         Call("DELETE", c + "/{client_id}", f"{c}/{revoked}", admin, 409),
         Call("DELETE", c + "/{client_id}", f"{c}/{unknown}", admin, 404),
+        Call("POST", wh, f"{c}/{hooked}/webhook", admin, 201, json=hook),
+        Call("POST", wh, f"{c}/{hooked}/webhook", admin, 422, json={"url": "http://127.0.0.1/"}),
+        Call("GET", wh, f"{c}/{hooked}/webhook", admin, 200),
+        Call("POST", wh + "/rotate", f"{c}/{hooked}/webhook/rotate", admin, 200),
+        Call("GET", c + "/{client_id}/deliveries", f"{c}/{hooked}/deliveries", admin, 200),
+        Call("DELETE", wh, f"{c}/{hooked}/webhook", admin, 204),
+        Call("DELETE", wh, f"{c}/{hooked}/webhook", admin, 404),
         Call("POST", m, m, admin, 403, json=MEMBER),  # refused by the role dependency
         # A member: signing in (no credential), then with the member's token.
         Call("POST", me + "/login", me + "/login", None, 202, json={"phone": MEMBER["phone"]}),

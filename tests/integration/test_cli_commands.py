@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ def run(*args: str) -> tuple[int, str]:
         ["clients", "add"],
         ["clients", "list"],
         ["clients", "revoke"],
+        ["clients", "webhook"],
         ["policy", "check"],
         ["audit", "verify"],
         ["keys", "rotate"],
@@ -153,6 +155,37 @@ def test_clients_add_prints_the_key_once_and_list_never_shows_it(home: Path) -> 
     assert code == 0 and "revoked" in output
     code, listed = run("clients", "list", "--json")
     assert json.loads(listed)[0]["revoked_at"] is not None
+
+
+def test_clients_webhook_sets_rotates_shows_and_removes_printing_each_secret_once(
+    home: Path,
+) -> None:
+    assert run("init")[0] == 0
+    assert run("clients", "add", "crm", "--role", "client")[0] == 0
+    url = "https://93.184.215.14/hooks/crm?token=t0k3n"  # a public address: no DNS needed
+    code, output = run("clients", "webhook", "crm", url)
+    assert code == 0, output
+    assert "webhook of crm set: https://93.184.215.14 (audit entry" in output
+    (secret,) = re.findall(r"secret \(shown once\): (whsec_\S+)", output)
+    assert "t0k3n" not in output
+    code, output = run("clients", "webhook", "crm", "--rotate")
+    assert code == 0, output
+    assert "the previous one also signs until" in output
+    (rotated,) = re.findall(r"secret \(shown once\): (whsec_\S+)", output)
+    assert rotated != secret
+    code, output = run("clients", "webhook", "crm")
+    assert code == 0, output
+    shown = json.loads(output)
+    assert shown["origin"] == "https://93.184.215.14" and shown["rotated_at"] is not None
+    assert secret not in output and rotated not in output and "t0k3n" not in output
+    code, output = run("clients", "webhook", "crm", "http://127.0.0.1/hook")
+    assert code == 1 and "must be https://" in output and "127.0.0.1" not in output
+    code, output = run("clients", "webhook", "crm", url, "--remove")
+    assert code == 2 and "one at a time" in output
+    code, output = run("clients", "webhook", "crm", "--remove")
+    assert code == 0 and "removed" in output
+    code, output = run("clients", "webhook", "crm", "--rotate")
+    assert code == 1 and "has no webhook" in output
 
 
 def test_policy_check_accepts_the_default_and_names_problems(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from sqlalchemy import Connection, inspect, select
 
 import audit.models
 import consent.models  # noqa: F401  (the models register with the metadata)
-import feed.models  # noqa: F401
+import feed.models
+import feed.webhook_models  # noqa: F401
 import principals.models  # noqa: F401
 import rights.models  # noqa: F401
 import vault.models  # noqa: F401
