@@ -31,8 +31,10 @@ lifts the rules (development and tests).
 
 **Delivery.** Per client, in ``seq`` order, one event at a time: an event
 being retried holds back the client's later events (they are never sent ahead
-of it), until it is delivered (any 2xx) or given up (24 hours after its first
-try). Tries back off exponentially with full jitter: a delay drawn uniformly
+of it), until it is delivered (any 2xx) or given up: tries continue until 24 hours
+after the event was written (so a receiver that was down for days gives up
+its backlog at one try per event, not one event a day), and every event gets
+at least one. Tries back off exponentially with full jitter: a delay drawn uniformly
 from ``[1 s, min(1 h, 30 s × 2^(n-1))]`` after the n-th failure. A worker
 claims a client (a lease in the row, taken with ``SELECT … FOR UPDATE SKIP
 LOCKED`` on PostgreSQL and MySQL so that workers pass each other by, and by
@@ -524,6 +526,8 @@ class Claimed:
     event_id: str
     seq: int
     body: bytes
+    # When the event was written: its tries end 24 hours after.
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -637,6 +641,7 @@ def claim_next(session: Session, *, now: datetime, owner: str, lease: timedelta)
         head_first_attempt_at=row.head_first_attempt_at,
         event_id=row.event_id,
         seq=row.seq,
+        created_at=row.created_at,
         body=event_body(
             event_id=row.event_id,
             seq=row.seq,
@@ -667,8 +672,11 @@ def record_attempt(
     2xx: the event is delivered, the client's next one is due at once, and the
     delivery's ``notified_at`` is set if it was not (delivery, not
     acknowledgement). Otherwise the event is tried again after the backoff,
-    never later than 24 hours after its first try; a failure at or after that
-    gives it up (``failed``), and the client's next event is due.
+    never later than 24 hours after it was written; a failure at or after that
+    gives it up (``failed``), and the client's next event is due. Counting from
+    the event, not from its first try: behind a receiver that was down for a
+    week, each event of the backlog would otherwise hold the next one back for
+    a whole day.
     """
     attempt = claimed.head_attempts + 1
     first = claimed.head_first_attempt_at or now
@@ -681,11 +689,13 @@ def record_attempt(
     next_attempt_at: datetime | None = None
     if sent.delivered:
         outcome, values = DELIVERED, settled
-    elif now - first >= GIVE_UP_AFTER:
+    elif now >= claimed.created_at + GIVE_UP_AFTER:
         outcome, values = FAILED, settled
     else:
         outcome = RETRY
-        next_attempt_at = min(now + retry_delay(attempt, jitter), first + GIVE_UP_AFTER)
+        next_attempt_at = min(
+            now + retry_delay(attempt, jitter), claimed.created_at + GIVE_UP_AFTER
+        )
         values = {
             "head_attempts": attempt,
             "head_first_attempt_at": first,

@@ -267,6 +267,26 @@ def test_an_event_failing_for_24_hours_is_given_up_and_the_next_one_goes(
     assert webhook_row(services, client_id).cursor_seq == 2
 
 
+def test_a_backlog_older_than_24_hours_gets_one_try_per_event_not_a_day_each(
+    services: Services, client_id: str, receiver: Receiver, clock: Clock
+) -> None:
+    # The receiver was down for a week: its events are past their 24 hours already.
+    register(services, client_id, receiver)
+    ids = emit_events(services, client_id, 3)
+    receiver.status = 500
+    clock.at = receiver.now = clock.at + timedelta(days=7)
+    for _ in ids:
+        assert courier(services).run(max_sends=1) == {
+            "delivered": 0,
+            "retried": 0,
+            "failed": 1,
+            "lost": 0,
+        }
+    assert receiver.ids() == ids
+    assert [t.outcome for t in attempts(services, client_id)] == ["failed"] * 3
+    assert webhook_row(services, client_id).cursor_seq == 3
+
+
 def test_a_client_s_events_go_in_seq_order_and_none_overtakes_one_being_retried(
     services: Services, client_id: str, receiver: Receiver, clock: Clock
 ) -> None:
@@ -426,6 +446,7 @@ def test_a_courier_that_dies_after_sending_leaves_the_event_to_be_sent_again_wit
             event_id=event_id,
             seq=1,
             body=b"",
+            created_at=clock.at,
         )
         assert (
             webhooks.record_attempt(
