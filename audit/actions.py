@@ -63,6 +63,7 @@ class Action(StrEnum):
     RIGHTS_COPY = "rights.copy"
     RIGHTS_DOWNLOAD = "rights.download"
     RIGHTS_FLAG = "rights.flagged"
+    FEED_ACK = "feed.ack"
     MEMBER_SIGNIN = "member.signin"
     MEMBER_SIGNOUT = "member.signout"
     MEMBER_SELF_READ = "member.self_read"
@@ -106,6 +107,10 @@ _RELEASES: dict[Action, Release] = {
     # the recipients a correction or erasure must reach are clients only.
     Action.RIGHTS_DOWNLOAD: Release.FIELDS,
     Action.RIGHTS_FLAG: Release.NONE,
+    # The change feed: a client confirms it applied an event (for a deletion,
+    # that it erased its copy). Events carry ids, purposes and field names
+    # only: nothing of a member leaves.
+    Action.FEED_ACK: Release.NONE,
     # A session token goes to the member who answered the code; nothing of
     # their data leaves with it (what the session then reads is its own entry).
     Action.MEMBER_SIGNIN: Release.NONE,
@@ -798,6 +803,37 @@ def requests_flagged(
         reason="rights-due",
         policy=policy,
         detail={"due_soon": sorted(due_soon), "overdue": sorted(overdue), "message": message_id},
+    )
+
+
+# -- the change feed -----------------------------------------------------------
+
+
+def event_acknowledged(
+    who: Principal,
+    *,
+    policy: str,
+    event_id: str,
+    event_type: str,
+    member_id: str | None,
+    rights_request: str | None,
+    request_id: str | None,
+) -> Record:
+    """A client acknowledged an event of its feed: it applied the change. For a deletion
+    (``member.deleted``) this is its statement that it erased its copy, the evidence the
+    DPO keeps for GDPR Art. 19 and PIPL Art. 47. Recorded once, at the first
+    acknowledgement."""
+    detail: dict[str, Any] = {"event": event_id, "type": event_type}
+    if rights_request is not None:
+        detail["request"] = rights_request
+    return _by(
+        who,
+        Action.FEED_ACK,
+        policy=policy,
+        reason="feed-ack",
+        members=[member_id] if member_id is not None else [],
+        request_id=request_id,
+        detail=detail,
     )
 
 
