@@ -64,6 +64,7 @@ class Action(StrEnum):
     RIGHTS_DOWNLOAD = "rights.download"
     RIGHTS_FLAG = "rights.flagged"
     FEED_ACK = "feed.ack"
+    FEED_REMIND = "feed.reminded"
     MEMBER_SIGNIN = "member.signin"
     MEMBER_SIGNOUT = "member.signout"
     MEMBER_SELF_READ = "member.self_read"
@@ -108,9 +109,10 @@ _RELEASES: dict[Action, Release] = {
     Action.RIGHTS_DOWNLOAD: Release.FIELDS,
     Action.RIGHTS_FLAG: Release.NONE,
     # The change feed: a client confirms it applied an event (for a deletion,
-    # that it erased its copy). Events carry ids, purposes and field names
-    # only: nothing of a member leaves.
+    # that it erased its copy); the DPO is reminded of those overdue. Events
+    # carry ids, purposes and field names only: nothing of a member leaves.
     Action.FEED_ACK: Release.NONE,
+    Action.FEED_REMIND: Release.NONE,
     # A session token goes to the member who answered the code; nothing of
     # their data leaves with it (what the session then reads is its own entry).
     Action.MEMBER_SIGNIN: Release.NONE,
@@ -834,6 +836,34 @@ def event_acknowledged(
         members=[member_id] if member_id is not None else [],
         request_id=request_id,
         detail=detail,
+    )
+
+
+def acks_reminded(
+    *,
+    policy: str,
+    member_ids: Sequence[str],
+    events: Sequence[str],
+    clients: Sequence[str],
+    requests: Sequence[str],
+    deliveries: int,
+    message_id: str,
+) -> Record:
+    """The reminder job told the DPO of acknowledgements overdue: which events, of which
+    members and requests, from which clients (ids, and the message id; no actor)."""
+    return Record(
+        action=Action.FEED_REMIND,
+        decision="permit",
+        reason="feed-ack-overdue",
+        policy=policy,
+        members=sorted(set(member_ids)),
+        detail={
+            "events": sorted(set(events)),
+            "clients": sorted(set(clients)),
+            "requests": sorted(set(requests)),
+            "deliveries": deliveries,
+            "message": message_id,
+        },
     )
 
 

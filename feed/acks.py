@@ -1,5 +1,5 @@
-"""Acknowledgements as the DPO sees them: each rights request's recipients, and the
-requests still waiting for one.
+"""Acknowledgements as the DPO sees them: each rights request's recipients, the
+requests still waiting for one, and those overdue for a reminder.
 
 A request's recipients are the clients its events were delivered to
 (``feed_event.rights_request``): one source for who must be told and what
@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from feed.models import FeedDelivery, FeedEvent
+from feed.pull import Delivered
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +86,29 @@ def awaiting_ack(request_id: ColumnElement[str]) -> ColumnElement[bool]:
         )
         .exists()
     )
+
+
+def overdue_acks(
+    session: Session, *, now: datetime, after: timedelta, limit: int
+) -> list[Delivered]:
+    """Deliveries whose event asks for an acknowledgement that has not come ``after`` its
+    event was written, and that were not reminded of within ``after``: oldest first.
+
+    Taken ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and MySQL (the caller's unit
+    of work holds the log-head lock anyway; SQLite serialises writers).
+    """
+    cutoff = now - after
+    rows = session.execute(
+        select(FeedDelivery, FeedEvent)
+        .join(FeedEvent, FeedEvent.id == FeedDelivery.event_id)
+        .where(
+            FeedEvent.ack_required.is_(True),
+            FeedEvent.created_at <= cutoff,
+            FeedDelivery.acknowledged_at.is_(None),
+            or_(FeedDelivery.reminded_at.is_(None), FeedDelivery.reminded_at <= cutoff),
+        )
+        .order_by(FeedEvent.created_at, FeedDelivery.event_id, FeedDelivery.client_id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    return [Delivered(delivery, event) for delivery, event in rows]

@@ -75,6 +75,12 @@ def default_jobs(settings: Settings) -> list[Job]:
         Job(name="rights.copies", run=_expire_copies, every=rights_every, max_runtime=lease),
         Job(name="rights.holds", run=_release_lapsed_holds, every=rights_every, max_runtime=lease),
         Job(name="rights.deadlines", run=_flag_due_requests, every=rights_every, max_runtime=lease),
+        Job(
+            name="feed.reminders",
+            run=_remind_overdue_acks,
+            every=timedelta(seconds=settings.feed_reminders_job_seconds),
+            max_runtime=lease,
+        ),
     ]
 
 
@@ -110,4 +116,18 @@ def _flag_due_requests(services: Services) -> JobResult:
         "due_soon": len(flagged.due_soon),
         "overdue": len(flagged.overdue),
         "notices": int(flagged.message_id is not None),
+    }
+
+
+# The change feed's: acknowledgements overdue, told to the DPO.
+
+
+def _remind_overdue_acks(services: Services) -> JobResult:
+    from gate.feed import remind_overdue_acks
+
+    reminded = remind_overdue_acks(services)
+    return {
+        "reminded": reminded.deliveries,
+        "requests": len(reminded.requests),
+        "notices": int(reminded.message_id is not None),
     }

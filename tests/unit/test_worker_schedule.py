@@ -64,7 +64,10 @@ def test_a_job_needs_a_positive_interval_and_runtime() -> None:
 
 def test_the_registry_takes_intervals_and_leases_from_the_settings() -> None:
     settings = Settings(
-        checkpoint_job_seconds=90, rights_job_seconds=240, worker_max_runtime_seconds=120
+        checkpoint_job_seconds=90,
+        rights_job_seconds=240,
+        feed_reminders_job_seconds=1800,
+        worker_max_runtime_seconds=120,
     )
     lease = timedelta(seconds=120)
     assert [(job.name, job.every, job.max_runtime) for job in default_jobs(settings)] == [
@@ -73,4 +76,5 @@ def test_the_registry_takes_intervals_and_leases_from_the_settings() -> None:
         ("rights.copies", timedelta(seconds=240), lease),
         ("rights.holds", timedelta(seconds=240), lease),
         ("rights.deadlines", timedelta(seconds=240), lease),
+        ("feed.reminders", timedelta(seconds=1800), lease),
     ]
