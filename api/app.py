@@ -15,7 +15,17 @@ from swagger_ui_bundle import swagger_ui_path
 from api import openapi, problems
 from api.deps import get_actor
 from api.middleware import BodyLimit, RequestContext
-from api.routers import audit, clients, health, me, members, my_requests, reads, rights
+from api.routers import (
+    audit,
+    clients,
+    events,
+    health,
+    me,
+    members,
+    my_requests,
+    reads,
+    rights,
+)
 from core.errors import NotFound
 from core.settings import Settings
 from gate.batching import ReadBatcher
@@ -140,6 +150,7 @@ def create_app(
         rights.relayed_router,
         rights.queue_router,
         rights.holds_router,
+        events.router,
     ):
         app.include_router(router)
     openapi.install(app)

@@ -328,3 +328,21 @@ class DeliveryAttemptOut(BaseModel):
 class DeliveryAttemptsOut(BaseModel):
     items: list[DeliveryAttemptOut]
     next_cursor: str | None
+
+
+class FeedEventOut(BaseModel):
+    id: str = Field(
+        description="The event's id: the same for every recipient and channel "
+        "(pull, webhook-id, broker message id); dedupe by it."
+    )
+    seq: int = Field(description="The caller's own sequence: 1, 2, 3 … without gaps.")
+    type: str
+    created_at: str
+    data: dict[str, Any] = Field(description="Ids, purposes and field names only, never a value.")
+    ack_required: bool
+    acknowledged_at: str | None
+
+
+class FeedEventsOut(BaseModel):
+    items: list[FeedEventOut]
+    next_after: int

@@ -63,6 +63,8 @@ class Action(StrEnum):
     RIGHTS_COPY = "rights.copy"
     RIGHTS_DOWNLOAD = "rights.download"
     RIGHTS_FLAG = "rights.flagged"
+    FEED_ACK = "feed.ack"
+    FEED_REMIND = "feed.reminded"
     MEMBER_SIGNIN = "member.signin"
     MEMBER_SIGNOUT = "member.signout"
     MEMBER_SELF_READ = "member.self_read"
@@ -109,6 +111,11 @@ _RELEASES: dict[Action, Release] = {
     # the recipients a correction or erasure must reach are clients only.
     Action.RIGHTS_DOWNLOAD: Release.FIELDS,
     Action.RIGHTS_FLAG: Release.NONE,
+    # The change feed: a client confirms it applied an event (for a deletion,
+    # that it erased its copy); the DPO is reminded of those overdue. Events
+    # carry ids, purposes and field names only: nothing of a member leaves.
+    Action.FEED_ACK: Release.NONE,
+    Action.FEED_REMIND: Release.NONE,
     # A session token goes to the member who answered the code; nothing of
     # their data leaves with it (what the session then reads is its own entry).
     Action.MEMBER_SIGNIN: Release.NONE,
@@ -807,6 +814,65 @@ def requests_flagged(
         reason="rights-due",
         policy=policy,
         detail={"due_soon": sorted(due_soon), "overdue": sorted(overdue), "message": message_id},
+    )
+
+
+# -- the change feed -----------------------------------------------------------
+
+
+def event_acknowledged(
+    who: Principal,
+    *,
+    policy: str,
+    event_id: str,
+    event_type: str,
+    member_id: str | None,
+    rights_request: str | None,
+    request_id: str | None,
+) -> Record:
+    """A client acknowledged an event of its feed: it applied the change. For a deletion
+    (``member.deleted``) this is its statement that it erased its copy, the evidence the
+    DPO keeps for GDPR Art. 19 and PIPL Art. 47. Recorded once, at the first
+    acknowledgement."""
+    detail: dict[str, Any] = {"event": event_id, "type": event_type}
+    if rights_request is not None:
+        detail["request"] = rights_request
+    return _by(
+        who,
+        Action.FEED_ACK,
+        policy=policy,
+        reason="feed-ack",
+        members=[member_id] if member_id is not None else [],
+        request_id=request_id,
+        detail=detail,
+    )
+
+
+def acks_reminded(
+    *,
+    policy: str,
+    member_ids: Sequence[str],
+    events: Sequence[str],
+    clients: Sequence[str],
+    requests: Sequence[str],
+    deliveries: int,
+    message_id: str,
+) -> Record:
+    """The reminder job told the DPO of acknowledgements overdue: which events, of which
+    members and requests, from which clients (ids, and the message id; no actor)."""
+    return Record(
+        action=Action.FEED_REMIND,
+        decision="permit",
+        reason="feed-ack-overdue",
+        policy=policy,
+        members=sorted(set(member_ids)),
+        detail={
+            "events": sorted(set(events)),
+            "clients": sorted(set(clients)),
+            "requests": sorted(set(requests)),
+            "deliveries": deliveries,
+            "message": message_id,
+        },
     )
 
 

@@ -828,6 +828,11 @@ def rights() -> None:
 
 def _request_line(request: dict[str, Any]) -> str:
     flag = "  OVERDUE" if request["overdue"] else ""
+    recipients = request["recipients"]
+    if request["type"] == "deletion" and recipients:
+        # How many recipients confirmed they erased their copy (change feed).
+        acked = sum(r["acknowledged_at"] is not None for r in recipients)
+        flag += f"  acks {acked}/{len(recipients)}"
     return (
         f"{request['id']}  {request['type']:<10} {request['status']:<11} "
         f"due {request['due_at']}  member {request['member_id']}{flag}"
@@ -844,10 +849,21 @@ def _request_line(request: dict[str, Any]) -> str:
     help="Only requests with this status.",
 )
 @click.option("--type", "request_type", type=click.Choice(["access", "correction", "deletion"]))
+@click.option(
+    "--awaiting-ack",
+    is_flag=True,
+    help="Only requests with a recipient that has not acknowledged its change-feed event "
+    "(deletions).",
+)
 @click.option("--limit", type=click.IntRange(1, 500), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: the items.")
 def rights_list(
-    overdue: bool, status: str | None, request_type: str | None, limit: int, as_json: bool
+    overdue: bool,
+    status: str | None,
+    request_type: str | None,
+    awaiting_ack: bool,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """Requests by due date, earliest first (the first LIMIT)."""
     from gate.rights import request_queue
@@ -859,6 +875,7 @@ def rights_list(
         status=Status(status) if status else None,
         request_type=RequestType(request_type) if request_type else None,
         overdue=True if overdue else None,
+        awaiting_ack=True if awaiting_ack else None,
     )
     page = request_queue(
         _services(_settings()), actor=OPERATOR_DPO_ACTOR, filters=filters, cursor=None, limit=limit

@@ -68,6 +68,10 @@ class RecordedConsent:
     # The state each purpose is in after this change: an event collected
     # earlier than the current state's does not change it.
     state: dict[str, dict[str, Any]]
+    # The purposes whose current state this change set (all of them, unless an
+    # event arrived later than a newer one and lost to it): what the change
+    # feed tells (``feed.events.consent_changed``).
+    took_effect: tuple[str, ...] = ()
 
 
 def new_receipt_id(change: ConsentChange) -> str | None:
@@ -168,6 +172,7 @@ def record_consent(
     """
     events: list[dict[str, Any]] = []
     states: dict[str, dict[str, Any]] = {}
+    took_effect: list[str] = []
     for pid in change.purposes:
         notice = policy.notices.get(notices[pid]) if notices[pid] else None
         event = ConsentEvent(
@@ -185,7 +190,9 @@ def record_consent(
         )
         session.add(event)
         session.flush()
-        state = _apply_to_state(session, event)
+        state, applied = _apply_to_state(session, event)
+        if applied:
+            took_effect.append(pid)
         events.append(event_view(event))
         states[pid] = state_view(state)
 
@@ -209,7 +216,13 @@ def record_consent(
             )
         )
     session.flush()
-    return RecordedConsent(audit_seq=audit_seq, events=events, receipt=receipt, state=states)
+    return RecordedConsent(
+        audit_seq=audit_seq,
+        events=events,
+        receipt=receipt,
+        state=states,
+        took_effect=tuple(took_effect),
+    )
 
 
 def check_change(policy: Policy, change: ConsentChange, now: datetime) -> dict[str, str | None]:
@@ -268,7 +281,8 @@ def check_change(policy: Policy, change: ConsentChange, now: datetime) -> dict[s
     return notices
 
 
-def _apply_to_state(session: Session, event: ConsentEvent) -> ConsentState:
+def _apply_to_state(session: Session, event: ConsentEvent) -> tuple[ConsentState, bool]:
+    """The member's state for the event's purpose, and whether the event set it."""
     at = effective_at(event.collected_at, event.recorded_at)
     state = session.get(ConsentState, (event.member_id, event.purpose))
     if state is None:
@@ -280,14 +294,15 @@ def _apply_to_state(session: Session, event: ConsentEvent) -> ConsentState:
             updated_at=at,
         )
         session.add(state)
-        return state
+        return state, True
     # The state follows collection time, not arrival order: an offline till
     # that syncs an old grant after a newer withdrawal must not revive it.
-    if supersedes(event.status, at, state.status, state.updated_at):
-        state.status = event.status
-        state.notice_version = event.notice_version
-        state.updated_at = at
-    return state
+    if not supersedes(event.status, at, state.status, state.updated_at):
+        return state, False
+    state.status = event.status
+    state.notice_version = event.notice_version
+    state.updated_at = at
+    return state, True
 
 
 def event_view(event: ConsentEvent) -> dict[str, Any]:

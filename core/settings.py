@@ -214,6 +214,20 @@ class Settings(BaseSettings):
         description="How often the worker expires access copies, ends lapsed holds (running "
         "the deletions they held) and flags requests due soon or overdue to the DPO.",
     )
+    # The change feed (gate.feed): acknowledgements a deletion asks of its recipients.
+    feed_ack_remind_hours: int = Field(
+        default=72,
+        ge=1,
+        le=24 * 365,
+        description="Tell the DPO of each recipient that has not acknowledged an event that "
+        "asks for it (a deletion) this many hours after it was written, and again every as "
+        "many hours while it has not.",
+    )
+    feed_reminders_job_seconds: int = Field(
+        default=3600,
+        ge=1,
+        description="How often the worker looks for overdue acknowledgements (feed.reminders).",
+    )
 
     # The change feed's message broker (feed/broker.py, the worker's feed.broker job).
     amqp_url: SecretStr | None = Field(

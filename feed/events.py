@@ -72,9 +72,19 @@ def emit(
 
 
 def consent_changed(
-    session: Session, *, member_id: str, purposes: Collection[str], status: str, now: datetime
+    session: Session,
+    *,
+    member_id: str,
+    purposes: Collection[str],
+    status: str,
+    now: datetime,
+    exclude: str | None = None,
 ) -> list[FeedEvent]:
-    """One event per purpose, to the active clients granted that purpose."""
+    """One event per purpose, to the active clients granted that purpose.
+
+    ``exclude``: the client that recorded the change, which its own answer told
+    (a client is not told of its own change).
+    """
     events = []
     for purpose in sorted(set(purposes)):
         granted = session.scalars(
@@ -86,7 +96,7 @@ def consent_changed(
             session,
             type=EventType.CONSENT_CHANGED,
             data={"member_id": member_id, "purpose": purpose, "status": status},
-            recipients=granted,
+            recipients=[client for client in granted if client != exclude],
             member_id=member_id,
             now=now,
         )
@@ -102,17 +112,23 @@ def member_corrected(
     fields: Collection[str],
     now: datetime,
     rights_request: str | None = None,
+    exclude: str | None = None,
 ) -> FeedEvent | None:
     """To every client the log shows was released any of these fields of the member
-    (GDPR Art. 19)."""
+    (GDPR Art. 19).
+
+    ``exclude``: the client whose own update this is (``PATCH /v1/members/{id}``);
+    a correction a member asked for (``rights_request``) excludes no one.
+    """
     data: dict[str, Any] = {"member_id": member_id, "fields": sorted(set(fields))}
     if rights_request is not None:
         data["request_id"] = rights_request
+    recipients = recipients_of(session, member_id, fields=fields)
     return emit(
         session,
         type=EventType.MEMBER_CORRECTED,
         data=data,
-        recipients=recipients_of(session, member_id, fields=fields),
+        recipients=[client for client in recipients if client != exclude],
         member_id=member_id,
         rights_request=rights_request,
         now=now,
@@ -133,4 +149,17 @@ def member_deleted(
         rights_request=rights_request,
         ack_required=True,
         now=now,
+    )
+
+
+def recipients_of_event(session: Session, event: FeedEvent | None) -> list[str]:
+    """The clients ``event`` was written for, sorted (none when no event was needed)."""
+    if event is None:
+        return []
+    return list(
+        session.scalars(
+            select(FeedDelivery.client_id)
+            .where(FeedDelivery.event_id == event.id)
+            .order_by(FeedDelivery.client_id)
+        )
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UTCDateTime
@@ -20,6 +20,10 @@ class FeedEvent(Base):
     """
 
     __tablename__ = "feed_event"
+    __table_args__ = (
+        # The acknowledgement reminders: events that need one, oldest first.
+        Index("ix_feed_event_ack_required_created_at", "ack_required", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     type: Mapped[str] = mapped_column(String(32))
@@ -39,7 +43,9 @@ class FeedDelivery(Base):
     ``seq`` n and then n + 2 knows it missed one. ``notified_at`` is the first
     time the client had the event (fetched from the pull feed, or a webhook
     answered 2xx); ``acknowledged_at`` is the client's confirmation that it
-    applied the change (for a deletion: "we erased our copy").
+    applied the change (for a deletion: "we erased our copy"). ``reminded_at`` is
+    when the DPO was last told that an acknowledgement the event requires is
+    overdue (``gate.feed.remind_overdue_acks``): once per interval.
     """
 
     __tablename__ = "feed_delivery"
@@ -50,3 +56,4 @@ class FeedDelivery(Base):
     seq: Mapped[int] = mapped_column(Integer)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -6,6 +6,16 @@ member themself, signed in (``gate.me``).
 Both open their unit of work, which takes the log-head lock before the
 member's consent is read: a consent read's entry can never be ordered after a
 change it did not see, on any database.
+
+A recorded change is told to the clients granted each purpose
+(``consent.changed``, change feed) in the same unit of work: every purpose
+whose current state the change set, a re-grant of a granted purpose included
+(consumers apply the state they are sent, idempotently), but not an event
+that arrived after a newer one and lost to it (the state did not move, and
+its status is not the member's). The client that recorded the change is not
+told of it: its answer carried the resulting state. Bulk imports
+(``gate.imports``) tell no one: they load history collected elsewhere for
+members no client has yet received, not a change to apply.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from consent.registry import (
 )
 from core.errors import Forbidden, NotFound
 from core.ids import is_valid_id
+from feed.events import consent_changed
 from gate.context import Services
 from principals.actor import Actor
 from principals.members import MEMBER_ROLE
@@ -84,6 +95,14 @@ def record_member_consent(
             recorded_by=actor.id,
             audit_seq=seq,
             now=uow.now,
+        )
+        consent_changed(
+            uow.session,
+            member_id=member_id,
+            purposes=recorded.took_effect,
+            status=change.status,
+            now=uow.now,
+            exclude=None if is_member else actor.id,
         )
         uow.commit()
     return recorded

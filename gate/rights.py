@@ -35,6 +35,8 @@ from audit.queries import EARLIEST
 from audit.uow import AuditedUnitOfWork
 from core.errors import Conflict, Gone, InvalidInput, NotFound
 from core.ids import is_valid_id
+from feed.acks import request_recipients
+from feed.events import member_corrected, member_deleted, recipients_of_event
 from gate.context import Services
 from gate.me import access_log_item
 from gate.rights_notices import COMPLETED, Defer, RequestNotices, send_now
@@ -54,7 +56,6 @@ from rights.deadlines import extend_request, request_deadline
 from rights.erasure import erase_member
 from rights.holds import active_holds
 from rights.models import RightsCopy, RightsRequest
-from rights.recipients import recipients_of
 from rights.requests import (
     CHANNEL_MEMBER,
     CHANNEL_RELAYED,
@@ -70,8 +71,8 @@ from rights.requests import (
     on_hold_deletions,
     open_requests,
     page_queue,
+    request_recipients_of,
     request_view,
-    set_recipients,
 )
 from rights.states import OPEN, Event, RequestType, Status, advance
 from vault.members import Value, member_exists, update_member
@@ -410,10 +411,10 @@ def _apply_correction(
     approved: bool,
     request_id: str | None,
 ) -> None:
-    """Re-encrypt the fields, record the entry, and note who must be told: every client
-    the log shows was released any of those fields of the member (GDPR Art. 19)."""
+    """Re-encrypt the fields, record the entry, and tell every client the log shows was
+    released any of those fields of the member (GDPR Art. 19): a ``member.corrected``
+    event, which makes them the request's recipients."""
     session = uow.session
-    set_recipients(session, request, recipients_of(session, request.member_id, values))
     update_member(
         session,
         policy=services.policy,
@@ -432,6 +433,13 @@ def _apply_correction(
             approved=approved,
             request_id=request_id,
         )
+    )
+    member_corrected(
+        session,
+        member_id=request.member_id,
+        fields=list(values),
+        now=uow.now,
+        rights_request=request.id,
     )
 
 
@@ -474,8 +482,10 @@ def run_deletion(
     notices: RequestNotices,
     request_id: str | None,
 ) -> int:
-    """Crypto-shred the member (``rights.erasure``), list who must be told, close the
-    member's other open requests (nothing of theirs is left to act on), and complete.
+    """Crypto-shred the member (``rights.erasure``), tell every client that was ever
+    released any of their data (a ``member.deleted`` event asking each to acknowledge:
+    they are the request's recipients), close the member's other open requests (nothing
+    of theirs is left to act on), and complete.
 
     The member's confirmation is composed first, while their contact still
     exists: after the shred no key opens it. It waits in ``notices``, in
@@ -487,7 +497,6 @@ def run_deletion(
     session = uow.session
     member_id = request.member_id
     notices.tell(session, request, template=COMPLETED)
-    recipients = recipients_of(session, member_id)
     for other in open_requests(session, member_id):
         if other.id == request.id:
             continue
@@ -502,7 +511,10 @@ def run_deletion(
             request_id=request_id,
         )
     destroyed = erase_member(session, member_id)
-    set_recipients(session, request, recipients)
+    # The recipients come from the log alone (``rights.recipients``), which the
+    # shred leaves as it was: computed after it, in its transaction.
+    event = member_deleted(session, member_id=member_id, rights_request=request.id, now=uow.now)
+    recipients = recipients_of_event(session, event)
     uow.record(
         actions.member_deleted(
             actor,
@@ -785,11 +797,7 @@ def request_queue(
     now = services.clock()
     with services.reading() as session:
         rows, next_cursor = page_queue(session, filters, now=now, cursor=cursor, limit=limit)
-        names = _names(session, rows)
-        items = [
-            request_view(r, now=now, timezone=services.policy.rights.timezone, names=names)
-            for r in rows
-        ]
+        items = _views(session, services, rows, now)
     return Page(items=items, next_cursor=next_cursor)
 
 
@@ -799,16 +807,27 @@ def show_request(services: Services, *, actor: Actor, rights_request: str) -> di
         return _view(session, services, get_request(session, rights_request), services.clock())
 
 
-def _names(session: Session, requests: Sequence[RightsRequest]) -> dict[str, str]:
-    return actor_names(session, {r.client_id for q in requests for r in q.recipients})
+def _views(
+    session: Session, services: Services, requests: Sequence[RightsRequest], now: datetime
+) -> list[dict[str, Any]]:
+    """The requests as shown, each with its recipients and what the feed says they have had
+    (one query for the lot)."""
+    told = request_recipients(session, [r.id for r in requests])
+    recipients = {r.id: request_recipients_of(r, told.get(r.id, [])) for r in requests}
+    names = actor_names(session, {s.client_id for listed in recipients.values() for s in listed})
+    return [
+        request_view(
+            r,
+            now=now,
+            timezone=services.policy.rights.timezone,
+            names=names,
+            recipients=recipients[r.id],
+        )
+        for r in requests
+    ]
 
 
 def _view(
     session: Session, services: Services, request: RightsRequest, now: datetime
 ) -> dict[str, Any]:
-    return request_view(
-        request,
-        now=now,
-        timezone=services.policy.rights.timezone,
-        names=_names(session, [request]),
-    )
+    return _views(session, services, [request], now)[0]

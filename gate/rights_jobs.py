@@ -26,7 +26,7 @@ from audit import actions
 from gate.context import Services
 from gate.rights import resume_deletions
 from gate.rights_notices import RequestNotices, deliver
-from notify import NotifierError, compose
+from notify import Message, NotifierError, compose
 from rights.copy import expired_copies
 from rights.deadlines import working_days_left
 from rights.holds import lapsed_holds, record_lapse
@@ -158,13 +158,10 @@ def flag_due_requests(services: Services) -> Flagged:
             (flagged.overdue if level == OVERDUE else flagged.due_soon).append(request.id)
         if not (flagged.due_soon or flagged.overdue):
             return flagged
-        contact = services.settings.dpo_contact or services.policy.programme.controller_contact
-        message = compose(
+        message = dpo_message(
+            services,
             DUE_TEMPLATE,
-            channel="email" if "@" in contact else "sms",
-            to=contact,
-            locale="zh-CN" if rights.jurisdiction == "CN" else "en",
-            context={
+            {
                 "programme": services.policy.programme.name,
                 "due_soon": flagged.due_soon,
                 "overdue": flagged.overdue,
@@ -201,6 +198,20 @@ def flag_due_requests(services: Services) -> Flagged:
         )
         uow.commit()
     return Flagged(flagged.due_soon, flagged.overdue, message.id)
+
+
+def dpo_message(services: Services, template: str, context: dict[str, object]) -> Message:
+    """A message to the DPO: ``MEMBERGUARD_DPO_CONTACT``, else the policy's
+    ``programme.controller_contact``; by e-mail to an address, else by SMS; in Chinese
+    under the CN profile, else in English."""
+    contact = services.settings.dpo_contact or services.policy.programme.controller_contact
+    return compose(
+        template,
+        channel="email" if "@" in contact else "sms",
+        to=contact,
+        locale="zh-CN" if services.policy.rights.jurisdiction == "CN" else "en",
+        context=context,
+    )
 
 
 def _take_back(services: Services, request_ids: list[str], *, flagged_at: datetime) -> None:

@@ -1,4 +1,11 @@
-"""Member writes: create and update. Each is one audited unit of work."""
+"""Member writes: create and update. Each is one audited unit of work.
+
+An update is a change other systems may hold copies of: the clients the log
+shows were released any of the updated fields are told (``member.corrected``,
+change feed, no ``request_id``) in the update's unit of work, all but the
+client that made the update, which knows. A new member was released to no one
+yet: nobody is told.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from typing import Any
 from audit import actions
 from core.errors import NotFound
 from core.ids import is_valid_id
+from feed.events import member_corrected
 from gate.context import Services
 from principals.actor import Actor
 from vault.members import create_member, update_member, validate_values
@@ -81,6 +89,9 @@ def update_member_record(
                 changes=clean,
                 request_id=request_id,
             )
+        )
+        member_corrected(
+            uow.session, member_id=member_id, fields=list(clean), now=uow.now, exclude=actor.id
         )
         uow.commit()
     return Written(id=member_id, audit_seq=seq)

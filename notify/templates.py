@@ -36,6 +36,9 @@ TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "request_on_hold": frozenset({"programme", "request_id", "due_date"}),
     # To the DPO: lists of request ids, and the "due soon" window.
     "dpo_requests_due": frozenset({"programme", "due_soon", "overdue", "working_days"}),
+    # To the DPO: recipients' acknowledgements overdue (change feed): the
+    # requests' ids, how many deliveries and clients, and the hours waited.
+    "dpo_acks_overdue": frozenset({"programme", "requests", "deliveries", "clients", "hours"}),
 }
 
 

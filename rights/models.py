@@ -153,10 +153,16 @@ class RightsCopy(Base):
 
 
 class RightsRequestRecipient(Base):
-    """A client that must be told of a correction or deletion (GDPR Art. 19, PIPL Art. 47).
+    """A client that had to be told of a correction or deletion applied before the change
+    feed existed (GDPR Art. 19, PIPL Art. 47).
 
-    Filled from the audit log when the change is applied; ``notified_at`` and
-    ``acknowledged_at`` are the change feed's to fill.
+    No longer written: since the feed, a request's recipients are the clients
+    its events were delivered to (``feed_delivery`` through
+    ``feed_event.rights_request``), with the times the feed records there; the
+    request view joins both (``feed.acks.request_recipients``). ``notified_at``
+    and ``acknowledged_at`` were never filled and are not read: kept only
+    until a later revision drops them (dropping them under running servers of
+    the previous revision would break those).
     """
 
     __tablename__ = "rights_request_recipient"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session
 from core.clock import from_micros, to_micros
 from core.errors import InvalidInput, NotFound
 from core.ids import is_valid_id, new_id
+from feed.acks import RecipientState, awaiting_ack
 from principals.actor import Actor
 from rights.deadlines import Deadline
-from rights.models import RightsRequest, RightsRequestEvent, RightsRequestRecipient
+from rights.models import RightsRequest, RightsRequestEvent
 from rights.states import (
     FINAL,
     OPEN,
@@ -207,16 +208,6 @@ def _history(
     session.refresh(request, ["events"])
 
 
-def set_recipients(session: Session, request: RightsRequest, client_ids: Collection[str]) -> None:
-    """Add the clients that must be told (kept from before: a correction applied in two
-    steps accumulates)."""
-    known = {r.client_id for r in request.recipients}
-    for client_id in sorted(set(client_ids) - known):
-        session.add(RightsRequestRecipient(request_id=request.id, client_id=client_id))
-    session.flush()
-    session.refresh(request, ["recipients"])
-
-
 def get_request(session: Session, request_id: str, *, for_update: bool = False) -> RightsRequest:
     """The request, or ``NotFound``; ``for_update`` locks its row for the use case."""
     if not is_valid_id(request_id):
@@ -268,14 +259,32 @@ def on_hold_deletions(session: Session, member_id: str) -> list[RightsRequest]:
 # -- shown to members, clients and the DPO ---------------------------------------------
 
 
+def request_recipients_of(
+    request: RightsRequest, told: Sequence[RecipientState]
+) -> list[RecipientState]:
+    """The request's recipients: the clients its change-feed events went to (``told``,
+    ``feed.acks.request_recipients``), and for a request applied before the feed existed
+    the clients listed then (``rights_request_recipient``), never notified by memberguard.
+    By client id."""
+    found = {state.client_id: state for state in told}
+    for legacy in request.recipients:
+        found.setdefault(legacy.client_id, RecipientState(legacy.client_id, None, None))
+    return [found[client_id] for client_id in sorted(found)]
+
+
 def request_view(
-    request: RightsRequest, *, now: datetime, timezone: str, names: dict[str, str]
+    request: RightsRequest,
+    *,
+    now: datetime,
+    timezone: str,
+    names: dict[str, str],
+    recipients: Sequence[RecipientState] = (),
 ) -> dict[str, Any]:
     """The request as the API shows it (DESIGN-workflows, "Rights requests").
 
     Times are RFC 3339 in the policy's time zone: the days a deadline counts
     are that zone's, and ``due_at`` is the end of its last day there.
-    ``names``: client names by id, for the recipients.
+    ``names``: client names by id, for the ``recipients`` (``request_recipients_of``).
     """
     zone = ZoneInfo(timezone)
 
@@ -318,7 +327,7 @@ def request_view(
                 "notified_at": shown(recipient.notified_at),
                 "acknowledged_at": shown(recipient.acknowledged_at),
             }
-            for recipient in request.recipients
+            for recipient in recipients
         ],
     }
 
@@ -332,6 +341,9 @@ class QueueFilter:
     request_type: RequestType | None = None
     overdue: bool | None = None
     member_id: str | None = None
+    # Requests with an event whose acknowledgement some recipient still owes (a
+    # deletion: change feed); False: those with none owed.
+    awaiting_ack: bool | None = None
 
 
 def page_queue(
@@ -372,6 +384,9 @@ def _filtered(statement: Select[Any], filters: QueueFilter, now: datetime) -> Se
         open_statuses = [s.value for s in OPEN]
         overdue = and_(RightsRequest.status.in_(open_statuses), RightsRequest.due_at < now)
         statement = statement.where(overdue if filters.overdue else ~overdue)
+    if filters.awaiting_ack is not None:
+        owed = awaiting_ack(RightsRequest.id)
+        statement = statement.where(owed if filters.awaiting_ack else ~owed)
     return statement
 
 

@@ -84,6 +84,12 @@ def default_jobs(settings: Settings) -> list[Job]:
             every=timedelta(seconds=settings.webhook_job_seconds),
             max_runtime=lease,
         ),
+        Job(
+            name="feed.reminders",
+            run=_remind_overdue_acks,
+            every=timedelta(seconds=settings.feed_reminders_job_seconds),
+            max_runtime=lease,
+        ),
     ]
     if settings.amqp_url is not None:
         # Only with a broker: without one there is nothing to relay, and a job that always
@@ -160,3 +166,17 @@ def _deliver_webhooks(services: Services) -> JobResult:
 
     budget = timedelta(seconds=services.settings.worker_max_runtime_seconds / 2)
     return Courier.of(services).run(budget=budget)
+
+
+# The change feed's: acknowledgements overdue, told to the DPO.
+
+
+def _remind_overdue_acks(services: Services) -> JobResult:
+    from gate.feed import remind_overdue_acks
+
+    reminded = remind_overdue_acks(services)
+    return {
+        "reminded": reminded.deliveries,
+        "requests": len(reminded.requests),
+        "notices": int(reminded.message_id is not None),
+    }

@@ -98,14 +98,19 @@ def queue(
     status_is: Annotated[Status | None, Query(alias="status")] = None,
     type_is: Annotated[RequestType | None, Query(alias="type")] = None,
     overdue: Annotated[bool | None, Query()] = None,
+    awaiting_ack: Annotated[bool | None, Query()] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    """Requests by due date, earliest first; ``overdue=true`` for those past it."""
+    """Requests by due date, earliest first; ``overdue=true`` for those past it;
+    ``awaiting_ack=true`` for those with a recipient that has not acknowledged an event
+    asking for it (a deletion's ``member.deleted``), whatever their status."""
     page = request_queue(
         services,
         actor=actor,
-        filters=QueueFilter(status=status_is, request_type=type_is, overdue=overdue),
+        filters=QueueFilter(
+            status=status_is, request_type=type_is, overdue=overdue, awaiting_ack=awaiting_ack
+        ),
         cursor=cursor,
         limit=limit,
     )

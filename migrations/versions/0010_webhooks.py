@@ -1,7 +1,7 @@
 """Webhooks: one per client (URL and secrets encrypted), and their delivery attempts.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-11-30
 
 New tables only: servers of the previous revision keep running while it is
@@ -16,7 +16,7 @@ from alembic import op
 from core.db import BigId, LongBlob, UTCDateTime
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

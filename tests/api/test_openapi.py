@@ -315,6 +315,7 @@ def _fill(path: str, member_id: str) -> str:
             "client_id": "a" * 24,
             "rights_request": "c" * 24,
             "hold_id": "d" * 24,
+            "event_id": "e" * 24,
         }[m.group(1)],
         path,
     )

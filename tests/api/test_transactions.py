@@ -37,6 +37,7 @@ from audit.models import AuditCheckpoint, AuditHead
 from audit.uow import AuditedUnitOfWork
 from core.db import build_engine, session_factory
 from core.ids import new_id
+from feed.models import FeedEvent
 from gate.clients import list_clients, register_client
 from gate.context import Services
 from gate.operator import cut_checkpoint
@@ -357,6 +358,23 @@ def every_endpoint(live: Live) -> list[Call]:
     # Webhooks: the crm client's, to a public address literal (no DNS needed).
     (hooked,) = (c["id"] for c in list_clients(live.services) if c["name"] == "crm")
     hook, wh = {"url": "https://93.184.215.14/hook"}, c + "/{client_id}/webhook"
+    # The change feed: a client that read the member is told of crm's update.
+    reader = register_client(
+        live.services,
+        actor=OPERATOR_ACTOR,
+        name="reader",
+        role="client",
+        purposes=["customer_service"],
+        scopes=[],
+        request_id=None,
+    ).key
+    read = live.client.get(f"{m}/{member}?purpose=customer_service", headers=auth(reader))
+    assert read.status_code == 200, read.text
+    patched = live.client.patch(f"{m}/{member}", json={"tier": "金卡"}, headers=auth(crm))
+    assert patched.status_code == 200, patched.text
+    with live.services.reading() as session:
+        (told,) = session.scalars(select(FeedEvent.id)).all()
+    ev = "/v1/events"
     return [
         Call("GET", "/healthz", "/healthz", None, 200),
         Call("GET", "/readyz", "/readyz", None, 200),
@@ -496,6 +514,10 @@ def every_endpoint(live: Live) -> list[Call]:
             dpo,
             200,
         ),
+        Call("GET", ev, ev, reader, 200),
+        Call("GET", ev, f"{ev}?after=1", reader, 200),
+        Call("POST", ev + "/{event_id}/ack", f"{ev}/{told}/ack", reader, 200),
+        Call("POST", ev + "/{event_id}/ack", f"{ev}/{told}/ack", crm, 404),
         Call("POST", me + "/logout", me + "/logout", token, 204),
         Call("POST", me + "/logout", me + "/logout", token, 401),
     ]

@@ -13,7 +13,9 @@ from click.testing import CliRunner
 from cli.main import main
 from core.settings import load_settings
 from gate.clients import register_client
+from gate.consents import read_member_consents
 from gate.context import Services, build_services
+from gate.feed import acknowledge_event, read_feed
 from gate.rights import submit_relayed_request
 from gate.writes import create_member_record
 from notify.outbox import read_outbox
@@ -110,6 +112,33 @@ def test_a_held_deletion_is_listed_and_runs_when_the_cli_releases_the_hold(home:
     assert shown["history"][-1]["by"] == {"kind": "staff", "id": "operator"}
     code, output = run("holds", "list", home.member)
     assert code == 1 and "no such member" in output  # deleted: gone for every command
+
+
+def test_the_cli_lists_deletions_awaiting_acknowledgements_with_their_count(
+    home: Home,
+) -> None:
+    reader = register_client(
+        home.services,
+        actor=OPERATOR_ACTOR,
+        name="reader",
+        role="client",
+        purposes=[],
+        scopes=["consents:read"],
+        request_id=None,
+    ).key
+    with home.services.reading() as session:
+        actor = authenticate(session, reader)
+    read_member_consents(home.services, actor=actor, member_id=home.member, request_id=None)
+    deletion = home.relay({"type": "deletion"})
+    code, output = run("rights", "list", "--awaiting-ack")
+    assert code == 0, output
+    assert deletion in output and "acks 0/1" in output
+    (event,) = read_feed(home.services, actor=actor).items
+    acknowledge_event(home.services, actor=actor, event_id=event["id"], request_id=None)
+    code, output = run("rights", "list", "--awaiting-ack")
+    assert code == 0 and output == ""
+    code, output = run("rights", "list", "--type", "deletion")
+    assert code == 0 and deletion in output and "acks 1/1" in output
 
 
 def test_the_cli_approves_and_rejects_corrections(home: Home) -> None:

@@ -52,6 +52,13 @@ SAMPLE_CONTEXT: dict[str, dict[str, object]] = {
         "overdue": OVERDUE,
         "working_days": 3,
     },
+    "dpo_acks_overdue": {
+        "programme": "星辰会员",
+        "requests": OVERDUE,
+        "deliveries": 4,
+        "clients": 2,
+        "hours": 72,
+    },
 }
 
 EVERY_RENDERING = [
@@ -165,6 +172,21 @@ def test_the_dpo_digest_lists_every_request_id_and_the_counts(locale: str) -> No
     for request_id in DUE_SOON + OVERDUE:
         assert f"- {request_id}\n" in body
     assert "2" in subject and "1" in subject
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_the_overdue_acknowledgements_notice_lists_every_request_id_and_the_counts(
+    locale: str,
+) -> None:
+    subject, body = render(
+        "dpo_acks_overdue",
+        channel="email",
+        locale=locale,
+        context=SAMPLE_CONTEXT["dpo_acks_overdue"],
+    )
+    for request_id in OVERDUE:
+        assert f"- {request_id}\n" in body
+    assert "4" in subject and "2" in subject and "72" in body
 
 
 def test_a_missing_variable_fails_rather_than_leaving_a_hole() -> None:

@@ -67,6 +67,7 @@ def test_the_registry_takes_intervals_and_leases_from_the_settings() -> None:
         checkpoint_job_seconds=90,
         rights_job_seconds=240,
         webhook_job_seconds=7,
+        feed_reminders_job_seconds=1800,
         worker_max_runtime_seconds=120,
     )
     lease = timedelta(seconds=120)
@@ -77,4 +78,5 @@ def test_the_registry_takes_intervals_and_leases_from_the_settings() -> None:
         ("rights.holds", timedelta(seconds=240), lease),
         ("rights.deadlines", timedelta(seconds=240), lease),
         ("feed.webhooks", timedelta(seconds=7), lease),
+        ("feed.reminders", timedelta(seconds=1800), lease),
     ]
