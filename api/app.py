@@ -41,11 +41,13 @@ DOCS_ASSET_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon
 
 
 def _add_docs(app: FastAPI, *, public: bool) -> None:
-    """OpenAPI and Swagger UI: any valid key (any role) may read them.
+    """OpenAPI and Swagger UI: any valid credential (a key of any role, or a member's
+    session token) may read them.
 
     Swagger UI's own files hold no data, but they sit behind the same rule as
-    the page that loads them (a key, or ``docs_public``), so that nothing is
-    public but the health probes unless the operator opens the docs as a whole.
+    the page that loads them (a credential, or ``docs_public``), so that nothing
+    is public but the health probes and the members' sign-in unless the operator
+    opens the docs as a whole.
     """
     dependencies = [] if public else [Depends(get_actor)]
     assets = Path(swagger_ui_path)

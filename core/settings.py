@@ -140,7 +140,8 @@ class Settings(BaseSettings):
     dpo_contact: str | None = Field(
         default=None,
         max_length=320,
-        description="E-mail address of the DPO for deadline notices. Default: the policy's "
+        description="Where the DPO's notices go (requests due or overdue, acknowledgements "
+        "overdue): an e-mail address, or a phone number for SMS. Default: the policy's "
         "programme.controller_contact.",
     )
 
