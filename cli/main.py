@@ -25,7 +25,7 @@ import click
 
 from core.errors import DomainError, SetupError
 from core.settings import Settings, load_settings
-from principals.clients import ROLES, SCOPES
+from principals.actor import ROLES, SCOPES
 
 SETUP_FAILED = 2
 

@@ -8,6 +8,11 @@ from audit.actions import ActorKind
 from core.errors import Forbidden
 
 OPERATOR = "operator"  # the actor named in entries written from the CLI
+# The roles an API key may have, and the scopes a client may be granted. Here, with no
+# database import, so that the CLI can offer them without loading the ORM.
+ROLES: tuple[str, ...] = ("client", "auditor", "dpo", "admin")
+# rights:submit: relay a member's rights request (the brand app, customer service).
+SCOPES = frozenset({"members:write", "consents:read", "consents:write", "rights:submit"})
 
 
 @dataclass(frozen=True, slots=True)

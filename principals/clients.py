@@ -22,13 +22,10 @@ from audit.actions import ActorKind
 from core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from core.ids import is_valid_id, new_id
 from policies.model import SLUG_RE, Policy
-from principals.actor import OPERATOR, OPERATOR_ACTOR, Actor
+from principals.actor import OPERATOR, OPERATOR_ACTOR, ROLES, SCOPES, Actor
 from principals.members import ensure_member_active
 from principals.models import GateApiKey, GateClient, GateClientPurpose
 
-ROLES: tuple[str, ...] = ("client", "auditor", "dpo", "admin")
-# rights:submit: relay a member's rights request (the brand app, customer service).
-SCOPES = frozenset({"members:write", "consents:read", "consents:write", "rights:submit"})
 KEY_PREFIX = "mg_"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # fullmatch: "$" allows a final "\n"
 
