@@ -256,6 +256,13 @@ def _micros(moment: datetime | None) -> int | None:
 # -- members -------------------------------------------------------------------
 
 
+def _written_or_cleared(changes: Mapping[str, object]) -> dict[str, str]:
+    """What an entry says of changed fields: written or cleared, never the new values."""
+    return {
+        name: "cleared" if value is None else "written" for name, value in sorted(changes.items())
+    }
+
+
 def member_created(
     who: Principal, *, policy: str, member_id: str, fields: Sequence[str], request_id: str | None
 ) -> Record:
@@ -285,10 +292,7 @@ def member_updated(
         policy=policy,
         reason="members:write",
         members=[member_id],
-        fields={
-            name: ("cleared" if value is None else "written")
-            for name, value in sorted(changes.items())
-        },
+        fields=_written_or_cleared(changes),
         request_id=request_id,
     )
 
@@ -611,25 +615,14 @@ def notice_sent(
     detail = {"template": template, "channel": channel, "message": message_id}
     if rights_request is not None:
         detail["request"] = rights_request
-    record = Record(
-        action=Action.NOTICE_SENT,
-        decision="permit",
-        reason=f"notice-{template}",
-        policy=policy,
-        members=[member_id] if member_id is not None else [],
-        request_id=request_id,
-        detail=detail,
-    )
-    if who is None:
-        return record
-    return _by(
+    return _by_or_system(
         who,
         Action.NOTICE_SENT,
         policy=policy,
-        reason=record.reason,
-        members=record.members,
+        reason=f"notice-{template}",
+        members=[member_id] if member_id is not None else [],
         request_id=request_id,
-        detail=record.detail,
+        detail=detail,
     )
 
 
@@ -702,10 +695,7 @@ def member_corrected(
         policy=policy,
         reason="rights-correction",
         members=[member_id],
-        fields={
-            name: ("cleared" if value is None else "written")
-            for name, value in sorted(changes.items())
-        },
+        fields=_written_or_cleared(changes),
         request_id=request_id,
         detail={"request": rights_request, "approved": approved},
     )
