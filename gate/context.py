@@ -128,6 +128,9 @@ class RateLimits:
         timer = getattr(getattr(limiter, "storage", None), "timer", None)
         if isinstance(timer, threading.Timer):
             timer.cancel()
+            # Cancelled, it ends at once; joined, no thread of it outlives the services
+            # (a live thread keeps the offline verifier from forking its workers).
+            timer.join()
 
 
 def keyring_source(settings: Settings) -> KeyringSource:

@@ -22,8 +22,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import hypothesis
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, Engine, text
@@ -43,6 +44,14 @@ from notify.outbox import OutboxNotifier
 from policies import Policy, load_policy
 from principals import OPERATOR_ACTOR
 from vault.keys import Keyring, KeyringSource
+
+if TYPE_CHECKING:
+    from tests.integration.amqp_listener import Listener
+
+# No per-example deadline: Hypothesis's default (200 ms of wall-clock time per example) is
+# an elapsed-time bound, and these machines are shared and noisy.
+hypothesis.settings.register_profile("memberguard", deadline=None)
+hypothesis.settings.load_profile("memberguard")
 
 BACKENDS = {
     "sqlite": None,
@@ -339,3 +348,28 @@ def fresh_database(backend: str, tmp_path: Path) -> Iterator[FreshDatabase]:
             url = stack.enter_context(scratch_database(backend))
         upgrade(url=url)
         yield FreshDatabase(url=url, backend=backend)
+
+
+# -- RabbitMQ (the change feed's broker) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    from tests.integration.amqp_listener import reachable_amqp_url
+
+    return reachable_amqp_url()
+
+
+@pytest.fixture
+def listener(amqp_url: str) -> Iterator[Listener]:
+    """Exclusive queues on a connection of the test's own, gone with it."""
+    import pika
+
+    from feed.broker import parse_amqp_url
+    from tests.integration.amqp_listener import Listener
+
+    connection = pika.BlockingConnection(parse_amqp_url(amqp_url))
+    try:
+        yield Listener(connection.channel())
+    finally:
+        connection.close()  # the exclusive queues go with it

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import audit.uow
+import feed.events as feed_events
 from audit.log import AuditUnavailable
 from feed.models import FeedDelivery, FeedEvent
 from rights.models import RightsRequestRecipient
@@ -499,7 +500,10 @@ def test_events_carry_no_personal_value(
     new_address, new_email = "浙江省杭州市西湖区文三路 90 号", "canary.feed@example.org"
     token = token_for(member_id)
     submitted(app_client, token, {"type": "correction", "changes": {"address": new_address}})
-    app_client.patch(f"/v1/members/{member_id}", json={"email": new_email}, headers=auth(keys.crm))
+    patched = app_client.patch(
+        f"/v1/members/{member_id}", json={"email": new_email}, headers=auth(keys.crm)
+    )
+    assert patched.status_code == 200, patched.text
     submitted(app_client, token, {"type": "deletion"})
     canaries = [
         MEMBER["name"],
@@ -544,7 +548,18 @@ def test_a_change_that_rolls_back_tells_no_one(
     def unavailable(*args: object, **kwargs: object) -> None:
         raise AuditUnavailable("the audit log could not be committed; nothing was released")
 
-    # The events are written before the commit appends the entries, which then fails.
+    # The events are written before the commit appends the entries, which then fails:
+    # each change did write its event (counted), and the rollback took it back.
+    emitted: list[str] = []
+    real_emit = feed_events.emit
+
+    def counted_emit(*args: Any, **kwargs: Any) -> Any:
+        event = real_emit(*args, **kwargs)
+        if event is not None:
+            emitted.append(event.type)
+        return event
+
+    monkeypatch.setattr(feed_events, "emit", counted_emit)
     monkeypatch.setattr(audit.uow, "append_entries", unavailable)
     for method, path, body, key in (
         (
@@ -572,6 +587,13 @@ def test_a_change_that_rolls_back_tells_no_one(
         assert response.json()["type"] == "audit-unavailable"
     relayed = relay(app_client, relay_key, member_id, {"type": "deletion"})
     assert relayed.status_code == 503, relayed.text
+    assert emitted == [
+        "consent.changed",
+        "member.corrected",
+        "member.corrected",
+        "member.deleted",
+        "member.deleted",
+    ]
     assert feed_rows(session) == before
     monkeypatch.undo()
     # Nothing of it reached a feed; the member is still there, and the feed works again.

@@ -5,10 +5,8 @@ request shows each recipient's acknowledgement."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from pathlib import Path
 
-import pika
 import pytest
 from fastapi.testclient import TestClient
 
@@ -19,7 +17,7 @@ from gate.webhooks import set_webhook
 from principals import OPERATOR_ACTOR
 from tests.api.conftest import auth, grant
 from tests.conftest import Keys
-from tests.integration.test_feed_broker import AMQP_URL, Listener
+from tests.integration.amqp_listener import AMQP_URL, Listener
 from tests.integration.webhook_receiver import Receiver, webhook_receiver
 from worker.webhooks import Courier
 
@@ -38,15 +36,6 @@ def settings(tmp_path: Path) -> Settings:
         worker_in_server=False,
         webhooks_allow_insecure=True,
     )
-
-
-@pytest.fixture
-def listener(amqp_url: str) -> Iterator[Listener]:
-    connection = pika.BlockingConnection(parse_amqp_url(amqp_url))
-    try:
-        yield Listener(connection.channel())
-    finally:
-        connection.close()
 
 
 @pytest.fixture
@@ -135,15 +124,3 @@ def test_a_withdrawal_a_correction_and_a_deletion_reach_their_clients_on_every_c
     assert by_name["sms"]["notified_at"] is not None
     assert by_name["sms"]["acknowledged_at"] is not None
     assert "analytics" not in by_name
-
-
-@pytest.fixture(scope="session")
-def amqp_url() -> str:
-    from tests.conftest import _unreachable
-
-    try:
-        with closing(pika.BlockingConnection(parse_amqp_url(AMQP_URL))):
-            pass
-    except (pika.exceptions.AMQPError, OSError) as exc:
-        _unreachable("RabbitMQ", exc)
-    return AMQP_URL

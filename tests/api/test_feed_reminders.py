@@ -102,6 +102,28 @@ def test_nothing_is_reminded_before_the_interval_has_passed(
     assert capture.sent == []
 
 
+def test_the_reminder_interval_is_the_setting_s(
+    deletion: dict[str, Any],
+    services: Services,
+    services_for: ServicesFor,
+    capture: Capture,
+) -> None:
+    hourly = services.settings.model_copy(update={"feed_ack_remind_hours": 1})
+
+    def after(minutes: int) -> Services:
+        return services_for(
+            services.sessions,
+            settings=hourly,
+            clock=ticking_clock(NOW + timedelta(minutes=minutes)),
+            notifier=capture,
+        )
+
+    assert remind_overdue_acks(after(59)).deliveries == 0
+    assert capture.sent == []
+    assert remind_overdue_acks(after(61)).deliveries == 3
+    assert len(capture.sent) == 1
+
+
 def test_the_dpo_is_told_once_per_interval_of_each_acknowledgement_still_owed(
     app_client: TestClient,
     deletion: dict[str, Any],

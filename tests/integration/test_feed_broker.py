@@ -1,8 +1,8 @@
 """The broker relay against a real RabbitMQ: what arrives, when it is marked, what waits.
 
-RabbitMQ is the one at ``MEMBERGUARD_TEST_AMQP_URL`` (default 127.0.0.1:5672, guest/guest).
-Unreachable, the tests are skipped with the reason, except under ``CI=true``, where they
-fail (the rule ``tests/conftest.py`` applies to PostgreSQL and MariaDB).
+RabbitMQ is the one at ``MEMBERGUARD_TEST_AMQP_URL`` (``tests/integration/amqp_listener.py``;
+the ``amqp_url`` and ``listener`` fixtures are in ``tests/conftest.py``): unreachable, the tests
+are skipped with the reason, except under ``CI=true``, where they fail.
 
 Each test listens on exclusive queues of its own, bound to the types it emits (never
 ``#``, so that a test's made-up type is really unbound), and counts only the messages of
@@ -15,26 +15,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import socket
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import closing
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import pika
-import pika.exceptions
 import pytest
-from pika.adapters.blocking_connection import BlockingChannel
 from pydantic import SecretStr
 from sqlalchemy import select
 
 from core.ids import new_id
 from feed.broker import (
-    EXCHANGE,
     BrokerUnavailable,
     MessageRefused,
     Relayed,
@@ -44,64 +37,10 @@ from feed.broker import (
 from feed.events import EventType, emit
 from feed.models import FeedEvent
 from gate.context import Services
-from tests.conftest import NOW, Keys, _unreachable
+from tests.conftest import NOW, Keys
+from tests.integration.amqp_listener import Listener
 from worker.jobs import default_jobs
 from worker.runner import Worker
-
-AMQP_URL = os.environ.get("MEMBERGUARD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-
-
-@pytest.fixture(scope="session")
-def amqp_url() -> str:
-    try:
-        with closing(pika.BlockingConnection(parse_amqp_url(AMQP_URL))):
-            pass
-    except (pika.exceptions.AMQPError, OSError) as exc:
-        _unreachable("RabbitMQ", exc)
-    return AMQP_URL
-
-
-@dataclass(frozen=True)
-class Received:
-    routing_key: str
-    properties: pika.BasicProperties
-    body: dict[str, Any]
-
-
-class Listener:
-    """Exclusive queues on one connection: ``queue(*keys)`` declares one bound to
-    ``memberguard.events`` by those keys; ``drain(queue, ids)`` takes what is in it,
-    keeping the messages of ``ids`` (this test's events) in the order they came."""
-
-    def __init__(self, channel: BlockingChannel) -> None:
-        self.channel = channel
-        # Declared as the publisher declares it, so that a queue can be bound before the
-        # first run; the same attributes, or the broker refuses one of the two.
-        channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
-
-    def queue(self, *keys: str, arguments: dict[str, Any] | None = None) -> str:
-        name = self.channel.queue_declare("", exclusive=True, arguments=arguments).method.queue
-        for key in keys:
-            self.channel.queue_bind(name, EXCHANGE, routing_key=key)
-        return name
-
-    def drain(self, queue: str, ids: set[str]) -> list[Received]:
-        received = []
-        while True:
-            method, properties, body = self.channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return received
-            if properties.message_id in ids:
-                received.append(Received(method.routing_key, properties, json.loads(body)))
-
-
-@pytest.fixture
-def listener(amqp_url: str) -> Iterator[Listener]:
-    connection = pika.BlockingConnection(parse_amqp_url(amqp_url))
-    try:
-        yield Listener(connection.channel())
-    finally:
-        connection.close()  # the exclusive queues go with it
 
 
 def publish(services: Services, url: str, **options: Any) -> Relayed:
@@ -278,10 +217,11 @@ def test_an_unreachable_broker_fails_the_run_and_the_events_go_out_on_a_later_on
     amqp_url: str,
     refused_url: str,
     json_logs: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # pika's own lines too (at DEBUG it keeps them: feed.broker._quiet_pika), whatever an
     # earlier run at another level left.
-    logging.getLogger("pika").setLevel(logging.NOTSET)
+    monkeypatch.setattr(logging.getLogger("pika"), "level", logging.NOTSET)
     kind = made_up_type()
     queue = listener.queue(kind)
     ids = add_bare_events(services, kind, 2)

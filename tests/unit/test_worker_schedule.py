@@ -63,7 +63,9 @@ def test_a_job_needs_a_positive_interval_and_runtime() -> None:
 
 
 def test_the_registry_takes_intervals_and_leases_from_the_settings() -> None:
+    # No broker, whatever the environment says (with one, feed.broker joins the list).
     settings = Settings(
+        amqp_url=None,
         checkpoint_job_seconds=90,
         rights_job_seconds=240,
         webhook_job_seconds=7,
