@@ -52,7 +52,6 @@ import ipaddress
 import json
 import logging
 import math
-import os
 import random
 import secrets
 import socket
@@ -64,10 +63,6 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import httpx
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
@@ -77,8 +72,9 @@ from core.ids import is_valid_id
 from feed.models import FeedDelivery, FeedEvent
 from feed.webhook_models import FeedWebhook, FeedWebhookAttempt
 from principals.models import GateClient
+from vault import crypto
 from vault.crypto import DecryptionFailed
-from vault.keys import Keyring
+from vault.keys import WEBHOOK_KEY_INFO, Keyring
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  (the format's prefix, not a secret)
 SECRET_BYTES = 32  # Standard Webhooks: 24 to 64 bytes
@@ -199,39 +195,23 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
 
 
-_KEY_INFO = b"memberguard/webhook/v1"
-_FORMAT_V1 = b"\x01"
-_NONCE_BYTES = 12
-
 Sealed = Literal["url", "secret"]
 
 
-def _cipher(keyring: Keyring) -> AESGCM:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_KEY_INFO).derive(
-        keyring.index_key
-    )
-    return AESGCM(key)
-
-
 def _aad(client_id: str, what: Sealed) -> bytes:
-    return _KEY_INFO + b"\x00" + client_id.encode() + b"\x00" + what.encode()
+    # The key's label leads the AAD (as it always has: stored values depend on these bytes).
+    return WEBHOOK_KEY_INFO + b"\x00" + client_id.encode() + b"\x00" + what.encode()
 
 
 def seal(keyring: Keyring, client_id: str, what: Sealed, plaintext: str) -> bytes:
-    """``format (1) | nonce (12) | ciphertext+tag`` under the webhook key."""
-    nonce = os.urandom(_NONCE_BYTES)
-    sealed = _cipher(keyring).encrypt(nonce, plaintext.encode(), _aad(client_id, what))
-    return _FORMAT_V1 + nonce + sealed
+    """``plaintext`` sealed (``vault.crypto.seal``) under the keyring's webhook key, for
+    this client's ``what`` column only."""
+    return crypto.seal(keyring.webhook_key(), plaintext.encode(), _aad(client_id, what))
 
 
 def unseal(keyring: Keyring, client_id: str, what: Sealed, blob: bytes) -> str:
-    if len(blob) < 1 + _NONCE_BYTES + 16 or blob[:1] != _FORMAT_V1:
-        raise DecryptionFailed("unknown ciphertext format")
-    nonce, sealed = blob[1 : 1 + _NONCE_BYTES], blob[1 + _NONCE_BYTES :]
-    try:
-        return _cipher(keyring).decrypt(nonce, sealed, _aad(client_id, what)).decode()
-    except InvalidTag:
-        raise DecryptionFailed("ciphertext did not authenticate") from None
+    """What ``seal`` sealed for this client and column, or ``DecryptionFailed``."""
+    return crypto.unseal(keyring.webhook_key(), blob, _aad(client_id, what)).decode()
 
 
 # -- registration (flushes only) -----------------------------------------------------

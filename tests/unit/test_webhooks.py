@@ -165,6 +165,33 @@ def test_a_sealed_value_opens_for_its_client_and_column_only_and_detects_tamperi
         unseal(KEYRING, "c1", "secret", b"\x02" + blob[1:])
 
 
+# Sealed by the webhook code as it was before it used vault.crypto and Keyring.webhook_key:
+# index key 00 01 … 1f, nonce 64 65 … 6f, client "c" * 24, column "secret".
+KNOWN_INDEX_KEY = bytes(range(32))
+KNOWN_WEBHOOK_KEY = "83800c9569e4737cc906c09f19e8298f289a648a4d5389abe792bbe892be66c3"
+KNOWN_SEALED = (
+    "016465666768696a6b6c6d6e6fa61e24939f80f7c9c3b7a757e1d867e69cf86f0937b3b605aa74bd0261e9c666d5f0"
+)
+
+
+def known_keyring() -> Keyring:
+    return Keyring(keks={1: bytes(32)}, index_key=KNOWN_INDEX_KEY, pseudonym_key=bytes(32))
+
+
+def test_the_webhook_key_is_hkdf_sha256_of_the_index_key_under_its_label_derived_once() -> None:
+    keyring = known_keyring()
+    assert keyring.webhook_key().hex() == KNOWN_WEBHOOK_KEY
+    assert keyring.webhook_key() is keyring.webhook_key()  # cached, not derived per call
+    assert keyring.with_new_kek().webhook_key().hex() == KNOWN_WEBHOOK_KEY
+
+
+def test_a_value_sealed_before_the_shared_cipher_still_opens() -> None:
+    blob = bytes.fromhex(KNOWN_SEALED)
+    assert unseal(known_keyring(), "c" * 24, "secret", blob) == "whsec_known-answer"
+    with pytest.raises(DecryptionFailed):
+        unseal(known_keyring(), "c" * 24, "url", blob)
+
+
 def test_secrets_stay_readable_across_kek_rotation_and_retirement() -> None:
     """The webhook key comes from the index key, which no KEK rotation changes."""
     blob = seal(KEYRING, "c1", "secret", "whsec_abc")
