@@ -100,16 +100,31 @@ def acknowledge(delivered: Delivered, *, now: datetime) -> bool:
     return True
 
 
+def event_item(event: FeedEvent, seq: int | None = None) -> dict[str, Any]:
+    """An event as every channel carries it: the pull feed's item (with the delivery's
+    state added), a webhook's body, a broker message (with its recipients added).
+
+    ``seq`` is the recipient's own order, given where there is one recipient; the broker's
+    shared bus has none. ``data`` is the event's stored JSON (ids, purposes and field names
+    only), parsed so that the item is one JSON object rather than JSON in a string. Times
+    in UTC, RFC 3339. The keys' order is the webhook body's byte order.
+    """
+    item: dict[str, Any] = {"id": event.id}
+    if seq is not None:
+        item["seq"] = seq
+    item["type"] = event.type
+    item["created_at"] = event.created_at.isoformat()
+    item["data"] = json.loads(event.data)
+    item["ack_required"] = event.ack_required
+    return item
+
+
 def item_view(delivered: Delivered) -> dict[str, Any]:
-    """An event as its recipient sees it (``GET /v1/events``): times in UTC, RFC 3339."""
+    """An event as its recipient sees it in the pull feed (``GET /v1/events``): the item,
+    and when the recipient acknowledged it."""
     event, delivery = delivered.event, delivered.delivery
     return {
-        "id": event.id,
-        "seq": delivery.seq,
-        "type": event.type,
-        "created_at": event.created_at.isoformat(),
-        "data": json.loads(event.data),
-        "ack_required": event.ack_required,
+        **event_item(event, seq=delivery.seq),
         "acknowledged_at": (
             delivery.acknowledged_at.isoformat() if delivery.acknowledged_at else None
         ),

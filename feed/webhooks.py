@@ -70,6 +70,7 @@ from standardwebhooks.webhooks import Webhook
 from core.errors import InvalidInput, NotFound
 from core.ids import is_valid_id
 from feed.models import FeedDelivery, FeedEvent
+from feed.pull import event_item
 from feed.webhook_models import FeedWebhook, FeedWebhookAttempt
 from principals.models import GateClient
 from vault import crypto
@@ -434,19 +435,9 @@ def retry_delay(failures: int, jitter: Jitter) -> timedelta:
     return min(ceiling, max(MIN_DELAY, drawn))
 
 
-def event_body(
-    *, event_id: str, seq: int, type_: str, created_at: datetime, data: str, ack_required: bool
-) -> bytes:
-    """The body of a delivery: the pull feed's item, as JSON (UTF-8)."""
-    item = {
-        "id": event_id,
-        "seq": seq,
-        "type": type_,
-        "created_at": created_at.isoformat(),
-        "data": json.loads(data),
-        "ack_required": ack_required,
-    }
-    return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
+def event_body(event: FeedEvent, seq: int) -> bytes:
+    """The body of a delivery: the event's item with the client's ``seq``, as JSON (UTF-8)."""
+    return json.dumps(event_item(event, seq), ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def signature_header(secrets_: list[str], *, msg_id: str, at: datetime, body: bytes) -> str:
@@ -583,12 +574,8 @@ def claim_next(session: Session, *, now: datetime, owner: str, lease: timedelta)
             _WEBHOOK.cursor_seq,
             _WEBHOOK.head_attempts,
             _WEBHOOK.head_first_attempt_at,
-            FeedDelivery.event_id,
             FeedDelivery.seq,
-            FeedEvent.type,
-            FeedEvent.data,
-            FeedEvent.created_at,
-            FeedEvent.ack_required,
+            FeedEvent,
         )
         .join(
             FeedDelivery,
@@ -619,17 +606,10 @@ def claim_next(session: Session, *, now: datetime, owner: str, lease: timedelta)
         cursor_seq=row.cursor_seq,
         head_attempts=row.head_attempts,
         head_first_attempt_at=row.head_first_attempt_at,
-        event_id=row.event_id,
+        event_id=row.FeedEvent.id,
         seq=row.seq,
-        created_at=row.created_at,
-        body=event_body(
-            event_id=row.event_id,
-            seq=row.seq,
-            type_=row.type,
-            created_at=row.created_at,
-            data=row.data,
-            ack_required=row.ack_required,
-        ),
+        created_at=row.FeedEvent.created_at,
+        body=event_body(row.FeedEvent, row.seq),
     )
 
 

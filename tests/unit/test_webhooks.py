@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -12,6 +13,9 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from feed import webhooks
+from feed.broker import broker_message
+from feed.models import FeedDelivery, FeedEvent
+from feed.pull import Delivered, item_view
 from feed.webhooks import (
     WebhookUrlRefused,
     check_webhook_url,
@@ -223,18 +227,33 @@ def test_a_delivery_signed_by_two_secrets_verifies_with_either_and_not_a_third()
 
 
 def test_the_body_is_the_pull_feed_item() -> None:
-    body = webhooks.event_body(
-        event_id="e1",
-        seq=7,
-        type_="member.deleted",
+    event = FeedEvent(
+        id="e1",
+        type="member.deleted",
         created_at=AT,
         data='{"member_id":"m1","request_id":"r1"}',
         ack_required=True,
     )
+    body = webhooks.event_body(event, 7)
     assert body == (
         b'{"id":"e1","seq":7,"type":"member.deleted","created_at":"2026-11-22T08:00:00+00:00",'
         b'"data":{"member_id":"m1","request_id":"r1"},"ack_required":true}'
     )
+
+
+def test_the_pull_item_the_webhook_body_and_the_broker_message_carry_the_same_event() -> None:
+    event = FeedEvent(
+        id="e1",
+        type="member.corrected",
+        created_at=AT,
+        data='{"fields":["name"],"member_id":"m1"}',
+        ack_required=False,
+    )
+    pulled = item_view(Delivered(FeedDelivery(event_id="e1", client_id="c1", seq=7), event))
+    pushed = json.loads(webhooks.event_body(event, 7))
+    published = json.loads(broker_message(event, ["c1"]).body)
+    assert pulled == {**pushed, "acknowledged_at": None}
+    assert published == {**{k: v for k, v in pushed.items() if k != "seq"}, "recipients": ["c1"]}
 
 
 # -- backoff ---------------------------------------------------------------------------------
