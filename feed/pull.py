@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
@@ -49,6 +49,15 @@ def client_page(
         )
     rows = session.execute(statement.order_by(FeedDelivery.seq).limit(limit)).all()
     return [Delivered(delivery, event) for delivery, event in rows]
+
+
+def last_seq(session: Session, client_id: str) -> int:
+    """The client's highest ``seq`` so far (0 before its first event): where a new
+    webhook starts, and how far behind one is."""
+    last = session.scalar(
+        select(func.max(FeedDelivery.seq)).where(FeedDelivery.client_id == client_id)
+    )
+    return last or 0
 
 
 def mark_notified(

@@ -63,14 +63,14 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import httpx
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, exists, insert, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
 from core.errors import InvalidInput, NotFound
 from core.ids import is_valid_id
 from feed.models import FeedDelivery, FeedEvent
-from feed.pull import event_item
+from feed.pull import event_item, last_seq, mark_notified
 from feed.webhook_models import FeedWebhook, FeedWebhookAttempt
 from principals.models import GateClient
 from vault import crypto
@@ -256,10 +256,9 @@ def set_webhook(
     webhook = session.get(FeedWebhook, client_id)
     replaced = webhook is not None
     if webhook is None:
-        last = session.scalar(
-            select(func.max(FeedDelivery.seq)).where(FeedDelivery.client_id == client_id)
+        webhook = FeedWebhook(
+            client_id=client_id, created_at=now, cursor_seq=last_seq(session, client_id)
         )
-        webhook = FeedWebhook(client_id=client_id, created_at=now, cursor_seq=last or 0)
         session.add(webhook)
     webhook.origin = target.origin
     webhook.url_ct = seal(keyring, client_id, "url", target.url)
@@ -320,9 +319,6 @@ def remove_webhook(session: Session, *, client_id: str) -> str:
 def webhook_view(session: Session, client_id: str, *, now: datetime) -> dict[str, Any]:
     """What an admin may see of a webhook: the origin and the delivery state, no secret or URL."""
     webhook = _webhook_of(session, client_id)
-    last = session.scalar(
-        select(func.max(FeedDelivery.seq)).where(FeedDelivery.client_id == client_id)
-    )
     overlap = webhook.previous_secret_expires_at
     return {
         "client_id": client_id,
@@ -334,7 +330,7 @@ def webhook_view(session: Session, client_id: str, *, now: datetime) -> dict[str
             overlap.isoformat() if overlap is not None and overlap > now else None
         ),
         "delivered_through_seq": webhook.cursor_seq,
-        "pending": max(0, (last or 0) - webhook.cursor_seq),
+        "pending": max(0, last_seq(session, client_id) - webhook.cursor_seq),
         "head_attempts": webhook.head_attempts,
         "next_attempt_at": webhook.next_attempt_at.isoformat(),
     }
@@ -685,15 +681,7 @@ def record_attempt(
         )
     )
     if sent.delivered:
-        session.execute(
-            update(FeedDelivery)
-            .where(
-                FeedDelivery.event_id == claimed.event_id,
-                FeedDelivery.client_id == claimed.client_id,
-                FeedDelivery.notified_at.is_(None),
-            )
-            .values(notified_at=now)
-        )
+        mark_notified(session, claimed.client_id, [claimed.event_id], now=now)
     return Recorded(outcome=outcome, attempt=attempt, next_attempt_at=next_attempt_at)
 
 
