@@ -267,7 +267,6 @@ def set_webhook(
     webhook.previous_secret_expires_at = None
     webhook.updated_at = now
     webhook.head_attempts = 0
-    webhook.head_first_attempt_at = None
     webhook.next_attempt_at = now
     webhook.claim_expires_at = None
     webhook.claimed_by = None
@@ -489,7 +488,6 @@ class Claimed:
     previous_secret_ct: bytes | None
     cursor_seq: int
     head_attempts: int
-    head_first_attempt_at: datetime | None
     event_id: str
     seq: int
     body: bytes
@@ -569,7 +567,6 @@ def claim_next(session: Session, *, now: datetime, owner: str, lease: timedelta)
             _WEBHOOK.previous_secret_expires_at,
             _WEBHOOK.cursor_seq,
             _WEBHOOK.head_attempts,
-            _WEBHOOK.head_first_attempt_at,
             FeedDelivery.seq,
             FeedEvent,
         )
@@ -601,7 +598,6 @@ def claim_next(session: Session, *, now: datetime, owner: str, lease: timedelta)
         previous_secret_ct=previous,
         cursor_seq=row.cursor_seq,
         head_attempts=row.head_attempts,
-        head_first_attempt_at=row.head_first_attempt_at,
         event_id=row.FeedEvent.id,
         seq=row.seq,
         created_at=row.FeedEvent.created_at,
@@ -635,11 +631,9 @@ def record_attempt(
     a whole day.
     """
     attempt = claimed.head_attempts + 1
-    first = claimed.head_first_attempt_at or now
     settled: dict[str, Any] = {
         "cursor_seq": claimed.seq,
         "head_attempts": 0,
-        "head_first_attempt_at": None,
         "next_attempt_at": now,
     }
     next_attempt_at: datetime | None = None
@@ -652,11 +646,7 @@ def record_attempt(
         next_attempt_at = min(
             now + retry_delay(attempt, jitter), claimed.created_at + GIVE_UP_AFTER
         )
-        values = {
-            "head_attempts": attempt,
-            "head_first_attempt_at": first,
-            "next_attempt_at": next_attempt_at,
-        }
+        values = {"head_attempts": attempt, "next_attempt_at": next_attempt_at}
     recorded = session.execute(
         update(FeedWebhook.__table__)
         .where(

@@ -217,7 +217,7 @@ def test_a_receiver_that_fails_twice_gets_three_tries_further_apart_each_time(
     assert all(d.verified["current"] for d in receiver.deliveries)
     assert delivery(services, event_id, client_id).notified_at == clock.at
     row = webhook_row(services, client_id)
-    assert (row.cursor_seq, row.head_attempts, row.head_first_attempt_at) == (1, 0, None)
+    assert (row.cursor_seq, row.head_attempts) == (1, 0)
 
 
 def test_the_waits_between_tries_are_jittered_within_their_doubling_ceilings(
@@ -442,7 +442,6 @@ def test_a_courier_that_dies_after_sending_leaves_the_event_to_be_sent_again_wit
             previous_secret_ct=None,
             cursor_seq=0,
             head_attempts=0,
-            head_first_attempt_at=None,
             event_id=event_id,
             seq=1,
             body=b"",
