@@ -21,7 +21,8 @@ encrypted too because its path or query often carries the receiver's token;
 ``origin`` (scheme, host, port) is what is shown, logged and recorded.
 
 **URL rules (SSRF).** ``https://`` only, to hosts whose every address is
-public (not loopback, private, link-local, shared, reserved, multicast):
+public (not loopback, private, link-local, shared, reserved, multicast, nor an
+IPv6 address carrying such an IPv4 one: ``is_public_address``):
 checked at registration and again at each delivery, where the request then
 goes to the address that was checked (TLS still verifies the host name; SNI
 and ``Host`` carry it), so a DNS answer that changes between the check and the
@@ -125,21 +126,53 @@ def resolve_host(host: str, port: int) -> list[str]:
     return found
 
 
+# IPv4-compatible IPv6 addresses (RFC 4291, deprecated): refused outright (:: and ::1 too).
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+# NAT64 prefixes (RFC 6052's well-known one, RFC 8215's local-use one): the IPv4 address a
+# translator reaches is in the last 32 bits (a /96 prefix, DNS64's usual layout).
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
+def _carried_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses a connection to ``ip`` can end up at, through 6to4, Teredo
+    (server and client) or NAT64."""
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        return list(ip.teredo)
+    if any(ip in prefix for prefix in _NAT64):
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)]
+    return []
+
+
+def _is_global_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.is_global and not ip.is_multicast
+
+
 def is_public_address(address: str) -> bool:
     """Whether a delivery may go to ``address``: a global unicast address.
 
     ``is_global`` is false for loopback, private (RFC 1918, ULA), link-local,
     shared (100.64/10), documentation, reserved and unspecified addresses. An
-    IPv4-mapped IPv6 address is judged as the IPv4 address it carries
-    (``::ffff:127.0.0.1`` is loopback, which Python 3.11 does not see by itself).
+    IPv6 address that carries an IPv4 one is judged by it too, since that is
+    where a connection can end up: IPv4-mapped (``::ffff:127.0.0.1``, judged as
+    the IPv4 address alone; Python 3.11 calls it global), 6to4 (``2002:a00:1::``
+    is 10.0.0.1), Teredo (server and client) and NAT64 (``64:ff9b::a00:1``) must
+    be global themselves and carry only global addresses. IPv4-compatible
+    addresses (``::/96``, deprecated) are refused outright.
     """
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return _is_global_unicast(ip.ipv4_mapped)
+        if ip in _IPV4_COMPATIBLE:
+            return False
+        if not all(_is_global_unicast(carried) for carried in _carried_ipv4(ip)):
+            return False
+    return _is_global_unicast(ip)
 
 
 def _default_port(scheme: str) -> int:

@@ -77,7 +77,39 @@ def test_loopback_private_link_local_and_other_non_public_addresses_are_not_publ
     assert not is_public_address(address)
 
 
-@pytest.mark.parametrize("address", [PUBLIC, "8.8.8.8", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::a00:1",  # NAT64 (well-known prefix) of 10.0.0.1
+        "64:ff9b::7f00:1",  # ... of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # ... of 169.254.169.254
+        "64:ff9b:1::a00:1",  # NAT64 (local-use prefix) of 10.0.0.1
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        # Teredo: 2001::/32 is not global on its own either; these hold if that changed.
+        "2001:0:a00:1::f7f7:f7f7",  # server 10.0.0.1, client 8.8.8.8
+        "2001:0:808:808::f5ff:fffe",  # server 8.8.8.8, client 10.0.0.1
+        "::127.0.0.1",  # IPv4-compatible (deprecated): refused whatever it carries
+        "::10.0.0.1",
+        "::8.8.8.8",
+    ],
+)
+def test_an_ipv6_address_carrying_a_non_public_ipv4_one_or_ipv4_compatible_is_not_public(
+    address: str,
+) -> None:
+    assert not is_public_address(address)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        PUBLIC,
+        "8.8.8.8",
+        "2606:4700:4700::1111",
+        "::ffff:8.8.8.8",  # IPv4-mapped: judged as the IPv4 address
+        "64:ff9b::808:808",  # NAT64 of 8.8.8.8: an IPv6-only network reaching a public host
+    ],
+)
 def test_global_unicast_addresses_are_public(address: str) -> None:
     assert is_public_address(address)
 
@@ -102,6 +134,8 @@ def test_an_https_url_to_a_host_resolving_to_public_addresses_is_accepted() -> N
         ("https://hooks.example.com/in", [PUBLIC, "10.0.0.7"], "loopback, private or link-local"),
         ("https://hooks.example.com/in", ["169.254.169.254"], "loopback, private or link-local"),
         ("https://hooks.example.com/in", ["::ffff:192.168.0.1"], "loopback, private"),
+        ("https://hooks.example.com/in", ["64:ff9b::c0a8:1"], "loopback, private"),
+        ("https://hooks.example.com/in", [PUBLIC, "2002:c0a8:1::1"], "loopback, private"),
         ("https://hooks.example.com/in", [], "does not resolve"),
         ("https://" + "a" * 2048 + ".example.com/", [PUBLIC], "longer than 2048"),
     ],
