@@ -13,6 +13,7 @@ the gate's writers.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -74,7 +75,10 @@ class Courier:
         counts = {"delivered": 0, "retried": 0, "failed": 0, "lost": 0}
         started = self.clock()
         lease = webhooks.claim_lease(self.timeout)
-        with webhooks.delivery_client(timeout=self.timeout, transport=self.transport) as http:
+        with ExitStack() as opened:
+            # The HTTP client (and its TLS context, which loads the trust store) is
+            # built at the first claim: most runs, every few seconds, find nothing due.
+            http: httpx.Client | None = None
             for _ in range(max_sends):
                 now = self.clock()
                 if budget is not None and now - started >= budget:
@@ -84,6 +88,10 @@ class Courier:
                     session.commit()
                 if claimed is None:
                     break
+                if http is None:
+                    http = opened.enter_context(
+                        webhooks.delivery_client(timeout=self.timeout, transport=self.transport)
+                    )
                 sent = webhooks.send(
                     http,
                     claimed,
