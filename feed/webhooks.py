@@ -36,14 +36,19 @@ of it), until it is delivered (any 2xx) or given up: tries continue until 24 hou
 after the event was written (so a receiver that was down for days gives up
 its backlog at one try per event, not one event a day), and every event gets
 at least one. Tries back off exponentially with full jitter: a delay drawn uniformly
-from ``[1 s, min(1 h, 30 s × 2^(n-1))]`` after the n-th failure. A worker
-claims a client (a lease in the row, taken with ``SELECT … FOR UPDATE SKIP
-LOCKED`` on PostgreSQL and MySQL so that workers pass each other by, and by
+from ``[1 s, min(1 h, 30 s × 2^(n-1))]`` after the n-th failure.
+
+The ``feed.webhooks`` job sends, one courier at a time system-wide (the job's
+worker lease), one request at a time. For each delivery the courier claims the
+client (a lease in the row, set by a conditional UPDATE; the candidate is read
+with ``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL and MySQL, and under
 SQLite's single writer there), commits, sends with no transaction open, and
-records the result only if it still holds the claim. A worker that dies after
-sending leaves the claim to expire; the event is then sent again with the
-same ``webhook-id`` (the event id): at most one duplicate per crash, which the
-receiver drops by that id.
+records the result only if it still holds the claim. Two couriers overlap only
+when a run outlives its job lease and the next run takes over; the claims keep
+them off each other's clients. A courier that dies after sending leaves the
+claim to expire; the event is then sent again with the same ``webhook-id``
+(the event id): at most one duplicate per crash, which the receiver drops by
+that id.
 """
 
 from __future__ import annotations
@@ -576,8 +581,9 @@ def claim_next(session: Session, *, now: datetime, owner: str, lease: timedelta)
         .limit(1)
     )
     if session.get_bind().dialect.name != "sqlite":
-        # Workers pass by the rows others are claiming instead of queueing behind
-        # them. SQLite has one writer at a time (BEGIN IMMEDIATE) and no SKIP LOCKED.
+        # Overlapping couriers (a run that outlived its job lease, and the run that took
+        # over) pass by the rows the other is claiming instead of queueing behind them.
+        # SQLite has one writer at a time (BEGIN IMMEDIATE) and no SKIP LOCKED.
         candidate = candidate.with_for_update(skip_locked=True)
     client_id = session.scalar(candidate)
     if client_id is None:

@@ -36,10 +36,12 @@ log = structlog.get_logger("memberguard.webhooks")
 
 @dataclass
 class Courier:
-    """Delivers the webhooks that are due.
+    """Delivers the webhooks that are due, one request at a time.
 
-    Any number of couriers (threads, worker processes) may run at once: a client
-    is claimed by one at a time, so none of its events is ever in flight twice.
+    The ``feed.webhooks`` job runs one courier at a time (its worker lease); two
+    overlap when a run outlives that lease and the next run takes the job over.
+    Any number may run at once all the same: a client is claimed by one at a
+    time, so none of its events is ever in flight twice.
     ``after_send`` is called once a send returns, before its result is recorded
     (tests stop a courier there, as a crash would).
     """
