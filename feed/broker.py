@@ -55,6 +55,7 @@ from sqlalchemy import select, update
 from audit.uow import AuditedUnitOfWork
 from core.db import SessionFactory
 from feed.models import FeedDelivery, FeedEvent
+from feed.pull import event_item
 
 log = structlog.get_logger("memberguard.feed")
 
@@ -158,19 +159,8 @@ class BrokerMessage:
 
 def broker_message(event: FeedEvent, recipients: Iterable[str]) -> BrokerMessage:
     """The message for ``event``: the pull feed's item without ``seq`` (a recipient's own
-    order, meaningless on a shared bus), with the ids of the clients it is for.
-
-    ``data`` is the event's stored JSON (ids, purposes and field names only), parsed so that
-    the body is one JSON object rather than JSON in a string.
-    """
-    body = {
-        "id": event.id,
-        "type": event.type,
-        "created_at": event.created_at.isoformat(),
-        "data": json.loads(event.data),
-        "ack_required": event.ack_required,
-        "recipients": sorted(set(recipients)),
-    }
+    order, meaningless on a shared bus), with the ids of the clients it is for."""
+    body = {**event_item(event), "recipients": sorted(set(recipients))}
     return BrokerMessage(
         event_id=event.id,
         routing_key=event.type,

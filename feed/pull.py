@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
@@ -49,6 +49,15 @@ def client_page(
         )
     rows = session.execute(statement.order_by(FeedDelivery.seq).limit(limit)).all()
     return [Delivered(delivery, event) for delivery, event in rows]
+
+
+def last_seq(session: Session, client_id: str) -> int:
+    """The client's highest ``seq`` so far (0 before its first event): where a new
+    webhook starts, and how far behind one is."""
+    last = session.scalar(
+        select(func.max(FeedDelivery.seq)).where(FeedDelivery.client_id == client_id)
+    )
+    return last or 0
 
 
 def mark_notified(
@@ -100,16 +109,31 @@ def acknowledge(delivered: Delivered, *, now: datetime) -> bool:
     return True
 
 
+def event_item(event: FeedEvent, seq: int | None = None) -> dict[str, Any]:
+    """An event as every channel carries it: the pull feed's item (with the delivery's
+    state added), a webhook's body, a broker message (with its recipients added).
+
+    ``seq`` is the recipient's own order, given where there is one recipient; the broker's
+    shared bus has none. ``data`` is the event's stored JSON (ids, purposes and field names
+    only), parsed so that the item is one JSON object rather than JSON in a string. Times
+    in UTC, RFC 3339. The keys' order is the webhook body's byte order.
+    """
+    item: dict[str, Any] = {"id": event.id}
+    if seq is not None:
+        item["seq"] = seq
+    item["type"] = event.type
+    item["created_at"] = event.created_at.isoformat()
+    item["data"] = json.loads(event.data)
+    item["ack_required"] = event.ack_required
+    return item
+
+
 def item_view(delivered: Delivered) -> dict[str, Any]:
-    """An event as its recipient sees it (``GET /v1/events``): times in UTC, RFC 3339."""
+    """An event as its recipient sees it in the pull feed (``GET /v1/events``): the item,
+    and when the recipient acknowledged it."""
     event, delivery = delivered.event, delivered.delivery
     return {
-        "id": event.id,
-        "seq": delivery.seq,
-        "type": event.type,
-        "created_at": event.created_at.isoformat(),
-        "data": json.loads(event.data),
-        "ack_required": event.ack_required,
+        **event_item(event, seq=delivery.seq),
         "acknowledged_at": (
             delivery.acknowledged_at.isoformat() if delivery.acknowledged_at else None
         ),

@@ -29,7 +29,8 @@ class FeedWebhook(Base):
     signed by both until ``previous_secret_expires_at``, then by the new one alone.
 
     ``cursor_seq``: every event of the client with ``seq`` up to it is settled
-    (delivered, or failed after 24 hours of tries); the next to deliver is
+    (delivered, or given up once 24 hours had passed since it was written, after
+    at least one try); the next to deliver is
     ``cursor_seq + 1``. Set, when the webhook is registered, to the client's
     last ``seq``: a webhook pushes the events written after it (the earlier ones
     stay in the pull feed).
@@ -53,11 +54,10 @@ class FeedWebhook(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cursor_seq: Mapped[int] = mapped_column(Integer)
-    # The head event's tries: how many, since when (24 hours from the first,
-    # it is given up), and when the next may start (also: when the client's
-    # next event may go, after a success).
+    # The head event's tries: how many so far, and when the next may start (also:
+    # when the client's next event may go, after a success). Its tries end 24 hours
+    # after the event was written (``feed_event.created_at``), not after the first try.
     head_attempts: Mapped[int] = mapped_column(Integer)
-    head_first_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
     claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     claimed_by: Mapped[str | None] = mapped_column(String(64))
@@ -70,7 +70,8 @@ class FeedWebhookAttempt(Base):
     (``error`` then names why: ``timeout``, ``connect-error``,
     ``address-refused`` …, never a message that could hold the URL).
     ``outcome``: ``delivered`` (2xx), ``retry`` (tried again at
-    ``next_attempt_at``) or ``failed`` (given up: 24 hours of failures).
+    ``next_attempt_at``) or ``failed`` (given up: it failed 24 hours or more after
+    the event was written).
     """
 
     __tablename__ = "feed_webhook_attempt"

@@ -21,7 +21,8 @@ encrypted too because its path or query often carries the receiver's token;
 ``origin`` (scheme, host, port) is what is shown, logged and recorded.
 
 **URL rules (SSRF).** ``https://`` only, to hosts whose every address is
-public (not loopback, private, link-local, shared, reserved, multicast):
+public (not loopback, private, link-local, shared, reserved, multicast, nor an
+IPv6 address carrying such an IPv4 one: ``is_public_address``):
 checked at registration and again at each delivery, where the request then
 goes to the address that was checked (TLS still verifies the host name; SNI
 and ``Host`` carry it), so a DNS answer that changes between the check and the
@@ -35,14 +36,19 @@ of it), until it is delivered (any 2xx) or given up: tries continue until 24 hou
 after the event was written (so a receiver that was down for days gives up
 its backlog at one try per event, not one event a day), and every event gets
 at least one. Tries back off exponentially with full jitter: a delay drawn uniformly
-from ``[1 s, min(1 h, 30 s × 2^(n-1))]`` after the n-th failure. A worker
-claims a client (a lease in the row, taken with ``SELECT … FOR UPDATE SKIP
-LOCKED`` on PostgreSQL and MySQL so that workers pass each other by, and by
+from ``[1 s, min(1 h, 30 s × 2^(n-1))]`` after the n-th failure.
+
+The ``feed.webhooks`` job sends, one courier at a time system-wide (the job's
+worker lease), one request at a time. For each delivery the courier claims the
+client (a lease in the row, set by a conditional UPDATE; the candidate is read
+with ``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL and MySQL, and under
 SQLite's single writer there), commits, sends with no transaction open, and
-records the result only if it still holds the claim. A worker that dies after
-sending leaves the claim to expire; the event is then sent again with the
-same ``webhook-id`` (the event id): at most one duplicate per crash, which the
-receiver drops by that id.
+records the result only if it still holds the claim. Two couriers overlap only
+when a run outlives its job lease and the next run takes over; the claims keep
+them off each other's clients. A courier that dies after sending leaves the
+claim to expire; the event is then sent again with the same ``webhook-id``
+(the event id): at most one duplicate per crash, which the receiver drops by
+that id.
 """
 
 from __future__ import annotations
@@ -52,7 +58,6 @@ import ipaddress
 import json
 import logging
 import math
-import os
 import random
 import secrets
 import socket
@@ -64,21 +69,19 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import httpx
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, exists, insert, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
 from core.errors import InvalidInput, NotFound
 from core.ids import is_valid_id
 from feed.models import FeedDelivery, FeedEvent
+from feed.pull import event_item, last_seq, mark_notified
 from feed.webhook_models import FeedWebhook, FeedWebhookAttempt
 from principals.models import GateClient
+from vault import crypto
 from vault.crypto import DecryptionFailed
-from vault.keys import Keyring
+from vault.keys import WEBHOOK_KEY_INFO, Keyring
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  (the format's prefix, not a secret)
 SECRET_BYTES = 32  # Standard Webhooks: 24 to 64 bytes
@@ -128,21 +131,53 @@ def resolve_host(host: str, port: int) -> list[str]:
     return found
 
 
+# IPv4-compatible IPv6 addresses (RFC 4291, deprecated): refused outright (:: and ::1 too).
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+# NAT64 prefixes (RFC 6052's well-known one, RFC 8215's local-use one): the IPv4 address a
+# translator reaches is in the last 32 bits (a /96 prefix, DNS64's usual layout).
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
+def _carried_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses a connection to ``ip`` can end up at, through 6to4, Teredo
+    (server and client) or NAT64."""
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        return list(ip.teredo)
+    if any(ip in prefix for prefix in _NAT64):
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)]
+    return []
+
+
+def _is_global_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.is_global and not ip.is_multicast
+
+
 def is_public_address(address: str) -> bool:
     """Whether a delivery may go to ``address``: a global unicast address.
 
     ``is_global`` is false for loopback, private (RFC 1918, ULA), link-local,
     shared (100.64/10), documentation, reserved and unspecified addresses. An
-    IPv4-mapped IPv6 address is judged as the IPv4 address it carries
-    (``::ffff:127.0.0.1`` is loopback, which Python 3.11 does not see by itself).
+    IPv6 address that carries an IPv4 one is judged by it too, since that is
+    where a connection can end up: IPv4-mapped (``::ffff:127.0.0.1``, judged as
+    the IPv4 address alone; Python 3.11 calls it global), 6to4 (``2002:a00:1::``
+    is 10.0.0.1), Teredo (server and client) and NAT64 (``64:ff9b::a00:1``) must
+    be global themselves and carry only global addresses. IPv4-compatible
+    addresses (``::/96``, deprecated) are refused outright.
     """
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return _is_global_unicast(ip.ipv4_mapped)
+        if ip in _IPV4_COMPATIBLE:
+            return False
+        if not all(_is_global_unicast(carried) for carried in _carried_ipv4(ip)):
+            return False
+    return _is_global_unicast(ip)
 
 
 def _default_port(scheme: str) -> int:
@@ -199,39 +234,23 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
 
 
-_KEY_INFO = b"memberguard/webhook/v1"
-_FORMAT_V1 = b"\x01"
-_NONCE_BYTES = 12
-
 Sealed = Literal["url", "secret"]
 
 
-def _cipher(keyring: Keyring) -> AESGCM:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_KEY_INFO).derive(
-        keyring.index_key
-    )
-    return AESGCM(key)
-
-
 def _aad(client_id: str, what: Sealed) -> bytes:
-    return _KEY_INFO + b"\x00" + client_id.encode() + b"\x00" + what.encode()
+    # The key's label leads the AAD (as it always has: stored values depend on these bytes).
+    return WEBHOOK_KEY_INFO + b"\x00" + client_id.encode() + b"\x00" + what.encode()
 
 
 def seal(keyring: Keyring, client_id: str, what: Sealed, plaintext: str) -> bytes:
-    """``format (1) | nonce (12) | ciphertext+tag`` under the webhook key."""
-    nonce = os.urandom(_NONCE_BYTES)
-    sealed = _cipher(keyring).encrypt(nonce, plaintext.encode(), _aad(client_id, what))
-    return _FORMAT_V1 + nonce + sealed
+    """``plaintext`` sealed (``vault.crypto.seal``) under the keyring's webhook key, for
+    this client's ``what`` column only."""
+    return crypto.seal(keyring.webhook_key(), plaintext.encode(), _aad(client_id, what))
 
 
 def unseal(keyring: Keyring, client_id: str, what: Sealed, blob: bytes) -> str:
-    if len(blob) < 1 + _NONCE_BYTES + 16 or blob[:1] != _FORMAT_V1:
-        raise DecryptionFailed("unknown ciphertext format")
-    nonce, sealed = blob[1 : 1 + _NONCE_BYTES], blob[1 + _NONCE_BYTES :]
-    try:
-        return _cipher(keyring).decrypt(nonce, sealed, _aad(client_id, what)).decode()
-    except InvalidTag:
-        raise DecryptionFailed("ciphertext did not authenticate") from None
+    """What ``seal`` sealed for this client and column, or ``DecryptionFailed``."""
+    return crypto.unseal(keyring.webhook_key(), blob, _aad(client_id, what)).decode()
 
 
 # -- registration (flushes only) -----------------------------------------------------
@@ -275,10 +294,9 @@ def set_webhook(
     webhook = session.get(FeedWebhook, client_id)
     replaced = webhook is not None
     if webhook is None:
-        last = session.scalar(
-            select(func.max(FeedDelivery.seq)).where(FeedDelivery.client_id == client_id)
+        webhook = FeedWebhook(
+            client_id=client_id, created_at=now, cursor_seq=last_seq(session, client_id)
         )
-        webhook = FeedWebhook(client_id=client_id, created_at=now, cursor_seq=last or 0)
         session.add(webhook)
     webhook.origin = target.origin
     webhook.url_ct = seal(keyring, client_id, "url", target.url)
@@ -287,7 +305,6 @@ def set_webhook(
     webhook.previous_secret_expires_at = None
     webhook.updated_at = now
     webhook.head_attempts = 0
-    webhook.head_first_attempt_at = None
     webhook.next_attempt_at = now
     webhook.claim_expires_at = None
     webhook.claimed_by = None
@@ -339,9 +356,6 @@ def remove_webhook(session: Session, *, client_id: str) -> str:
 def webhook_view(session: Session, client_id: str, *, now: datetime) -> dict[str, Any]:
     """What an admin may see of a webhook: the origin and the delivery state, no secret or URL."""
     webhook = _webhook_of(session, client_id)
-    last = session.scalar(
-        select(func.max(FeedDelivery.seq)).where(FeedDelivery.client_id == client_id)
-    )
     overlap = webhook.previous_secret_expires_at
     return {
         "client_id": client_id,
@@ -353,7 +367,7 @@ def webhook_view(session: Session, client_id: str, *, now: datetime) -> dict[str
             overlap.isoformat() if overlap is not None and overlap > now else None
         ),
         "delivered_through_seq": webhook.cursor_seq,
-        "pending": max(0, (last or 0) - webhook.cursor_seq),
+        "pending": max(0, last_seq(session, client_id) - webhook.cursor_seq),
         "head_attempts": webhook.head_attempts,
         "next_attempt_at": webhook.next_attempt_at.isoformat(),
     }
@@ -454,19 +468,9 @@ def retry_delay(failures: int, jitter: Jitter) -> timedelta:
     return min(ceiling, max(MIN_DELAY, drawn))
 
 
-def event_body(
-    *, event_id: str, seq: int, type_: str, created_at: datetime, data: str, ack_required: bool
-) -> bytes:
-    """The body of a delivery: the pull feed's item, as JSON (UTF-8)."""
-    item = {
-        "id": event_id,
-        "seq": seq,
-        "type": type_,
-        "created_at": created_at.isoformat(),
-        "data": json.loads(data),
-        "ack_required": ack_required,
-    }
-    return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
+def event_body(event: FeedEvent, seq: int) -> bytes:
+    """The body of a delivery: the event's item with the client's ``seq``, as JSON (UTF-8)."""
+    return json.dumps(event_item(event, seq), ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def signature_header(secrets_: list[str], *, msg_id: str, at: datetime, body: bytes) -> str:
@@ -522,7 +526,6 @@ class Claimed:
     previous_secret_ct: bytes | None
     cursor_seq: int
     head_attempts: int
-    head_first_attempt_at: datetime | None
     event_id: str
     seq: int
     body: bytes
@@ -578,8 +581,9 @@ def claim_next(session: Session, *, now: datetime, owner: str, lease: timedelta)
         .limit(1)
     )
     if session.get_bind().dialect.name != "sqlite":
-        # Workers pass by the rows others are claiming instead of queueing behind
-        # them. SQLite has one writer at a time (BEGIN IMMEDIATE) and no SKIP LOCKED.
+        # Overlapping couriers (a run that outlived its job lease, and the run that took
+        # over) pass by the rows the other is claiming instead of queueing behind them.
+        # SQLite has one writer at a time (BEGIN IMMEDIATE) and no SKIP LOCKED.
         candidate = candidate.with_for_update(skip_locked=True)
     client_id = session.scalar(candidate)
     if client_id is None:
@@ -602,13 +606,8 @@ def claim_next(session: Session, *, now: datetime, owner: str, lease: timedelta)
             _WEBHOOK.previous_secret_expires_at,
             _WEBHOOK.cursor_seq,
             _WEBHOOK.head_attempts,
-            _WEBHOOK.head_first_attempt_at,
-            FeedDelivery.event_id,
             FeedDelivery.seq,
-            FeedEvent.type,
-            FeedEvent.data,
-            FeedEvent.created_at,
-            FeedEvent.ack_required,
+            FeedEvent,
         )
         .join(
             FeedDelivery,
@@ -638,18 +637,10 @@ def claim_next(session: Session, *, now: datetime, owner: str, lease: timedelta)
         previous_secret_ct=previous,
         cursor_seq=row.cursor_seq,
         head_attempts=row.head_attempts,
-        head_first_attempt_at=row.head_first_attempt_at,
-        event_id=row.event_id,
+        event_id=row.FeedEvent.id,
         seq=row.seq,
-        created_at=row.created_at,
-        body=event_body(
-            event_id=row.event_id,
-            seq=row.seq,
-            type_=row.type,
-            created_at=row.created_at,
-            data=row.data,
-            ack_required=row.ack_required,
-        ),
+        created_at=row.FeedEvent.created_at,
+        body=event_body(row.FeedEvent, row.seq),
     )
 
 
@@ -679,11 +670,9 @@ def record_attempt(
     a whole day.
     """
     attempt = claimed.head_attempts + 1
-    first = claimed.head_first_attempt_at or now
     settled: dict[str, Any] = {
         "cursor_seq": claimed.seq,
         "head_attempts": 0,
-        "head_first_attempt_at": None,
         "next_attempt_at": now,
     }
     next_attempt_at: datetime | None = None
@@ -696,11 +685,7 @@ def record_attempt(
         next_attempt_at = min(
             now + retry_delay(attempt, jitter), claimed.created_at + GIVE_UP_AFTER
         )
-        values = {
-            "head_attempts": attempt,
-            "head_first_attempt_at": first,
-            "next_attempt_at": next_attempt_at,
-        }
+        values = {"head_attempts": attempt, "next_attempt_at": next_attempt_at}
     recorded = session.execute(
         update(FeedWebhook.__table__)
         .where(
@@ -725,15 +710,7 @@ def record_attempt(
         )
     )
     if sent.delivered:
-        session.execute(
-            update(FeedDelivery)
-            .where(
-                FeedDelivery.event_id == claimed.event_id,
-                FeedDelivery.client_id == claimed.client_id,
-                FeedDelivery.notified_at.is_(None),
-            )
-            .values(notified_at=now)
-        )
+        mark_notified(session, claimed.client_id, [claimed.event_id], now=now)
     return Recorded(outcome=outcome, attempt=attempt, next_attempt_at=next_attempt_at)
 
 

@@ -6,7 +6,9 @@
 - Each field value is encrypted with the member's data key under a fresh
   96-bit nonce with AAD = "member id | field name": a ciphertext cannot be
   swapped between members or fields.
-- Stored blobs are ``format version (1 byte) | nonce (12) | ciphertext+tag``.
+- Stored blobs are ``format version (1 byte) | nonce (12) | ciphertext+tag``
+  (``seal``, ``unseal``): the one sealed format, which ``feed.webhooks`` uses
+  too for what it stores encrypted.
 
 Any tampering, swap or wrong key fails with ``DecryptionFailed``, which says
 nothing about the data.
@@ -35,16 +37,20 @@ class DecryptionFailed(Exception):
     """A ciphertext did not authenticate: wrong key, wrong member/field, or tampered."""
 
 
-def _seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """``plaintext`` under ``key`` (AES-256-GCM) with a fresh random nonce, bound to ``aad``."""
     nonce = os.urandom(NONCE_BYTES)
     return FORMAT_V1 + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
 
 
-def _open(key: bytes, blob: bytes, aad: bytes) -> bytes:
-    return _open_with(AESGCM(key), blob, aad)
+def unseal(key: bytes, blob: bytes, aad: bytes) -> bytes:
+    """What ``seal`` sealed, or ``DecryptionFailed`` (wrong key or AAD, tampered, unknown
+    format)."""
+    return unseal_with(AESGCM(key), blob, aad)
 
 
-def _open_with(cipher: AESGCM, blob: bytes, aad: bytes) -> bytes:
+def unseal_with(cipher: AESGCM, blob: bytes, aad: bytes) -> bytes:
+    """``unseal`` with a cipher built once for many blobs under one key."""
     if len(blob) < _MIN_BLOB or blob[:1] != FORMAT_V1:
         raise DecryptionFailed("unknown ciphertext format")
     try:
@@ -91,11 +97,11 @@ def new_data_key() -> bytes:
 
 def wrap_data_key(keyring: Keyring, member_id: str, data_key: bytes) -> tuple[int, bytes]:
     version = keyring.active_version
-    return version, _seal(keyring.kek(version), data_key, _data_key_aad(member_id, version))
+    return version, seal(keyring.kek(version), data_key, _data_key_aad(member_id, version))
 
 
 def unwrap_data_key(keyring: Keyring, member_id: str, kek_version: int, wrapped: bytes) -> bytes:
-    return _open_with(
+    return unseal_with(
         keyring.kek_cipher(kek_version), wrapped, _data_key_aad(member_id, kek_version)
     )
 
@@ -103,11 +109,11 @@ def unwrap_data_key(keyring: Keyring, member_id: str, kek_version: int, wrapped:
 def encrypt_value(data_key: bytes, member_id: str, field_name: str, value: str | int) -> bytes:
     # JSON keeps the type (string or integer) through the round trip.
     plaintext = json.dumps(value, ensure_ascii=False).encode()
-    return _seal(data_key, plaintext, _field_aad(member_id, field_name))
+    return seal(data_key, plaintext, _field_aad(member_id, field_name))
 
 
 def decrypt_value(data_key: bytes, member_id: str, field_name: str, blob: bytes) -> str | int:
-    return _decode_value(_open(data_key, blob, _field_aad(member_id, field_name)))
+    return _decode_value(unseal(data_key, blob, _field_aad(member_id, field_name)))
 
 
 def open_fields(
@@ -128,7 +134,7 @@ def open_fields(
     cipher = AESGCM(data_key)
     prefix = _FIELD_AAD + member_id.encode() + b"\x00"  # + field name: _field_aad
     return {
-        name: _decode_value(_open_with(cipher, blob, prefix + name.encode()))
+        name: _decode_value(unseal_with(cipher, blob, prefix + name.encode()))
         for name, blob in blobs.items()
     }
 

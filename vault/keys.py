@@ -47,6 +47,9 @@ log = structlog.get_logger("memberguard.keys")
 
 KEY_BYTES = 32
 KEYRING_FORMAT = 1
+# HKDF's info for the webhook key (``Keyring.webhook_key``). Never change it: every
+# stored webhook URL and secret is sealed under the key it derives.
+WEBHOOK_KEY_INFO = b"memberguard/webhook/v1"
 
 
 class KeyringError(SetupError):
@@ -142,6 +145,13 @@ class Keyring:
 
     def pseudonym_key_for(self, client_id: str) -> bytes:
         return _cached_derive(self.pseudonym_key, b"memberguard/pseudonym/v1/" + client_id.encode())
+
+    def webhook_key(self) -> bytes:
+        """The key webhook URLs and secrets are sealed under (``feed.webhooks``). From the
+        index key, which no KEK rotation or retirement changes, so they stay readable
+        through ``keys rotate``, ``rewrap`` and ``retire``; its own label keeps it apart
+        from the blind-index and throttle keys."""
+        return _cached_derive(self.index_key, WEBHOOK_KEY_INFO)
 
     # -- serialisation -------------------------------------------------------
 

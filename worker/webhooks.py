@@ -13,6 +13,7 @@ the gate's writers.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -35,10 +36,12 @@ log = structlog.get_logger("memberguard.webhooks")
 
 @dataclass
 class Courier:
-    """Delivers the webhooks that are due.
+    """Delivers the webhooks that are due, one request at a time.
 
-    Any number of couriers (threads, worker processes) may run at once: a client
-    is claimed by one at a time, so none of its events is ever in flight twice.
+    The ``feed.webhooks`` job runs one courier at a time (its worker lease); two
+    overlap when a run outlives that lease and the next run takes the job over.
+    Any number may run at once all the same: a client is claimed by one at a
+    time, so none of its events is ever in flight twice.
     ``after_send`` is called once a send returns, before its result is recorded
     (tests stop a courier there, as a crash would).
     """
@@ -74,7 +77,10 @@ class Courier:
         counts = {"delivered": 0, "retried": 0, "failed": 0, "lost": 0}
         started = self.clock()
         lease = webhooks.claim_lease(self.timeout)
-        with webhooks.delivery_client(timeout=self.timeout, transport=self.transport) as http:
+        with ExitStack() as opened:
+            # The HTTP client (and its TLS context, which loads the trust store) is
+            # built at the first claim: most runs, every few seconds, find nothing due.
+            http: httpx.Client | None = None
             for _ in range(max_sends):
                 now = self.clock()
                 if budget is not None and now - started >= budget:
@@ -84,6 +90,10 @@ class Courier:
                     session.commit()
                 if claimed is None:
                     break
+                if http is None:
+                    http = opened.enter_context(
+                        webhooks.delivery_client(timeout=self.timeout, transport=self.transport)
+                    )
                 sent = webhooks.send(
                     http,
                     claimed,

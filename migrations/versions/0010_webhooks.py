@@ -37,7 +37,6 @@ def upgrade() -> None:
         sa.Column("rotated_at", UTCDateTime(), nullable=True),
         sa.Column("cursor_seq", sa.Integer(), nullable=False),
         sa.Column("head_attempts", sa.Integer(), nullable=False),
-        sa.Column("head_first_attempt_at", UTCDateTime(), nullable=True),
         sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
         sa.Column("claim_expires_at", UTCDateTime(), nullable=True),
         sa.Column("claimed_by", sa.String(64), nullable=True),

@@ -186,6 +186,32 @@ def test_a_delivery_is_the_pull_feed_item_signed_per_standard_webhooks(
     assert delivery(services, event_id, client_id).acknowledged_at is None
 
 
+def test_a_run_builds_its_http_client_only_once_something_is_due(
+    services: Services,
+    client_id: str,
+    receiver: Receiver,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[httpx.Client] = []
+    build = webhooks.delivery_client
+
+    def counting(**kwargs: Any) -> httpx.Client:
+        built.append(build(**kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(webhooks, "delivery_client", counting)
+    register(services, client_id, receiver)
+    assert courier(services).run()["delivered"] == 0  # nothing due: no client, no TLS context
+    assert built == []
+
+    emit_events(services, client_id, 2)
+    receiver.now = clock.at
+    assert courier(services).run()["delivered"] == 2
+    assert len(built) == 1  # one for the run, not one per delivery
+    assert built[0].is_closed
+
+
 def test_a_receiver_that_fails_twice_gets_three_tries_further_apart_each_time(
     services: Services, client_id: str, receiver: Receiver, clock: Clock
 ) -> None:
@@ -217,7 +243,7 @@ def test_a_receiver_that_fails_twice_gets_three_tries_further_apart_each_time(
     assert all(d.verified["current"] for d in receiver.deliveries)
     assert delivery(services, event_id, client_id).notified_at == clock.at
     row = webhook_row(services, client_id)
-    assert (row.cursor_seq, row.head_attempts, row.head_first_attempt_at) == (1, 0, None)
+    assert (row.cursor_seq, row.head_attempts) == (1, 0)
 
 
 def test_the_waits_between_tries_are_jittered_within_their_doubling_ceilings(
@@ -442,7 +468,6 @@ def test_a_courier_that_dies_after_sending_leaves_the_event_to_be_sent_again_wit
             previous_secret_ct=None,
             cursor_seq=0,
             head_attempts=0,
-            head_first_attempt_at=None,
             event_id=event_id,
             seq=1,
             body=b"",

@@ -24,11 +24,11 @@ from vault.crypto import (
     NONCE_BYTES,
     DecryptionFailed,
     _field_aad,
-    _seal,
     decrypt_value,
     encrypt_value,
     new_data_key,
     open_fields,
+    seal,
     unwrap_data_key,
     wrap_data_key,
 )
@@ -72,7 +72,7 @@ def test_values_decode_as_json_loads_decodes_them(plaintext: str) -> None:
     """Also for plaintexts written with ASCII escapes (older or other writers)."""
     member, data_key = new_id(), new_data_key()
     for text in (plaintext, json.dumps(json.loads(plaintext), ensure_ascii=False)):
-        blob = _seal(data_key, text.encode(), _field_aad(member, "name"))
+        blob = seal(data_key, text.encode(), _field_aad(member, "name"))
         expected = decode_as_before(text.encode())
         decrypted = decrypt_value(data_key, member, "name", blob)
         assert (type(decrypted), decrypted) == (type(expected), expected)
@@ -101,7 +101,7 @@ def outcome(call: Callable[[], object]) -> tuple[str, object]:
 def test_an_unusual_plaintext_decodes_or_fails_exactly_as_before(plaintext: bytes) -> None:
     member, data_key = new_id(), new_data_key()
     version, wrapped = wrap_data_key(KEYRING, member, data_key)
-    blob = _seal(data_key, plaintext, _field_aad(member, "name"))
+    blob = seal(data_key, plaintext, _field_aad(member, "name"))
     expected = outcome(lambda: decode_as_before(plaintext))
     assert outcome(lambda: decrypt_value(data_key, member, "name", blob)) == expected
     opened = outcome(lambda: open_fields(KEYRING, member, version, wrapped, {"name": blob})["name"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -12,6 +13,9 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from feed import webhooks
+from feed.broker import broker_message
+from feed.models import FeedDelivery, FeedEvent
+from feed.pull import Delivered, item_view
 from feed.webhooks import (
     WebhookUrlRefused,
     check_webhook_url,
@@ -73,7 +77,39 @@ def test_loopback_private_link_local_and_other_non_public_addresses_are_not_publ
     assert not is_public_address(address)
 
 
-@pytest.mark.parametrize("address", [PUBLIC, "8.8.8.8", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::a00:1",  # NAT64 (well-known prefix) of 10.0.0.1
+        "64:ff9b::7f00:1",  # ... of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # ... of 169.254.169.254
+        "64:ff9b:1::a00:1",  # NAT64 (local-use prefix) of 10.0.0.1
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        # Teredo: 2001::/32 is not global on its own either; these hold if that changed.
+        "2001:0:a00:1::f7f7:f7f7",  # server 10.0.0.1, client 8.8.8.8
+        "2001:0:808:808::f5ff:fffe",  # server 8.8.8.8, client 10.0.0.1
+        "::127.0.0.1",  # IPv4-compatible (deprecated): refused whatever it carries
+        "::10.0.0.1",
+        "::8.8.8.8",
+    ],
+)
+def test_an_ipv6_address_carrying_a_non_public_ipv4_one_or_ipv4_compatible_is_not_public(
+    address: str,
+) -> None:
+    assert not is_public_address(address)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        PUBLIC,
+        "8.8.8.8",
+        "2606:4700:4700::1111",
+        "::ffff:8.8.8.8",  # IPv4-mapped: judged as the IPv4 address
+        "64:ff9b::808:808",  # NAT64 of 8.8.8.8: an IPv6-only network reaching a public host
+    ],
+)
 def test_global_unicast_addresses_are_public(address: str) -> None:
     assert is_public_address(address)
 
@@ -98,6 +134,8 @@ def test_an_https_url_to_a_host_resolving_to_public_addresses_is_accepted() -> N
         ("https://hooks.example.com/in", [PUBLIC, "10.0.0.7"], "loopback, private or link-local"),
         ("https://hooks.example.com/in", ["169.254.169.254"], "loopback, private or link-local"),
         ("https://hooks.example.com/in", ["::ffff:192.168.0.1"], "loopback, private"),
+        ("https://hooks.example.com/in", ["64:ff9b::c0a8:1"], "loopback, private"),
+        ("https://hooks.example.com/in", [PUBLIC, "2002:c0a8:1::1"], "loopback, private"),
         ("https://hooks.example.com/in", [], "does not resolve"),
         ("https://" + "a" * 2048 + ".example.com/", [PUBLIC], "longer than 2048"),
     ],
@@ -165,6 +203,33 @@ def test_a_sealed_value_opens_for_its_client_and_column_only_and_detects_tamperi
         unseal(KEYRING, "c1", "secret", b"\x02" + blob[1:])
 
 
+# Sealed by the webhook code as it was before it used vault.crypto and Keyring.webhook_key:
+# index key 00 01 … 1f, nonce 64 65 … 6f, client "c" * 24, column "secret".
+KNOWN_INDEX_KEY = bytes(range(32))
+KNOWN_WEBHOOK_KEY = "83800c9569e4737cc906c09f19e8298f289a648a4d5389abe792bbe892be66c3"
+KNOWN_SEALED = (
+    "016465666768696a6b6c6d6e6fa61e24939f80f7c9c3b7a757e1d867e69cf86f0937b3b605aa74bd0261e9c666d5f0"
+)
+
+
+def known_keyring() -> Keyring:
+    return Keyring(keks={1: bytes(32)}, index_key=KNOWN_INDEX_KEY, pseudonym_key=bytes(32))
+
+
+def test_the_webhook_key_is_hkdf_sha256_of_the_index_key_under_its_label_derived_once() -> None:
+    keyring = known_keyring()
+    assert keyring.webhook_key().hex() == KNOWN_WEBHOOK_KEY
+    assert keyring.webhook_key() is keyring.webhook_key()  # cached, not derived per call
+    assert keyring.with_new_kek().webhook_key().hex() == KNOWN_WEBHOOK_KEY
+
+
+def test_a_value_sealed_before_the_shared_cipher_still_opens() -> None:
+    blob = bytes.fromhex(KNOWN_SEALED)
+    assert unseal(known_keyring(), "c" * 24, "secret", blob) == "whsec_known-answer"
+    with pytest.raises(DecryptionFailed):
+        unseal(known_keyring(), "c" * 24, "url", blob)
+
+
 def test_secrets_stay_readable_across_kek_rotation_and_retirement() -> None:
     """The webhook key comes from the index key, which no KEK rotation changes."""
     blob = seal(KEYRING, "c1", "secret", "whsec_abc")
@@ -196,18 +261,33 @@ def test_a_delivery_signed_by_two_secrets_verifies_with_either_and_not_a_third()
 
 
 def test_the_body_is_the_pull_feed_item() -> None:
-    body = webhooks.event_body(
-        event_id="e1",
-        seq=7,
-        type_="member.deleted",
+    event = FeedEvent(
+        id="e1",
+        type="member.deleted",
         created_at=AT,
         data='{"member_id":"m1","request_id":"r1"}',
         ack_required=True,
     )
+    body = webhooks.event_body(event, 7)
     assert body == (
         b'{"id":"e1","seq":7,"type":"member.deleted","created_at":"2026-11-22T08:00:00+00:00",'
         b'"data":{"member_id":"m1","request_id":"r1"},"ack_required":true}'
     )
+
+
+def test_the_pull_item_the_webhook_body_and_the_broker_message_carry_the_same_event() -> None:
+    event = FeedEvent(
+        id="e1",
+        type="member.corrected",
+        created_at=AT,
+        data='{"fields":["name"],"member_id":"m1"}',
+        ack_required=False,
+    )
+    pulled = item_view(Delivered(FeedDelivery(event_id="e1", client_id="c1", seq=7), event))
+    pushed = json.loads(webhooks.event_body(event, 7))
+    published = json.loads(broker_message(event, ["c1"]).body)
+    assert pulled == {**pushed, "acknowledged_at": None}
+    assert published == {**{k: v for k, v in pushed.items() if k != "seq"}, "recipients": ["c1"]}
 
 
 # -- backoff ---------------------------------------------------------------------------------
