@@ -20,6 +20,7 @@ from api.routers import (
     clients,
     events,
     health,
+    incidents,
     me,
     members,
     my_requests,
@@ -153,6 +154,7 @@ def create_app(
         rights.queue_router,
         rights.holds_router,
         events.router,
+        incidents.router,
     ):
         app.include_router(router)
     openapi.install(app)

@@ -115,6 +115,16 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "request-state": ProblemType(409, "the rights request's status does not allow this"),
     "not-awaiting-approval": ProblemType(409, "the rights request is not waiting for approval"),
     "hold-ended": ProblemType(409, "the hold has already been released or has ended"),
+    "incident-closed": ProblemType(409, "the breach incident is closed: nothing moves it"),
+    "incident-not-assessed": ProblemType(
+        409, "the step needs the incident's assessment first (`POST …/assess`)"
+    ),
+    "authority-notified": ProblemType(
+        409, "the authority's notification of this incident is already recorded"
+    ),
+    "breach-purpose-missing": ProblemType(
+        409, "the policy defines no `breach_notification` purpose to read members' contacts under"
+    ),
     "conflict": ProblemType(409, "a concurrent change won a uniqueness race; retry"),
     "copy-expired": ProblemType(410, "the access copy has expired; submit a new access request"),
     "gone": ProblemType(410, "no longer available (generic)"),
@@ -133,6 +143,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     ),
     "separate-consent-alone": ProblemType(
         422, "a member grants a separate-consent purpose alone, one per request"
+    ),
+    "report-format-unavailable": ProblemType(
+        422, "PDF reports need the optional `pdf` extra (WeasyPrint) on the server"
     ),
     "rate-limited": ProblemType(429, "too many requests of this kind; see `Retry-After`"),
     "http-error": ProblemType(400, "the request could not be read (generic)"),

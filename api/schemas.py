@@ -346,3 +346,125 @@ class FeedEventOut(BaseModel):
 class FeedEventsOut(BaseModel):
     items: list[FeedEventOut]
     next_after: int
+
+
+# -- breach incidents --------------------------------------------------------------------
+
+IncidentText = Field(min_length=1, max_length=10_000)
+
+
+class IncidentScopeIn(_In):
+    kind: Literal["client", "members", "all"] = Field(
+        description="client: a compromised system over a window; members: the listed "
+        "members; all: the vault or its keys."
+    )
+    client: StrictStr | None = Field(
+        default=None, min_length=1, max_length=64, description="kind client: its id or name."
+    )
+    from_: AwareDatetime | None = Field(
+        default=None, alias="from", description="kind client: the window's start (included)."
+    )
+    to: AwareDatetime | None = Field(
+        default=None,
+        description="kind client: the window's end (excluded); none: until the incident is opened.",
+    )
+    member_ids: list[StrictStr] | None = Field(
+        default=None, min_length=1, max_length=10_000, description="kind members: their ids."
+    )
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+
+    def as_mapping(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class IncidentIn(_In):
+    title: StrictStr = Field(min_length=1, max_length=200)
+    description: StrictStr = IncidentText
+    detected_at: AwareDatetime = Field(
+        description="When the organisation became aware: the authority's deadline counts "
+        "from here. Not in the future."
+    )
+    severity: Literal["low", "medium", "high", "critical"]
+    scope: IncidentScopeIn
+
+
+class AssessIn(_In):
+    consequences: StrictStr = Field(
+        min_length=1, max_length=10_000, description="What the breach likely means for members."
+    )
+    measures: StrictStr = Field(
+        min_length=1, max_length=10_000, description="What was done, or is proposed, about it."
+    )
+    member_advice: StrictStr = Field(
+        min_length=1, max_length=10_000, description="What members can do to protect themselves."
+    )
+
+
+class AuthorityNotifiedIn(_In):
+    at: AwareDatetime = Field(description="When the authority was notified; not in the future.")
+    authority: StrictStr = Field(min_length=1, max_length=200)
+    reference: StrictStr | None = Field(
+        default=None, min_length=1, max_length=100, description="The authority's case number."
+    )
+
+
+class NotifyMembersIn(_In):
+    channels: list[Literal["sms", "email"]] = Field(
+        min_length=1,
+        max_length=2,
+        description="The channels that may be used, in order of preference: each member gets "
+        "one notice, by the first they have a contact for.",
+    )
+
+
+class CloseIn(_In):
+    summary: StrictStr = IncidentText
+
+
+class IncidentOut(BaseModel):
+    id: str
+    status: str
+    title: str
+    description: str
+    severity: str
+    scope: dict[str, Any]
+    detected_at: str
+    opened_at: str
+    authority_due_at: str
+    authority_rule: str
+    authority_overdue: bool
+    authority_deadline_met: bool | None
+    authority_seconds_left: int | None
+    authority_notified: dict[str, Any] | None
+    assessment: dict[str, Any] | None
+    affected: dict[str, Any]
+    members_notified_at: str | None
+    closed_at: str | None
+    summary: str | None
+    timeline: list[dict[str, Any]]
+    notices: dict[str, int] | None = None
+
+
+class IncidentBriefOut(BaseModel):
+    id: str
+    status: str
+    title: str
+    severity: str
+    detected_at: str
+    authority_due_at: str
+    authority_overdue: bool
+    authority_seconds_left: int | None
+    affected_members: int
+
+
+class IncidentsOut(BaseModel):
+    items: list[IncidentBriefOut]
+
+
+class NoticeTotalsOut(BaseModel):
+    queued: int
+    sent: int
+    failed: int
+    unreachable: int
+    not_asked: int

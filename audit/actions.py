@@ -5,8 +5,8 @@ to their unit of work (``audit.uow.AuditedUnitOfWork.record``). Each action
 states whether it releases member data, and how the entry says which: the
 breach workflow (affected members) and GDPR Art. 19 (who must be told of a
 correction or erasure) are to be computed from this table over the log
-(``released``; neither workflow exists yet), so an action that releases data
-must say so here or it will be invisible to both.
+(``released``: ``rights.recipients`` and ``breach.scope``), so an action that
+releases data must say so here or it will be invisible to both.
 
 Entries hold ids, names, views and decisions, never personal values.
 """
@@ -71,6 +71,12 @@ class Action(StrEnum):
     WEBHOOK_SET = "webhook.set"
     WEBHOOK_ROTATE = "webhook.rotate"
     WEBHOOK_REMOVE = "webhook.remove"
+    INCIDENT_CHANGE = "incident.change"
+    INCIDENT_AFFECTED = "incident.affected"
+    INCIDENT_REPORT = "incident.report"
+    INCIDENT_CONTACTS = "incident.contacts"
+    INCIDENT_NOTICES = "incident.notices"
+    INCIDENT_REMIND = "incident.reminded"
 
     @property
     def release(self) -> Release:
@@ -131,6 +137,19 @@ _RELEASES: dict[Action, Release] = {
     Action.WEBHOOK_SET: Release.NONE,
     Action.WEBHOOK_ROTATE: Release.NONE,
     Action.WEBHOOK_REMOVE: Release.NONE,
+    # Breach incidents: steps, the DPO's reads of the affected list and the
+    # report (member ids, field names and counts: nothing of a member's data),
+    # and the reminders of the authority's deadline.
+    Action.INCIDENT_CHANGE: Release.NONE,
+    Action.INCIDENT_AFFECTED: Release.NONE,
+    Action.INCIDENT_REPORT: Release.NONE,
+    Action.INCIDENT_NOTICES: Release.NONE,
+    Action.INCIDENT_REMIND: Release.NONE,
+    # The members' contacts, read in clear under ``breach_notification`` to send
+    # their notices: the addresses leave for the notifier's transports. A release
+    # (by the DPO who asked, or by the job that sends: no actor), so that a later
+    # incident in the notifier's path finds it.
+    Action.INCIDENT_CONTACTS: Release.FIELDS,
 }
 
 
@@ -219,6 +238,7 @@ def _by_or_system(
     *,
     policy: str,
     reason: str,
+    purpose: str | None = None,
     members: Sequence[str] = (),
     fields: dict[str, str] | None = None,
     request_id: str | None = None,
@@ -232,6 +252,7 @@ def _by_or_system(
             action,
             policy=policy,
             reason=reason,
+            purpose=purpose,
             members=members,
             fields=fields,
             request_id=request_id,
@@ -242,6 +263,7 @@ def _by_or_system(
         decision="permit",
         reason=reason,
         policy=policy,
+        purpose=purpose,
         members=members,
         fields=fields,
         request_id=request_id,
@@ -1002,6 +1024,137 @@ def webhook_removed(
 
 
 # -- the log itself ------------------------------------------------------------
+
+
+# -- breach incidents ------------------------------------------------------------
+#
+# Entries name the incident by id, its step and status, severity and counts;
+# never its texts (the DPO's description of what happened may name facts about
+# members: the incident keeps it, the log does not).
+
+
+def incident_changed(
+    who: Principal | None,
+    *,
+    policy: str,
+    incident_id: str,
+    step: str,
+    status: str,
+    detail: Mapping[str, Any] | None = None,
+    request_id: str | None,
+) -> Record:
+    """An incident was opened, assessed, its authority or members notified, or closed.
+
+    ``detail``: the step's facts (severity, scope kind, counts, the deadline),
+    no free text.
+    """
+    return _by_or_system(
+        who,
+        Action.INCIDENT_CHANGE,
+        policy=policy,
+        reason=f"incident-{step}",
+        request_id=request_id,
+        detail={"incident": incident_id, "step": step, "status": status, **(detail or {})},
+    )
+
+
+def incident_affected_read(
+    who: Principal, *, policy: str, incident_id: str, members: int, request_id: str | None
+) -> Record:
+    """The DPO took the list of an incident's affected members (ids and field names)."""
+    return _by(
+        who,
+        Action.INCIDENT_AFFECTED,
+        policy=policy,
+        reason="incident-affected",
+        request_id=request_id,
+        detail={"incident": incident_id, "members": members},
+    )
+
+
+def incident_reported(
+    who: Principal,
+    *,
+    policy: str,
+    incident_id: str,
+    report_format: str,
+    locale: str,
+    request_id: str | None,
+) -> Record:
+    """The regulator report of an incident was produced (counts, no member named)."""
+    return _by(
+        who,
+        Action.INCIDENT_REPORT,
+        policy=policy,
+        reason="incident-report",
+        request_id=request_id,
+        detail={"incident": incident_id, "format": report_format, "locale": locale},
+    )
+
+
+def incident_contacts_read(
+    who: Principal | None,
+    *,
+    policy: str,
+    decision: Decision,
+    incident_id: str,
+    member_ids: Sequence[str],
+    request_id: str | None,
+) -> Record:
+    """A batch of affected members' contacts was read in clear to send their breach notices
+    (``decision``: the gate's, for the purpose ``breach_notification``)."""
+    return _by_or_system(
+        who,
+        Action.INCIDENT_CONTACTS,
+        policy=policy,
+        reason=decision.reason,
+        purpose=decision.purpose,
+        members=sorted(member_ids),
+        fields=dict(decision.views),
+        request_id=request_id,
+        detail={"incident": incident_id, "members": len(member_ids)},
+    )
+
+
+def incident_notices_sent(
+    who: Principal | None,
+    *,
+    policy: str,
+    incident_id: str,
+    template: str,
+    sent: Mapping[str, Sequence[str]],
+    failed: int,
+    request_id: str | None,
+) -> Record:
+    """A batch of breach notices went: the members sent one (by channel: ``sent``), and how
+    many the transport refused. Never an address or a body."""
+    members = sorted({member for ids in sent.values() for member in ids})
+    return _by_or_system(
+        who,
+        Action.INCIDENT_NOTICES,
+        policy=policy,
+        reason=f"notice-{template}",
+        members=members,
+        request_id=request_id,
+        detail={
+            "incident": incident_id,
+            "template": template,
+            "sent": {channel: len(ids) for channel, ids in sorted(sent.items())},
+            "failed": failed,
+        },
+    )
+
+
+def incident_reminded(*, policy: str, incident_id: str, level: str, message_id: str) -> Record:
+    """The deadline job reminded the DPO that the authority has not been told of an
+    incident (``level``: hours left at the threshold, or ``overdue``; no actor)."""
+    return Record(
+        action=Action.INCIDENT_REMIND,
+        decision="permit",
+        reason="incident-deadline",
+        policy=policy,
+        detail={"incident": incident_id, "level": level, "message": message_id},
+    )
 
 
 def checkpoint_cut(*, policy: str, size: int, root: bytes, origin: str) -> Record:

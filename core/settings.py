@@ -215,6 +215,12 @@ class Settings(BaseSettings):
         description="How often the worker expires access copies, ends lapsed holds (running "
         "the deletions they held) and flags requests due soon or overdue to the DPO.",
     )
+    breach_job_seconds: int = Field(
+        default=300,
+        ge=1,
+        description="How often the worker sends queued breach notices to members and "
+        "reminds the DPO of incidents whose authority deadline is near or past.",
+    )
     # The change feed (gate.feed): acknowledgements a deletion asks of its recipients.
     feed_ack_remind_hours: int = Field(
         default=72,

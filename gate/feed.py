@@ -39,6 +39,8 @@ from principals.actor import Actor
 log = structlog.get_logger("memberguard.feed")
 
 CLIENT_ROLE = "client"
+# Who has a feed: clients (changes to apply) and the DPO's keys (``incident.opened``).
+FEED_ROLES = (CLIENT_ROLE, "dpo")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 # Deliveries named in one reminder (the rest wait for the next run, still overdue).
@@ -70,7 +72,7 @@ def read_feed(
     page never shows a later ``seq`` without the earlier ones (they are
     allocated under the log-head lock and committed in that order).
     """
-    actor.require_role(CLIENT_ROLE)
+    actor.require_role(*FEED_ROLES)
     if after < 0:
         raise InvalidInput(
             "after must be 0 or more", errors=[{"field": "after", "problem": ">= 0"}]
@@ -106,7 +108,7 @@ def acknowledge_event(
     ``NotFound``. A second acknowledgement changes nothing and answers the first's
     ``acknowledged_at``.
     """
-    actor.require_role(CLIENT_ROLE)
+    actor.require_role(*FEED_ROLES)
     if not is_valid_id(event_id):
         raise NotFound("no such event")
     with services.uow(actor) as uow:

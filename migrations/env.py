@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import audit.models  # noqa: F401  (models register with the metadata)
+import breach.models  # noqa: F401
 import consent.models  # noqa: F401
 import feed.models  # noqa: F401
 import principals.models  # noqa: F401

@@ -39,6 +39,23 @@ TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     # To the DPO: recipients' acknowledgements overdue (change feed): the
     # requests' ids, how many deliveries and clients, and the hours waited.
     "dpo_acks_overdue": frozenset({"programme", "requests", "deliveries", "clients", "hours"}),
+    # To a member affected by a breach (GDPR Art. 34, PIPL Art. 57): the incident's id,
+    # the day it was detected, the names of their fields concerned, and the DPO's
+    # assessment (texts written for members) and contact. No value of the member's.
+    "breach_notice": frozenset(
+        {
+            "programme",
+            "incident_id",
+            "detected_date",
+            "fields",
+            "consequences",
+            "measures",
+            "member_advice",
+            "contact",
+        }
+    ),
+    # To the DPO: the authority's deadline for an incident is near (hours_left) or past.
+    "dpo_incident_due": frozenset({"programme", "incident_id", "due_at", "hours_left", "overdue"}),
 }
 
 

@@ -2,10 +2,10 @@
 
 A policy is a directory of ``*.toml`` files (or one file). Each file may hold
 any of the top-level tables ``programme``, ``notices``, ``fields``,
-``purposes`` and ``rights``; the files are merged, and a key defined twice is
-an error. ``programme`` and ``rights`` are taken whole from the one file that
-defines them (so an operator swaps the rights profile by replacing
-``rights.toml``); the others merge entry by entry. Every problem is reported as
+``purposes``, ``rights`` and ``breach``; the files are merged, and a key
+defined twice is an error. ``programme``, ``rights`` and ``breach`` are taken
+whole from the one file that defines them (so an operator swaps the rights
+profile by replacing ``rights.toml``); the others merge entry by entry. Every problem is reported as
 ``<file>: <dotted key>: <what is wrong>``.
 """
 
@@ -21,9 +21,9 @@ from pydantic import ValidationError
 
 from policies.model import Policy
 
-SECTIONS = ("programme", "notices", "fields", "purposes", "rights")
+SECTIONS = ("programme", "notices", "fields", "purposes", "rights", "breach")
 # Tables one file defines whole, rather than merged entry by entry.
-WHOLE = ("programme", "rights")
+WHOLE = ("programme", "rights", "breach")
 
 
 class PolicyError(Exception):

@@ -186,6 +186,13 @@ class Programme(_Strict):
     policy_url: str = Field(min_length=1)
     # Touchpoints where consent is collected; a consent event names one of them.
     channels: tuple[str, ...] = Field(min_length=1)
+    # The data protection officer (PIPL Art. 52, GDPR Art. 37): whom members and
+    # the authority contact about a breach. None: the controller's contact.
+    dpo_contact: str | None = Field(default=None, min_length=1)
+
+    @property
+    def dpo(self) -> str:
+        return self.dpo_contact or self.controller_contact
 
     @field_validator("channels")
     @classmethod
@@ -350,12 +357,78 @@ class Rights(_Strict):
         return DeadlineRule.parse(getattr(self.deadlines, request_type))
 
 
+# -- personal data breaches: the authority's deadline ---------------------------
+
+Severity = Literal["low", "medium", "high", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+
+_HOURS_RE = re.compile(r"([1-9][0-9]{0,3}) hours?")
+
+
+def _hours_text(value: str) -> str:
+    if _HOURS_RE.fullmatch(value) is None:
+        raise ValueError(f"{value!r} is not a period in hours: write 'N hours' (N from 1 to 9999)")
+    return value
+
+
+HoursText = Annotated[str, AfterValidator(_hours_text)]
+
+
+def hours_of(text: str) -> int:
+    """The hours of a validated ``HoursText`` ("72 hours" → 72)."""
+    match = _HOURS_RE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a period in hours")
+    return int(match.group(1))
+
+
+class Breach(_Strict):
+    """How personal data breaches are handled: the ``[breach]`` table.
+
+    The authority must be told within ``authority_deadline`` of the moment the
+    organisation became aware (GDPR Art. 33(1): 72 hours; PIPL Art. 57 says
+    "immediately"). ``authority_deadline_by_severity`` may only shorten it for
+    a severity (a sector or national rule for major incidents); a longer one is
+    refused, since no severity relaxes the legal deadline.
+    """
+
+    authority_deadline: HoursText = "72 hours"
+    authority_deadline_by_severity: dict[Severity, HoursText] = Field(default_factory=dict)
+    # When the DPO is reminded of an incident the authority has not been told of yet:
+    # this long before the deadline (and once more when it has passed).
+    remind_before: tuple[HoursText, ...] = ("24 hours", "6 hours")
+
+    @model_validator(mode="after")
+    def _stricter_only(self) -> Breach:
+        limit = hours_of(self.authority_deadline)
+        for severity, text in self.authority_deadline_by_severity.items():
+            if hours_of(text) > limit:
+                raise ValueError(
+                    f"authority_deadline_by_severity.{severity}: {text!r} is longer than "
+                    f"authority_deadline ({self.authority_deadline!r}); a severity may only "
+                    "shorten it"
+                )
+        return self
+
+    def deadline_hours(self, severity: Severity) -> tuple[int, str]:
+        """The hours the authority must be told within for ``severity``, and the rule's text."""
+        text = self.authority_deadline_by_severity.get(severity, self.authority_deadline)
+        return hours_of(text), text
+
+    @property
+    def reminder_hours(self) -> tuple[int, ...]:
+        """The reminder thresholds, furthest first (24, 6)."""
+        return tuple(sorted({hours_of(text) for text in self.remind_before}, reverse=True))
+
+
 class Policy(_Strict):
     programme: Programme
     notices: dict[str, Notice] = Field(default_factory=dict)
     fields: dict[str, FieldSpec]
     purposes: dict[str, PurposeSpec]
     rights: Rights
+    # A policy written before breaches had a table gets the defaults (72 hours).
+    breach: Breach = Field(default_factory=Breach)
 
     @model_validator(mode="before")
     @classmethod

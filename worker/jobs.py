@@ -79,6 +79,19 @@ def default_jobs(settings: Settings) -> list[Job]:
         Job(name="rights.holds", run=_release_lapsed_holds, every=rights_every, max_runtime=lease),
         Job(name="rights.deadlines", run=_flag_due_requests, every=rights_every, max_runtime=lease),
         Job(
+            name="breach.notices",
+            # Half the lease per run, as the broker's: the rest waits for the next run.
+            run=partial(_send_breach_notices, time_budget=lease.total_seconds() / 2),
+            every=timedelta(seconds=settings.breach_job_seconds),
+            max_runtime=lease,
+        ),
+        Job(
+            name="breach.deadlines",
+            run=_remind_incident_deadlines,
+            every=timedelta(seconds=settings.breach_job_seconds),
+            max_runtime=lease,
+        ),
+        Job(
             name="feed.webhooks",
             run=_deliver_webhooks,
             every=timedelta(seconds=settings.webhook_job_seconds),
@@ -144,6 +157,22 @@ def _flag_due_requests(services: Services) -> JobResult:
         "overdue": len(flagged.overdue),
         "notices": int(flagged.message_id is not None),
     }
+
+
+# The breach workflow's jobs.
+
+
+def _send_breach_notices(services: Services, *, time_budget: float) -> JobResult:
+    from gate.incident_jobs import send_queued_notices
+
+    return send_queued_notices(services, time_budget=time_budget).as_dict()
+
+
+def _remind_incident_deadlines(services: Services) -> JobResult:
+    from gate.incident_jobs import remind_incident_deadlines
+
+    reminded = remind_incident_deadlines(services)
+    return {"reminded": len(reminded.incidents), "failed": reminded.failed}
 
 
 def _publish_to_broker(services: Services, *, url: SecretStr, time_budget: float) -> JobResult:

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Query, Response
 from api.deps import CurrentActor, RequestId, ServicesDep, require_role
 from api.openapi import AUDITED, problems
 from api.schemas import FeedEventOut, FeedEventsOut
-from gate.feed import CLIENT_ROLE, DEFAULT_LIMIT, MAX_LIMIT, acknowledge_event, read_feed
+from gate.feed import DEFAULT_LIMIT, FEED_ROLES, MAX_LIMIT, acknowledge_event, read_feed
 
 router = APIRouter(
-    prefix="/v1/events", tags=["events"], dependencies=[Depends(require_role(CLIENT_ROLE))]
+    prefix="/v1/events", tags=["events"], dependencies=[Depends(require_role(*FEED_ROLES))]
 )
 
 

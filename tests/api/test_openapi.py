@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = (
     "api",
     "audit",
+    "breach",
     "cli",
     "consent",
     "core",
@@ -159,7 +160,7 @@ def test_the_problem_schema_names_its_members_and_every_slug(doc: dict[str, Any]
 
 def test_body_operations_declare_the_body_problems(doc: dict[str, Any]) -> None:
     bodies = [(m, p, op) for m, p, op in operations(doc) if "requestBody" in op]
-    assert len(bodies) == 14
+    assert len(bodies) == 19
     for method, path, operation in bodies:
         assert declared(operation, 413) == ["payload-too-large"], (method, path)
         assert {"malformed-json", "json-too-deep", "validation-failed"} <= set(
@@ -316,6 +317,7 @@ def _fill(path: str, member_id: str) -> str:
             "rights_request": "c" * 24,
             "hold_id": "d" * 24,
             "event_id": "e" * 24,
+            "incident_id": "f" * 24,
         }[m.group(1)],
         path,
     )
@@ -349,7 +351,7 @@ def _role(path: str) -> str:
         return "auditor"
     if path == "/v1/me" or path.startswith("/v1/me/"):
         return "member"
-    if path.startswith("/v1/requests") or "/holds" in path:
+    if path.startswith(("/v1/requests", "/v1/incidents")) or "/holds" in path:
         return "dpo"
     return "client"
 

@@ -375,6 +375,19 @@ def every_endpoint(live: Live) -> list[Call]:
     with live.services.reading() as session:
         (told,) = session.scalars(select(FeedEvent.id)).all()
     ev = "/v1/events"
+    # A breach incident over every member, and the steps of its walk-through.
+    inc, i = "/v1/incidents", "/v1/incidents/{incident_id}"
+    incident_body = {
+        "title": "t",
+        "description": "d",
+        "detected_at": "2026-11-01T00:00:00+00:00",
+        "severity": "low",
+        "scope": {"kind": "all"},
+    }
+    incident = live.client.post(inc, json=incident_body, headers=auth(dpo)).json()["id"]
+    at = f"{inc}/{incident}"
+    assessment = {"consequences": "c", "measures": "m", "member_advice": "a"}
+    notified = {"at": "2026-11-02T00:00:00+00:00", "authority": "CAC"}
     return [
         Call("GET", "/healthz", "/healthz", None, 200),
         Call("GET", "/readyz", "/readyz", None, 200),
@@ -518,6 +531,23 @@ def every_endpoint(live: Live) -> list[Call]:
         Call("GET", ev, f"{ev}?after=1", reader, 200),
         Call("POST", ev + "/{event_id}/ack", f"{ev}/{told}/ack", reader, 200),
         Call("POST", ev + "/{event_id}/ack", f"{ev}/{told}/ack", crm, 404),
+        Call("POST", inc, inc, dpo, 201, json=incident_body),
+        Call("POST", inc, inc, dpo, 422, json={**incident_body, "scope": {"kind": "vault"}}),
+        Call("GET", inc, inc, dpo, 200),
+        Call("GET", i, at, dpo, 200),
+        Call("GET", i, f"{inc}/{unknown}", dpo, 404),
+        Call("GET", i + "/affected", at + "/affected", dpo, 200),
+        Call("GET", i + "/report", at + "/report", dpo, 200),
+        Call("POST", i + "/authority-notified", at + "/authority-notified", dpo, 409, notified),
+        Call("POST", i + "/assess", at + "/assess", dpo, 200, json=assessment),
+        Call("POST", i + "/authority-notified", at + "/authority-notified", dpo, 200, notified),
+        Call(
+            "POST", i + "/notify-members", at + "/notify-members", dpo, 202, {"channels": ["sms"]}
+        ),
+        Call("GET", i + "/notices", at + "/notices", dpo, 200),
+        Call("POST", i + "/close", at + "/close", dpo, 200, json={"summary": "s"}),
+        Call("POST", i + "/close", at + "/close", dpo, 409, json={"summary": "s"}),
+        Call("GET", ev, ev, dpo, 200),
         Call("POST", me + "/logout", me + "/logout", token, 204),
         Call("POST", me + "/logout", me + "/logout", token, 401),
     ]

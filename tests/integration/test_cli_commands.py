@@ -190,7 +190,7 @@ def test_clients_webhook_sets_rotates_shows_and_removes_printing_each_secret_onc
 
 def test_policy_check_accepts_the_default_and_names_problems(tmp_path: Path) -> None:
     code, output = run("policy", "check")
-    assert code == 0 and "policy OK: 12 fields, 10 purposes" in output
+    assert code == 0 and "policy OK: 12 fields, 11 purposes" in output
     bad = tmp_path / "bad.toml"
     bad.write_text(
         '[programme]\nname="x"\ncontroller="c"\ncontroller_contact="c"\njurisdiction="CN"\n'

@@ -7,6 +7,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect, select
 
 import audit.models
+import breach.models  # noqa: F401
 import consent.models  # noqa: F401  (the models register with the metadata)
 import feed.models
 import feed.webhook_models  # noqa: F401

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = (
     "api",
     "audit",
+    "breach",
     "cli",
     "consent",
     "core",

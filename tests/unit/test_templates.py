@@ -59,6 +59,23 @@ SAMPLE_CONTEXT: dict[str, dict[str, object]] = {
         "clients": 2,
         "hours": 72,
     },
+    "breach_notice": {
+        "programme": "星辰会员",
+        "incident_id": REQUEST_ID,
+        "detected_date": "2026-11-21",
+        "fields": ["phone", "name", "loyalty_code"],
+        "consequences": "Unwanted messages may reach you.",
+        "measures": "The gateway's key was revoked.",
+        "member_advice": "Ignore messages asking for your code.",
+        "contact": "dpo@brand.example",
+    },
+    "dpo_incident_due": {
+        "programme": "星辰会员",
+        "incident_id": REQUEST_ID,
+        "due_at": "2026-11-24 10:00 CST",
+        "hours_left": 6,
+        "overdue": False,
+    },
 }
 
 EVERY_RENDERING = [
@@ -106,7 +123,10 @@ def test_every_template_renders_in_every_locale_and_channel(
         assert "{{" not in text and "{%" not in text and "}}" not in text
     assert body.endswith("\n") and body.strip()
     assert "星辰会员" in subject + body
-    if "request_id" in TEMPLATE_VARIABLES[template]:
+    if (
+        "request_id" in TEMPLATE_VARIABLES[template]
+        or "incident_id" in TEMPLATE_VARIABLES[template]
+    ):
         assert REQUEST_ID in body
 
 
@@ -222,3 +242,15 @@ def test_an_unknown_locale_falls_back_to_chinese() -> None:
     )
     assert message.body.startswith("【星辰会员】")
     assert message.locale == "zh-CN"
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_breach_notice_names_the_members_fields_in_their_language(channel: str) -> None:
+    context = SAMPLE_CONTEXT["breach_notice"]
+    _, chinese = render("breach_notice", channel=channel, locale="zh-CN", context=context)
+    _, english = render("breach_notice", channel=channel, locale="en", context=context)
+    assert "手机号码" in chinese and "姓名" in chinese
+    assert "mobile number" in english and "name" in english
+    # A field the templates have no name for is shown by its id, not dropped.
+    assert "loyalty_code" in chinese and "loyalty_code" in english
+    assert str(context["member_advice"]) in english and str(context["contact"]) in chinese

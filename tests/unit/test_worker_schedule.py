@@ -70,6 +70,7 @@ def test_the_registry_takes_intervals_and_leases_from_the_settings() -> None:
         rights_job_seconds=240,
         webhook_job_seconds=7,
         feed_reminders_job_seconds=1800,
+        breach_job_seconds=600,
         worker_max_runtime_seconds=120,
     )
     lease = timedelta(seconds=120)
@@ -79,6 +80,8 @@ def test_the_registry_takes_intervals_and_leases_from_the_settings() -> None:
         ("rights.copies", timedelta(seconds=240), lease),
         ("rights.holds", timedelta(seconds=240), lease),
         ("rights.deadlines", timedelta(seconds=240), lease),
+        ("breach.notices", timedelta(seconds=600), lease),
+        ("breach.deadlines", timedelta(seconds=600), lease),
         ("feed.webhooks", timedelta(seconds=7), lease),
         ("feed.reminders", timedelta(seconds=1800), lease),
     ]
