@@ -19,6 +19,21 @@ from breach.models import BreachAffected, BreachIncident, BreachIncidentEvent
 from breach.states import Status, Step, after
 from core.errors import NotFound
 from core.ids import is_valid_id
+from policies.decide import Decision, decide_purpose
+from policies.model import Policy
+
+# The purpose members' contacts are read under to tell them of a breach (PIPL Art. 57,
+# GDPR Art. 34): a legal obligation, so no consent is asked; the default policy has it.
+BREACH_PURPOSE = "breach_notification"
+
+
+def contact_decision(policy: Policy) -> Decision:
+    """The gate's decision for reading contacts to send breach notices: the DPO holds the
+    purpose by role, so only the policy can refuse it (a policy without the purpose)."""
+    return decide_purpose(
+        policy, purpose=BREACH_PURPOSE, client_purposes=frozenset({BREACH_PURPOSE})
+    )
+
 
 # A notice's states (``BreachAffected.notice_status``) and how the totals name them.
 QUEUED = "queued"

@@ -44,6 +44,7 @@ from breach.incidents import (
     TRANSPORT,
     UNREACHABLE,
     authority_clock,
+    contact_decision,
 )
 from breach.models import BreachAffected, BreachIncident
 from breach.states import Status
@@ -51,7 +52,7 @@ from gate.context import Services
 from gate.rights_jobs import dpo_message
 from notify import Message, NotifierError, compose
 from notify.templates import DEFAULT_LOCALE
-from policies.decide import Decision, decide_purpose
+from policies.decide import Decision
 from principals.actor import Actor
 from principals.signin import CHANNEL_BY_FIELD
 from vault.crypto import DecryptionFailed
@@ -61,7 +62,6 @@ log = structlog.get_logger("memberguard.breach")
 
 NOTICE_TEMPLATE = "breach_notice"
 REMIND_TEMPLATE = "dpo_incident_due"
-BREACH_PURPOSE = "breach_notification"
 # Notices claimed per unit of work: a crash leaves at most this many unsent.
 NOTICE_BATCH = 50
 FIELD_BY_CHANNEL = {channel: name for name, channel in CHANNEL_BY_FIELD.items()}
@@ -105,9 +105,7 @@ def send_queued_notices(
     worker). ``time_budget``: seconds after which no new batch is started.
     """
     run = NoticeRun(interrupted=_mark_interrupted(services))
-    decision = decide_purpose(
-        services.policy, purpose=BREACH_PURPOSE, client_purposes=frozenset({BREACH_PURPOSE})
-    )
+    decision = contact_decision(services.policy)
     started = time.monotonic()
     while time_budget is None or time.monotonic() - started < time_budget:
         claimed = _claim(services, decision, actor, incident_id, request_id, batch, run)

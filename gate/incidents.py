@@ -31,6 +31,7 @@ from audit import actions
 from audit.uow import AuditedUnitOfWork
 from breach.clock import authority_deadline
 from breach.incidents import (
+    BREACH_PURPOSE,
     FAILED,
     QUEUED,
     SHREDDED,
@@ -38,13 +39,23 @@ from breach.incidents import (
     UNREACHABLE,
     brief_view,
     canonical,
+    contact_decision,
     get_incident,
     incident_view,
     notice_totals,
     take_step,
 )
 from breach.models import BreachAffected, BreachIncident
-from breach.report import build_report, render_html, render_pdf, report_filename
+from breach.report import (
+    DEFAULT_LOCALE,
+    FORMATS,
+    LOCALES,
+    MEDIA_TYPES,
+    build_report,
+    render_html,
+    render_pdf,
+    report_filename,
+)
 from breach.scope import (
     AllScope,
     ClientScope,
@@ -64,17 +75,13 @@ from core.errors import Conflict, InvalidInput
 from core.ids import is_valid_id, new_id
 from feed.events import EventType, emit
 from gate.context import Services
-from notify.templates import DEFAULT_LOCALE, LOCALES
-from policies.decide import decide_purpose
 from policies.model import SEVERITIES, Severity
 from principals.actor import Actor
 from principals.clients import actor_names, find_client
 from principals.models import GateClient
 
 DPO_ROLE = "dpo"
-BREACH_PURPOSE = "breach_notification"
 CHANNELS = ("sms", "email")
-REPORT_FORMATS = ("json", "html", "pdf")
 # Members named in one scope of kind "members" (a bigger set is an "all" or a file).
 MAX_SCOPE_MEMBERS = 10_000
 INSERT_BATCH = 1000
@@ -477,9 +484,7 @@ def notify_members(
     returned are those right after queueing.
     """
     wanted = check_channels(channels)
-    decision = decide_purpose(
-        services.policy, purpose=BREACH_PURPOSE, client_purposes=frozenset({BREACH_PURPOSE})
-    )
+    decision = contact_decision(services.policy)
     if not decision.permitted:
         raise NoBreachPurpose()
 
@@ -624,13 +629,6 @@ class Report:
     audit_seq: int
 
 
-_MEDIA_TYPES = {
-    "json": "application/json",
-    "html": "text/html; charset=utf-8",
-    "pdf": "application/pdf",
-}
-
-
 def incident_report(
     services: Services,
     *,
@@ -643,8 +641,8 @@ def incident_report(
     """The regulator report (GDPR Art. 33(3), PIPL Art. 57) in ``locale`` (zh-CN or en;
     by default the policy jurisdiction's), recorded before it is handed out."""
     actor.require_role(DPO_ROLE)
-    if report_format not in REPORT_FORMATS:
-        raise _invalid("format", f"must be one of {', '.join(REPORT_FORMATS)}")
+    if report_format not in FORMATS:
+        raise _invalid("format", f"must be one of {', '.join(FORMATS)}")
     if locale is None:
         locale = DEFAULT_LOCALE if services.policy.rights.jurisdiction == "CN" else "en"
     if locale not in LOCALES:
@@ -676,7 +674,7 @@ def incident_report(
         )
         uow.commit()
     return Report(
-        media_type=_MEDIA_TYPES[report_format],
+        media_type=MEDIA_TYPES[report_format],
         body=body,
         filename=report_filename(incident_id, report_format, locale),
         audit_seq=seq,

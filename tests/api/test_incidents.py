@@ -15,13 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from breach.incidents import INTERRUPTED
+from breach.incidents import INTERRUPTED, contact_decision
 from breach.models import BreachAffected, BreachIncident, BreachIncidentEvent
 from gate.context import Services
 from gate.incident_jobs import NoticeRun, _claim, remind_incident_deadlines, send_queued_notices
 from gate.incidents import open_incident as open_incident_use_case
 from notify.outbox import OutboxNotifier
-from policies.decide import decide_purpose
 from policies.model import Breach
 from principals.clients import authenticate
 from tests.api.conftest import MEMBER, auth, grant, outbox_messages
@@ -572,11 +571,7 @@ def test_notices_claimed_by_a_sender_that_died_are_never_sent_again(
             .values(notice_channels="email")
         )
         session.commit()
-    decision = decide_purpose(
-        services.policy,
-        purpose="breach_notification",
-        client_purposes=frozenset({"breach_notification"}),
-    )
+    decision = contact_decision(services.policy)
     died = _claim(services, decision, None, incident_id, None, 2, NoticeRun())
     assert died is not None and len(died) == 2
     # Another run while the claim is fresh sends the rest and leaves those two alone.
