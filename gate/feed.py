@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -32,8 +33,7 @@ from feed.acks import overdue_acks
 from feed.models import FeedDelivery
 from feed.pull import acknowledge, client_page, delivery_for, item_view, mark_notified
 from gate.context import Services
-from gate.rights_jobs import dpo_message
-from notify import NotifierError
+from gate.rights_jobs import dpo_message, send_dpo_message
 from principals.actor import Actor
 
 log = structlog.get_logger("memberguard.feed")
@@ -190,25 +190,12 @@ def remind_overdue_acks(services: Services) -> Reminded:
         uow.session.flush()
         uow.commit()
     marked = [(d.delivery.event_id, d.delivery.client_id) for d in overdue]
-    try:
-        services.notifier.send(message, now=now)
-    except NotifierError:
-        log.error("feed.reminder_failed", template=REMIND_TEMPLATE, message=message.id)
-        _take_back(services, marked, reminded_at=now)
-        raise
-    with services.uow() as uow:
-        uow.record(
-            actions.notice_sent(
-                None,
-                policy=services.policy.version,
-                member_id=None,
-                template=REMIND_TEMPLATE,
-                channel=message.channel,
-                message_id=message.id,
-                request_id=None,
-            )
-        )
-        uow.commit()
+    send_dpo_message(
+        services,
+        message,
+        now=now,
+        take_back=partial(_take_back, services, marked, reminded_at=now),
+    )
     return Reminded(deliveries=len(overdue), requests=requests, message_id=message.id)
 
 

@@ -26,6 +26,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -49,7 +50,7 @@ from breach.incidents import (
 from breach.models import BreachAffected, BreachIncident
 from breach.states import Status
 from gate.context import Services
-from gate.rights_jobs import dpo_message
+from gate.rights_jobs import dpo_message, send_dpo_message
 from notify import Message, NotifierError, compose
 from notify.templates import DEFAULT_LOCALE
 from policies.decide import Decision
@@ -388,25 +389,15 @@ def remind_incident_deadlines(services: Services) -> Reminded:
     result = Reminded()
     for incident_id, previous, message in due:
         try:
-            services.notifier.send(message, now=now)
+            send_dpo_message(
+                services,
+                message,
+                now=now,
+                take_back=partial(_take_back, services, incident_id, previous),
+            )
         except NotifierError:
-            log.error("breach.reminder_not_sent", incident=incident_id, message=message.id)
-            _take_back(services, incident_id, previous)
             result.failed += 1
             continue
-        with services.uow() as uow:
-            uow.record(
-                actions.notice_sent(
-                    None,
-                    policy=services.policy.version,
-                    member_id=None,
-                    template=REMIND_TEMPLATE,
-                    channel=message.channel,
-                    message_id=message.id,
-                    request_id=None,
-                )
-            )
-            uow.commit()
         result.incidents.append(incident_id)
     return result
 

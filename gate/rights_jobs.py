@@ -16,8 +16,10 @@ wall clock: each unit of work's ``now`` comes from the services' clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 import structlog
 from sqlalchemy import select
@@ -178,25 +180,14 @@ def flag_due_requests(services: Services) -> Flagged:
         )
         uow.session.flush()
         uow.commit()
-    try:
-        services.notifier.send(message, now=now)
-    except NotifierError:
-        log.error("rights.flag_notice_failed", template=DUE_TEMPLATE, message=message.id)
-        _take_back(services, [*flagged.due_soon, *flagged.overdue], flagged_at=now)
-        raise
-    with services.uow() as uow:
-        uow.record(
-            actions.notice_sent(
-                None,
-                policy=services.policy.version,
-                member_id=None,
-                template=DUE_TEMPLATE,
-                channel=message.channel,
-                message_id=message.id,
-                request_id=None,
-            )
-        )
-        uow.commit()
+    send_dpo_message(
+        services,
+        message,
+        now=now,
+        take_back=partial(
+            _take_back, services, [*flagged.due_soon, *flagged.overdue], flagged_at=now
+        ),
+    )
     return Flagged(flagged.due_soon, flagged.overdue, message.id)
 
 
@@ -212,6 +203,36 @@ def dpo_message(services: Services, template: str, context: dict[str, object]) -
         locale="zh-CN" if services.policy.rights.jurisdiction == "CN" else "en",
         context=context,
     )
+
+
+def send_dpo_message(
+    services: Services, message: Message, *, now: datetime, take_back: Callable[[], None]
+) -> None:
+    """Send a message to the DPO whose job committed what it tells (flags, reminders),
+    then record ``notice.sent`` (no actor: a job sent it).
+
+    If the transport refuses, ``take_back`` undoes the job's marks, so that its
+    next run tries again, and ``NotifierError`` is raised.
+    """
+    try:
+        services.notifier.send(message, now=now)
+    except NotifierError:
+        log.error("dpo.notice_not_sent", template=message.template, message=message.id)
+        take_back()
+        raise
+    with services.uow() as uow:
+        uow.record(
+            actions.notice_sent(
+                None,
+                policy=services.policy.version,
+                member_id=None,
+                template=message.template,
+                channel=message.channel,
+                message_id=message.id,
+                request_id=None,
+            )
+        )
+        uow.commit()
 
 
 def _take_back(services: Services, request_ids: list[str], *, flagged_at: datetime) -> None:

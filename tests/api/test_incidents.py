@@ -20,6 +20,7 @@ from breach.models import BreachAffected, BreachIncident, BreachIncidentEvent
 from gate.context import Services
 from gate.incident_jobs import NoticeRun, _claim, remind_incident_deadlines, send_queued_notices
 from gate.incidents import open_incident as open_incident_use_case
+from notify import NotifierError
 from notify.outbox import OutboxNotifier
 from policies.model import Breach
 from principals.clients import authenticate
@@ -678,3 +679,24 @@ def test_an_unknown_incident_is_a_404(app_client: TestClient, dpo_key: str) -> N
     for path in ("", "/affected", "/report", "/notices"):
         response = app_client.get(f"/v1/incidents/{'b' * 24}{path}", headers=auth(dpo_key))
         assert response.status_code == 404, path
+
+
+def test_a_reminder_the_transport_refused_is_sent_by_the_next_run(
+    app_client: TestClient,
+    services: Services,
+    dpo_key: str,
+    outbox: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    incident = opened(app_client, dpo_key, detected_at=iso(NOW - timedelta(hours=60)))
+    real_send = OutboxNotifier.send
+
+    def down(self: OutboxNotifier, message: Any, *, now: datetime) -> None:
+        raise NotifierError("outbox: unavailable")
+
+    monkeypatch.setattr(OutboxNotifier, "send", down)
+    refused = remind_incident_deadlines(services)
+    assert (refused.incidents, refused.failed) == ([], 1)
+    monkeypatch.setattr(OutboxNotifier, "send", real_send)
+    assert remind_incident_deadlines(services).incidents == [incident["id"]]
+    assert [m["template"] for m in outbox_messages(outbox)] == ["dpo_incident_due"]
