@@ -113,6 +113,26 @@ def _shown(moment: datetime | None, zone: tzinfo) -> str | None:
     return moment.astimezone(zone).isoformat() if moment is not None else None
 
 
+def _scope_view(incident: BreachIncident, zone: tzinfo, names: Mapping[str, str]) -> dict[str, Any]:
+    """The scope as stored (UTC), its window in ``zone`` and its client named."""
+    scope = json.loads(incident.scope)
+    for key in ("from", "to"):
+        if key in scope:
+            scope[key] = _shown(datetime.fromisoformat(scope[key]), zone)
+    if "client" in scope:
+        scope["client_name"] = names.get(scope["client"])
+    return scope
+
+
+def named_ids(incident: BreachIncident) -> set[str]:
+    """The ids an incident's view names: who took each step, and the scope's client."""
+    ids = {event.actor for event in incident.events if event.actor}
+    client = json.loads(incident.scope).get("client")
+    if client:
+        ids.add(client)
+    return ids
+
+
 def timeline(
     incident: BreachIncident, names: Mapping[str, str], zone: tzinfo
 ) -> list[dict[str, Any]]:
@@ -145,7 +165,7 @@ def incident_view(
         "title": incident.title,
         "description": incident.description,
         "severity": incident.severity,
-        "scope": json.loads(incident.scope),
+        "scope": _scope_view(incident, zone, names or {}),
         "detected_at": _shown(incident.detected_at, zone),
         "opened_at": _shown(incident.opened_at, zone),
         "authority_due_at": _shown(incident.authority_due_at, zone),

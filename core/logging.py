@@ -144,3 +144,5 @@ def configure_logging(
     logging.getLogger("uvicorn.access").handlers[:] = []
     logging.getLogger("uvicorn.access").propagate = False
     logging.getLogger("uvicorn.access").disabled = True
+    # WeasyPrint (the PDF breach report) narrates each rendering step at INFO.
+    logging.getLogger("weasyprint").setLevel(logging.WARNING)

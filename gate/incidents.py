@@ -42,10 +42,18 @@ from breach.incidents import (
     contact_decision,
     get_incident,
     incident_view,
+    named_ids,
     notice_totals,
     take_step,
 )
-from breach.models import BreachAffected, BreachIncident
+from breach.models import (
+    AUTHORITY_LENGTH,
+    REFERENCE_LENGTH,
+    TEXT_LENGTH,
+    TITLE_LENGTH,
+    BreachAffected,
+    BreachIncident,
+)
 from breach.report import (
     DEFAULT_LOCALE,
     FORMATS,
@@ -182,6 +190,16 @@ class ScopeRequest:
         return AllScope()
 
 
+def _text(field: str, value: str, limit: int) -> str:
+    """A DPO's text: not blank, at most ``limit`` characters (the API's schema says the
+    same; the CLI and the console come through here too)."""
+    if not value.strip():
+        raise _invalid(field, "must not be blank")
+    if len(value) > limit:
+        raise _invalid(field, f"at most {limit} characters")
+    return value
+
+
 def _check_severity(severity: str) -> Severity:
     if severity not in SEVERITIES:
         raise _invalid("severity", f"must be one of {', '.join(SEVERITIES)}")
@@ -206,6 +224,8 @@ def open_incident(
     told on the change feed (``incident.opened``).
     """
     actor.require_role(DPO_ROLE)
+    _text("title", title, TITLE_LENGTH)
+    _text("description", description, TEXT_LENGTH)
     level = _check_severity(severity)
     asked = ScopeRequest.check(scope)
     with services.uow(actor) as uow:
@@ -232,13 +252,15 @@ def open_incident(
         uow.session.flush()
         summary = _write_affected(uow.session, services, incident.id, resolved)
         incident.affected = canonical(summary.as_dict())
-        facts = {
-            "severity": level,
-            "scope": resolved.kind.value,
-            "members": summary.members,
-            "authority_due_at": to_micros(due),
-        }
-        take_step(uow.session, incident, Step.OPENED, at=now, actor=actor.id, detail=facts)
+        facts = {"severity": level, "scope": resolved.kind.value, "members": summary.members}
+        take_step(
+            uow.session,
+            incident,
+            Step.OPENED,
+            at=now,
+            actor=actor.id,
+            detail={**facts, "authority_due_at": due.astimezone(_zone(services)).isoformat()},
+        )
         uow.record(
             actions.incident_changed(
                 actor,
@@ -246,7 +268,7 @@ def open_incident(
                 incident_id=incident.id,
                 step=Step.OPENED.value,
                 status=incident.status,
-                detail=facts,
+                detail={**facts, "authority_due_at": to_micros(due)},
                 request_id=request_id,
             )
         )
@@ -257,7 +279,8 @@ def open_incident(
             recipients=_staff_recipients(uow.session),
             now=now,
         )
-        shown = incident_view(incident, now=now, zone=_zone(services), names={actor.id: actor.name})
+        names = actor_names(uow.session, named_ids(incident))
+        shown = incident_view(incident, now=now, zone=_zone(services), names=names)
         uow.commit()
         return shown
 
@@ -356,7 +379,7 @@ def _step(
                 request_id=request_id,
             )
         )
-        names = actor_names(uow.session, {e.actor for e in incident.events if e.actor})
+        names = actor_names(uow.session, named_ids(incident))
         shown = incident_view(incident, now=uow.now, zone=_zone(services), names=names)
         uow.commit()
         return shown
@@ -379,6 +402,9 @@ def assess_incident(
 ) -> dict[str, Any]:
     """Record (or revise) what the incident likely means for members, what was done about
     it, and what members can do themselves: the report's and the notices' substance."""
+    _text("consequences", consequences, TEXT_LENGTH)
+    _text("measures", measures, TEXT_LENGTH)
+    _text("member_advice", member_advice, TEXT_LENGTH)
 
     def change(uow: AuditedUnitOfWork, incident: BreachIncident) -> Mapping[str, Any]:
         revised = incident.assessed_at is not None
@@ -410,6 +436,9 @@ def record_authority_notified(
 ) -> dict[str, Any]:
     """The authority was told (GDPR Art. 33, PIPL Art. 57), at ``at``: once, not in the
     future, not before the incident was detected."""
+    _text("authority", authority, AUTHORITY_LENGTH)
+    if reference is not None:
+        _text("reference", reference, REFERENCE_LENGTH)
 
     def change(uow: AuditedUnitOfWork, incident: BreachIncident) -> Mapping[str, Any]:
         if incident.authority_notified_at is not None:
@@ -422,7 +451,7 @@ def record_authority_notified(
         incident.authority = authority
         incident.authority_reference = reference
         return {
-            "notified_at": at.isoformat(),
+            "notified_at": at.astimezone(_zone(services)).isoformat(),
             "authority": authority,
             "reference": reference,
             "deadline_met": at <= incident.authority_due_at,
@@ -441,6 +470,8 @@ def record_authority_notified(
 def close_incident(
     services: Services, *, actor: Actor, incident_id: str, summary: str, request_id: str | None
 ) -> dict[str, Any]:
+    _text("summary", summary, TEXT_LENGTH)
+
     def change(uow: AuditedUnitOfWork, incident: BreachIncident) -> Mapping[str, Any]:
         incident.closed_at = uow.now
         incident.summary = summary
@@ -553,7 +584,7 @@ def show_incident(services: Services, *, actor: Actor, incident_id: str) -> dict
     actor.require_role(DPO_ROLE)
     with services.reading() as session:
         incident = get_incident(session, incident_id)
-        names = actor_names(session, {e.actor for e in incident.events if e.actor})
+        names = actor_names(session, named_ids(incident))
         view = incident_view(incident, now=services.clock(), zone=_zone(services), names=names)
         view["notices"] = notice_totals(session, incident.id)
         return view
@@ -649,7 +680,7 @@ def incident_report(
         raise _invalid("lang", f"must be one of {', '.join(LOCALES)}")
     with services.uow(actor) as uow:
         incident = get_incident(uow.session, incident_id)
-        names = actor_names(uow.session, {e.actor for e in incident.events if e.actor})
+        names = actor_names(uow.session, named_ids(incident))
         report = build_report(
             incident_view(incident, now=uow.now, zone=_zone(services), names=names),
             policy=services.policy,

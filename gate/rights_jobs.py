@@ -193,9 +193,9 @@ def flag_due_requests(services: Services) -> Flagged:
 
 def dpo_message(services: Services, template: str, context: dict[str, object]) -> Message:
     """A message to the DPO: ``MEMBERGUARD_DPO_CONTACT``, else the policy's
-    ``programme.controller_contact``; by e-mail to an address, else by SMS; in Chinese
-    under the CN profile, else in English."""
-    contact = services.settings.dpo_contact or services.policy.programme.controller_contact
+    ``programme.dpo_contact`` (or its ``controller_contact``); by e-mail to an address,
+    else by SMS; in Chinese under the CN profile, else in English."""
+    contact = services.settings.dpo_contact or services.policy.programme.dpo
     return compose(
         template,
         channel="email" if "@" in contact else "sms",

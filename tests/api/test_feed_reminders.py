@@ -138,7 +138,7 @@ def test_the_dpo_is_told_once_per_interval_of_each_acknowledgement_still_owed(
     assert (done.deliveries, done.requests) == (2, [deletion["id"]])
     (message,) = capture.sent
     assert message.template == REMIND_TEMPLATE and message.id == done.message_id
-    assert message.to == first.policy.programme.controller_contact
+    assert message.to == first.policy.programme.dpo
     assert deletion["id"] in message.body
     marks = reminded(session)
     assert marks[keys.ids["app"]] is None

@@ -162,6 +162,10 @@ def test_a_client_scope_finds_the_members_released_to_it_in_the_window_with_thei
     assert affected["views"] == {"name": {"masked": 1}, "phone": {"clear": 1}, "tier": {"clear": 1}}
     assert affected["sensitive"] is False
     assert incident["scope"]["client"] == keys.ids["sms"]
+    assert incident["scope"]["client_name"] == "sms"
+    # Times in the policy's zone (Asia/Shanghai), the timeline's too: no raw numbers.
+    assert incident["scope"]["from"].endswith("+08:00")
+    assert incident["timeline"][0]["authority_due_at"] == incident["authority_due_at"]
 
 
 def test_an_open_window_ends_when_the_incident_is_opened(
@@ -652,6 +656,7 @@ def error_fields(problem: dict[str, Any]) -> set[str]:
         ({"detected_at": "2026-11-20T10:00:00"}, "detected_at"),
         ({"severity": "apocalyptic"}, "severity"),
         ({"title": ""}, "title"),
+        ({"title": "   "}, "title"),
         ({"extra": "field"}, "(unknown field)"),
         ({"scope": {"kind": "client", "client": "sms"}}, "scope.from"),
     ],
