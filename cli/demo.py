@@ -3,13 +3,14 @@
 Loads synthetic members (``cli.demo_data``) through the vault's validation and
 encryption, with their consent history, in batches of one transaction each;
 every batch is one ``member.import`` audit entry naming the members it created.
-Then it registers the demo clients and prints their keys and curl commands.
+Then it registers the demo clients, runs the SMS gateway's campaign (the reads the
+tour's breach incident finds in the log) and prints their keys and curl commands.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -23,6 +24,7 @@ from consent.registry import ImportedConsent
 from gate.clients import client_state, register_client, reissue_key
 from gate.context import Services
 from gate.imports import import_members
+from gate.reads import Decided, ReadRequest, decide_reads
 from principals import OPERATOR_ACTOR
 from vault.members import lookup, normalise_lookup
 from vault.models import VaultDataKey, VaultMember
@@ -30,6 +32,10 @@ from vault.models import VaultDataKey, VaultMember
 BATCH = 1000
 # How many generated members the tour looks through for member A.
 TOUR_SEARCH = 1000
+# The SMS gateway's campaign: how many members it reads, under which purpose.
+CAMPAIGN_CLIENT = "sms_gateway"
+CAMPAIGN_PURPOSE = "marketing_sms"
+CAMPAIGN_SIZE = 20
 
 
 @dataclass(frozen=True)
@@ -178,3 +184,52 @@ def sample_members(services: Services, *, seed: int) -> TourMembers | None:
     if granted is None or without is None:
         return None
     return TourMembers(granted=granted[0], phone=granted[1], without=without)
+
+
+def run_sms_campaign(
+    services: Services, key: str, *, exclude: Collection[str], size: int = CAMPAIGN_SIZE
+) -> int:
+    """The SMS gateway reads ``size`` members who granted marketing_sms, as a campaign
+    would before sending; returns how many reads were released.
+
+    Through the gate's own read path (``decide_reads``, as the API's group commit calls
+    it): each read decided under the log-head lock and recorded as a ``member.read``
+    entry of the gateway, then decrypted. So the log shows what the gateway received,
+    and the tour's breach incident ("the gateway's key leaked") finds these members.
+    ``exclude``: the tour's member A, whom the gateway reads in the tour itself. Run at
+    every start of the demo, so that a tour on an older home still finds a campaign
+    within its "yesterday".
+    """
+    with services.reading() as session:
+        member_ids = session.scalars(
+            select(ConsentState.member_id)
+            .join(VaultDataKey, VaultDataKey.member_id == ConsentState.member_id)
+            .where(
+                ConsentState.purpose == CAMPAIGN_PURPOSE,
+                ConsentState.status == "granted",
+                ConsentState.member_id.not_in(list(exclude)),
+            )
+            .order_by(ConsentState.member_id)
+            .limit(size)
+        ).all()
+    if not member_ids:
+        return 0
+    outcomes = decide_reads(
+        services,
+        [
+            ReadRequest(
+                credential=key,
+                member_id=member_id,
+                purpose=CAMPAIGN_PURPOSE,
+                request_id=None,
+                roles=("client",),
+            )
+            for member_id in member_ids
+        ],
+    )
+    released = 0
+    for outcome in outcomes:
+        if isinstance(outcome, Decided):
+            outcome.release(services)  # what the gateway's answer would carry
+            released += 1
+    return released

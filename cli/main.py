@@ -17,14 +17,20 @@ import os
 import re
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from breach.report import FORMATS as REPORT_FORMATS
+from breach.report import LOCALES as REPORT_LOCALES
+from breach.states import Status as IncidentStatus
 from core.errors import DomainError, SetupError
 from core.settings import Settings, load_settings
+from policies.model import SEVERITIES
 from principals.actor import ROLES, SCOPES
 
 SETUP_FAILED = 2
@@ -398,10 +404,19 @@ def worker_status(as_json: bool) -> None:
     "--no-serve", is_flag=True, help="Load the data and print the tour, but do not serve."
 )
 def demo(n_members: int, seed: int, host: str, port: int, no_serve: bool) -> None:
-    """Load synthetic members, consents and clients; print keys and a curl tour; serve."""
+    """Load synthetic members, consents and clients; have the SMS gateway read 20 members
+    (the tour's breach incident finds them); print keys and a curl tour; serve."""
     import time
 
-    from cli.demo import ensure_clients, load_members, member_count, sample_members
+    from cli.demo import (
+        CAMPAIGN_CLIENT,
+        CAMPAIGN_PURPOSE,
+        ensure_clients,
+        load_members,
+        member_count,
+        run_sms_campaign,
+        sample_members,
+    )
 
     settings = _settings()
     if not no_serve:
@@ -421,6 +436,13 @@ def demo(n_members: int, seed: int, host: str, port: int, no_serve: bool) -> Non
         )
     keys = ensure_clients(services)
     members = sample_members(services, seed=seed)
+    campaign_key = keys.get(CAMPAIGN_CLIENT)
+    if campaign_key is not None and members is not None:
+        read = run_sms_campaign(services, campaign_key, exclude=[members.granted])
+        click.echo(
+            f"campaign: {CAMPAIGN_CLIENT} read {read} members who granted {CAMPAIGN_PURPOSE} "
+            "(the tour's breach incident finds them in the log)"
+        )
     click.echo(_tour(keys, members, f"http://{host}:{port}", _invoked_as()))
     if not no_serve:
         # The demo is local: its API docs are readable without a key.
@@ -488,6 +510,36 @@ def _tour(keys: dict[str, str], members: TourMembers | None, base: str, command:
         '       -H "Authorization: Bearer $CRM"',
         "  # the DPO's queue: the deletion, with every client that ever received A's data",
         f'  curl -s "{base}/v1/requests?type=deletion" -H "Authorization: Bearer $DPO"',
+        "  # the DPO learns that the SMS gateway's key leaked yesterday: the log says whom it hit",
+        "  export YESTERDAY=$(python3 -c 'import datetime as d; print((d.datetime.now("
+        'd.timezone.utc) - d.timedelta(days=1)).isoformat(timespec="seconds"))\')',
+        f'  export INCIDENT=$(curl -s -X POST "{base}/v1/incidents" -H "Authorization: Bearer '
+        f'$DPO" \\\n       {json_body} \\',
+        '       -d "{\\"title\\":\\"The SMS gateway\'s key leaked yesterday\\",'
+        '\\"severity\\":\\"high\\",\\"description\\":\\"Its API key was found in a '
+        'public paste.\\",\\"detected_at\\":\\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\\",'
+        '\\"scope\\":{\\"kind\\":\\"client\\",\\"client\\":\\"sms_gateway\\",'
+        '\\"from\\":\\"$YESTERDAY\\"}}" | field id)',
+        f'  curl -s "{base}/v1/incidents/$INCIDENT" -H "Authorization: Bearer $DPO"',
+        f'  curl -s "{base}/v1/incidents/$INCIDENT/affected" -H "Authorization: Bearer $DPO"',
+        "  # the assessment, then the regulator's report: printable HTML and JSON",
+        f'  curl -s -X POST "{base}/v1/incidents/$INCIDENT/assess" -H "Authorization: Bearer '
+        f'$DPO" \\\n       {json_body} \\',
+        '       -d \'{"consequences":"Spam or phishing texts to the members concerned.",'
+        '"measures":"The key was revoked and replaced.","member_advice":'
+        '"Never send a code or a payment asked for by text."}\'',
+        f'  curl -s "{base}/v1/incidents/$INCIDENT/report?format=html&lang=en" \\\n'
+        '       -H "Authorization: Bearer $DPO" -o report.html',
+        f'  curl -s "{base}/v1/incidents/$INCIDENT/report?lang=en" -H "Authorization: Bearer $DPO"',
+        "  # the authority was told; then the members are, by e-mail, else SMS",
+        f'  curl -s -X POST "{base}/v1/incidents/$INCIDENT/authority-notified" \\\n'
+        f'       -H "Authorization: Bearer $DPO" {json_body} \\',
+        '       -d "{\\"at\\":\\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\\",\\"authority\\":'
+        '\\"Shenzhen Cyberspace Administration\\",\\"reference\\":\\"SZ-0042\\"}"',
+        f'  curl -s -X POST "{base}/v1/incidents/$INCIDENT/notify-members" \\\n'
+        f'       -H "Authorization: Bearer $DPO" {json_body} -d \'{{"channels":["email","sms"]}}\'',
+        f'  curl -s "{base}/v1/incidents/$INCIDENT/notices" -H "Authorization: Bearer $DPO"',
+        f"  {command} incidents list",
         "  # the operator checks the whole log from the stored bytes (same directory and home)",
         f"  {command} audit verify",
         "",
@@ -1040,6 +1092,531 @@ def holds_release(member: str, hold_id: str) -> None:
     click.echo(_hold_line(changed.hold))
     for request_id in changed.resumed:
         click.echo(f"deletion {request_id} ran: no hold blocks it any more")
+
+
+# -- breach incidents (the operator acting as the DPO) -------------------------
+
+
+class AwareDateTime(click.ParamType):
+    """ISO 8601 with a time zone (``2026-11-30T09:00:00+08:00``, ``2026-11-30T01:00:00Z``).
+
+    An incident's times are compared with the log's, which are UTC: a time
+    without a zone would be a guess, so it is refused, as the API refuses it.
+    """
+
+    name = "time"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            moment = value
+        else:
+            try:
+                moment = datetime.fromisoformat(str(value))
+            except ValueError:
+                self.fail(f"not an ISO 8601 time; {TIME_EXAMPLE}", param, ctx)
+        if moment.utcoffset() is None:
+            self.fail(f"has no time zone; {TIME_EXAMPLE}", param, ctx)
+        return moment
+
+
+TIME_EXAMPLE = "write e.g. 2026-11-30T09:00:00+08:00 or 2026-11-30T01:00:00Z"
+AWARE_TIME = AwareDateTime()
+# The channels a breach notice may go by, in the default order of preference: e-mail first,
+# since the notice must say what data, what happened, what was done, what the member can do
+# and whom to ask, which an e-mail holds whole; SMS for members without an address.
+NOTICE_CHANNELS = ("email", "sms")
+# The API's field names in the use cases' errors, as the CLI's options: the operator typed
+# --to, not scope.to.
+_OPTION_OF_FIELD = {
+    "scope.client": "--client",
+    "scope.from": "--from",
+    "scope.to": "--to",
+    "scope.member_ids": "--members",
+    "detected_at": "--detected-at",
+    "severity": "--severity",
+    "at": "--at",
+    "channels": "--channel",
+    "format": "--format",
+    "lang": "--lang",
+}
+
+
+def _text(limit_name: str) -> Any:
+    """A callback refusing an empty text or one longer than ``breach.models.<limit_name>``
+    (the column's length; the API's schema holds the same limit)."""
+
+    def check(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        from breach import models
+
+        limit = getattr(models, limit_name)
+        if value is not None and not 1 <= len(value) <= limit:
+            raise click.BadParameter(f"1 to {limit:,} characters")
+        return value
+
+    return check
+
+
+@contextmanager
+def _dpo_services() -> Iterator[Any]:
+    """The services for one incident command, with the use cases' input errors named by
+    the options the operator typed; disposed of when the command ends.
+
+    Logs (the notifier's "message sent", JSON by default) go to stderr, redacted as the
+    server's are: stdout is the command's answer (a report, NDJSON), often piped.
+    """
+    from core.errors import InvalidInput
+    from core.logging import configure_logging
+
+    settings = _settings()
+    services = _services(settings)
+    configure_logging(
+        log_format=settings.log_format,
+        level=settings.log_level,
+        personal_keys=services.policy.personal_field_names,
+    )
+    try:
+        yield services
+    except InvalidInput as exc:
+        for field, option in _OPTION_OF_FIELD.items():
+            if exc.detail.startswith(f"{field}: "):
+                exc.detail = option + exc.detail[len(field) :]
+                break
+        raise
+    finally:
+        services.dispose()
+
+
+def _minute(moment: str | None) -> str:
+    """An incident's time (ISO 8601, in the policy's zone) to the minute, for a line."""
+    if moment is None:
+        return "-"
+    return datetime.fromisoformat(moment).isoformat(sep=" ", timespec="minutes")
+
+
+def _incident_line(view: dict[str, Any]) -> str:
+    notified = view["authority_notified"]
+    if notified is not None:
+        met = "in time" if view["authority_deadline_met"] else "LATE"
+        clock = f"authority notified {_minute(notified['at'])} ({met})"
+    else:
+        clock = f"authority due {_minute(view['authority_due_at'])}"
+        if view["authority_overdue"]:
+            clock += "  OVERDUE"
+    affected = view["affected"]["members"]
+    return f"{view['id']}  {view['status']:<18} {view['severity']:<8} {affected} affected  {clock}"
+
+
+def _affected_summary(affected: dict[str, Any]) -> list[str]:
+    """The counts an incident was opened with, for people: masked releases apart from
+    clear ones, members shredded since (affected, but unreachable)."""
+    lines = [f"affected: {affected['members']} members, {affected['records']} records"]
+    views = affected["views"]
+    fields = ", ".join(
+        f"{name} {count} ({', '.join(f'{view} {n}' for view, n in views[name].items())})"
+        for name, count in affected["fields"].items()
+    )
+    if fields:
+        lines.append(f"fields:   {fields}")
+    if affected["identity_only"]:
+        lines.append(
+            f"identity: {affected['identity_only']} members found by a lookup, no field released"
+        )
+    sensitive = affected["sensitive_members"]
+    lines.append(f"sensitive data: {'yes, ' + str(sensitive) + ' members' if sensitive else 'no'}")
+    if affected["shredded"]:
+        lines.append(
+            f"shredded: {affected['shredded']} members crypto-shredded since: affected, "
+            "but nothing is left to reach them with"
+        )
+    return lines
+
+
+def _notice_line(totals: dict[str, int]) -> str:
+    return "notices:  " + ", ".join(
+        f"{name.replace('_', ' ')} {totals[name]}"
+        for name in ("sent", "queued", "failed", "unreachable", "not_asked")
+    )
+
+
+@main.group()
+def incidents() -> None:
+    """Personal data breaches: incidents, their affected members, the regulator's report
+    and the members' notices (the operator acts as the DPO).
+
+    Times are ISO 8601 with a time zone: 2026-11-30T09:00:00+08:00 or 2026-11-30T01:00:00Z.
+    """
+
+
+@incidents.command("list")
+@click.option("--status", type=click.Choice([s.value for s in IncidentStatus]))
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: the items.")
+def incidents_list(status: str | None, as_json: bool) -> None:
+    """Incidents by the authority's deadline, earliest first (times in the policy's zone)."""
+    from gate.incidents import list_incidents
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    with _dpo_services() as services:
+        items = list_incidents(
+            services,
+            actor=OPERATOR_DPO_ACTOR,
+            status=IncidentStatus(status) if status else None,
+        )
+    if as_json:
+        click.echo(json.dumps(items, ensure_ascii=False, indent=2))
+        return
+    if not items:
+        click.echo("no incidents", err=True)
+        return
+    header = ("ID", "STATUS", "SEVERITY", "DETECTED", "AUTHORITY DUE", "OVERDUE", "AFFECTED")
+    rows = [
+        (
+            item["id"],
+            item["status"],
+            item["severity"],
+            _minute(item["detected_at"]),
+            _minute(item["authority_due_at"]),
+            "yes" if item["authority_overdue"] else "no",
+            str(item["affected_members"]),
+        )
+        for item in items
+    ]
+    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(len(header))]
+    titles = ["TITLE", *(" ".join(item["title"].split()) for item in items)]
+    for row, title in zip((header, *rows), titles, strict=True):
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        click.echo("  ".join(cells) + "  " + title)
+
+
+@incidents.command("show")
+@click.argument("incident_id")
+def incidents_show(incident_id: str) -> None:
+    """One incident as JSON (the API's shape), with its notices' totals."""
+    from gate.incidents import show_incident
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    with _dpo_services() as services:
+        shown = show_incident(services, actor=OPERATOR_DPO_ACTOR, incident_id=incident_id)
+    click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
+
+
+@incidents.command("open")
+@click.option("--title", required=True, callback=_text("TITLE_LENGTH"))
+@click.option(
+    "--description",
+    required=True,
+    callback=_text("TEXT_LENGTH"),
+    help="What happened, for the authority: kept with the incident, never in the audit log.",
+)
+@click.option(
+    "--detected-at",
+    "detected_at",
+    required=True,
+    type=AWARE_TIME,
+    help="When the organisation became aware (ISO 8601 with a zone, not in the future); "
+    "the authority's deadline counts from it.",
+)
+@click.option("--severity", required=True, type=click.Choice(SEVERITIES))
+@click.option(
+    "--client",
+    metavar="NAME",
+    help="Scope: a compromised client (name or id): the members the log shows were "
+    "released to it from --from to --to.",
+)
+@click.option("--from", "start", type=AWARE_TIME, help="With --client: the window's start.")
+@click.option(
+    "--to", "end", type=AWARE_TIME, help="With --client: the window's end (default: now)."
+)
+@click.option(
+    "--members",
+    "member_ids",
+    multiple=True,
+    metavar="ID",
+    help="Scope: these members, with every field the vault holds (repeatable, or comma-separated).",
+)
+@click.option(
+    "--all", "everyone", is_flag=True, help="Scope: every member (the vault or its keys)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the incident as JSON.")
+def incidents_open(
+    title: str,
+    description: str,
+    detected_at: datetime,
+    severity: str,
+    client: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    member_ids: tuple[str, ...],
+    everyone: bool,
+    as_json: bool,
+) -> None:
+    """Open an incident; its affected members are computed from the audit log now.
+
+    Give one scope: --client NAME --from TIME [--to TIME], --members ID... or --all.
+    TIME is ISO 8601 with a time zone: 2026-11-30T09:00:00+08:00 or 2026-11-30T01:00:00Z.
+    """
+    from gate.incidents import open_incident
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    given = [
+        name
+        for name, on in (("--client", client), ("--members", member_ids), ("--all", everyone))
+        if on
+    ]
+    if len(given) != 1:
+        raise click.UsageError(
+            "give one scope: --client NAME --from TIME, --members ID... or --all"
+            + (f" (not {' and '.join(given)})" if given else "")
+        )
+    if client is None and (start is not None or end is not None):
+        raise click.UsageError("--from and --to go with --client")
+    scope: dict[str, Any]
+    if client is not None:
+        if start is None:
+            raise click.UsageError("--client needs --from: when the client was compromised")
+        scope = {"kind": "client", "client": client, "from": start}
+        if end is not None:
+            scope["to"] = end
+    elif member_ids:
+        ids = [part for given_ids in member_ids for part in given_ids.split(",") if part]
+        scope = {"kind": "members", "member_ids": ids}
+    else:
+        scope = {"kind": "all"}
+    with _dpo_services() as services:
+        opened = open_incident(
+            services,
+            actor=OPERATOR_DPO_ACTOR,
+            title=title,
+            description=description,
+            detected_at=detected_at,
+            severity=severity,
+            scope=scope,
+            request_id=None,
+        )
+    if as_json:
+        click.echo(json.dumps(opened, ensure_ascii=False, indent=2))
+        return
+    click.echo(_incident_line(opened))
+    for line in _affected_summary(opened["affected"]):
+        click.echo(line)
+
+
+@incidents.command("assess")
+@click.argument("incident_id")
+@click.option(
+    "--consequences",
+    required=True,
+    callback=_text("TEXT_LENGTH"),
+    help="What the breach likely means for members.",
+)
+@click.option(
+    "--measures",
+    required=True,
+    callback=_text("TEXT_LENGTH"),
+    help="What was done, or is proposed, about it.",
+)
+@click.option(
+    "--advice",
+    required=True,
+    callback=_text("TEXT_LENGTH"),
+    help="What members can do to protect themselves.",
+)
+def incidents_assess(incident_id: str, consequences: str, measures: str, advice: str) -> None:
+    """Record (or revise) the assessment: the report's and the members' notices' substance."""
+    from gate.incidents import assess_incident
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    with _dpo_services() as services:
+        shown = assess_incident(
+            services,
+            actor=OPERATOR_DPO_ACTOR,
+            incident_id=incident_id,
+            consequences=consequences,
+            measures=measures,
+            member_advice=advice,
+            request_id=None,
+        )
+    click.echo(_incident_line(shown))
+
+
+@incidents.command("authority-notified")
+@click.argument("incident_id")
+@click.option(
+    "--at",
+    "at",
+    required=True,
+    type=AWARE_TIME,
+    help="When the authority was told (ISO 8601 with a zone; not in the future).",
+)
+@click.option("--authority", required=True, callback=_text("AUTHORITY_LENGTH"))
+@click.option(
+    "--reference", callback=_text("REFERENCE_LENGTH"), help="The authority's case number."
+)
+def incidents_authority_notified(
+    incident_id: str, at: datetime, authority: str, reference: str | None
+) -> None:
+    """Record that the authority was told, once (GDPR Article 33, PIPL Article 57)."""
+    from gate.incidents import record_authority_notified
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    with _dpo_services() as services:
+        shown = record_authority_notified(
+            services,
+            actor=OPERATOR_DPO_ACTOR,
+            incident_id=incident_id,
+            at=at,
+            authority=authority,
+            reference=reference,
+            request_id=None,
+        )
+    click.echo(_incident_line(shown))
+
+
+@incidents.command("notify-members")
+@click.argument("incident_id")
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    type=click.Choice(NOTICE_CHANNELS),
+    help="A channel a notice may go by, in order of preference (repeatable; default: "
+    "email, then sms: an e-mail holds the whole notice).",
+)
+def incidents_notify_members(incident_id: str, channels: tuple[str, ...]) -> None:
+    """Queue one notice per affected member and send them now; print the totals.
+
+    Each member gets one notice, by the first channel they have a contact for. Asking
+    again sends only what was never sent (new members never queued, notices the transport
+    refused): no member gets two.
+    """
+    from gate.incidents import notify_members
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    with _dpo_services() as services:
+        totals = notify_members(
+            services,
+            actor=OPERATOR_DPO_ACTOR,
+            incident_id=incident_id,
+            channels=list(channels or NOTICE_CHANNELS),
+            request_id=None,
+        )
+    click.echo(_notice_line(totals))
+    if totals["unreachable"]:
+        click.echo(
+            f"{totals['unreachable']} affected members cannot be told: crypto-shredded, or "
+            "without a contact on these channels (`incidents affected` says which)",
+            err=True,
+        )
+    if totals["failed"]:
+        click.echo(
+            f"{totals['failed']} notices failed: those the transport refused are sent when "
+            "you run this again; those interrupted by a crash are never sent again",
+            err=True,
+        )
+
+
+@incidents.command("affected")
+@click.argument("incident_id")
+def incidents_affected(incident_id: str) -> None:
+    """The affected members as NDJSON, one per line; recorded in the log.
+
+    Each line: {"member_id", "fields", "views", "identity", "records", "shredded",
+    "notice", "notice_failure"}, by member id.
+    """
+    from gate.incidents import affected_members
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    with _dpo_services() as services:
+        listed = affected_members(
+            services, actor=OPERATOR_DPO_ACTOR, incident_id=incident_id, request_id=None
+        )
+        for item in listed.lines:
+            click.echo(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
+
+
+@incidents.command("report")
+@click.argument("incident_id")
+@click.option(
+    "--format",
+    "report_format",
+    type=click.Choice(REPORT_FORMATS),
+    default="json",
+    show_default=True,
+    help="pdf needs the pdf extra (memberguard[pdf]) and, for Chinese, a CJK font.",
+)
+@click.option(
+    "--lang",
+    type=click.Choice(REPORT_LOCALES),
+    help="The report's language (default: the policy's jurisdiction's; zh-CN under CN).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report to this file (default: standard output).",
+)
+def incidents_report(
+    incident_id: str, report_format: str, lang: str | None, out: Path | None
+) -> None:
+    """The regulator's report (GDPR Article 33(3), PIPL Article 57); recorded in the log.
+
+    PDF needs the pdf extra (memberguard[pdf]) and, for Chinese, a CJK font on this host
+    (Debian: fonts-wqy-microhei or fonts-noto-cjk); without --out it is written only to
+    a pipe or a file, never to a terminal.
+    """
+    from gate.incidents import incident_report
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    # Refused before the report is made: making it is an audit entry.
+    if out is None and report_format == "pdf" and sys.stdout.isatty():
+        raise click.UsageError("a PDF is binary: write it with --out FILE, or redirect stdout")
+    if out is not None and not out.parent.is_dir():
+        raise click.BadParameter(f"no directory {out.parent}", param_hint="--out")
+    with _dpo_services() as services:
+        report = incident_report(
+            services,
+            actor=OPERATOR_DPO_ACTOR,
+            incident_id=incident_id,
+            report_format=report_format,
+            locale=lang,
+            request_id=None,
+        )
+    if out is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(report.body)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        out.write_bytes(report.body)
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or type(exc).__name__}")
+    click.echo(
+        f"report written to {out} ({len(report.body):,} bytes; audit entry {report.audit_seq})"
+    )
+
+
+@incidents.command("close")
+@click.argument("incident_id")
+@click.option(
+    "--summary",
+    required=True,
+    callback=_text("TEXT_LENGTH"),
+    help="How the incident ended; shown in the report.",
+)
+def incidents_close(incident_id: str, summary: str) -> None:
+    """Close an incident; nothing moves it afterwards."""
+    from gate.incidents import close_incident
+    from principals.actor import OPERATOR_DPO_ACTOR
+
+    with _dpo_services() as services:
+        shown = close_incident(
+            services,
+            actor=OPERATOR_DPO_ACTOR,
+            incident_id=incident_id,
+            summary=summary,
+            request_id=None,
+        )
+    click.echo(_incident_line(shown))
 
 
 # -- policy -------------------------------------------------------------------
