@@ -76,8 +76,9 @@ def test_due_and_overdue_requests_are_flagged_once_in_one_notice_to_the_dpo(
     flagged = run()
     assert (flagged.due_soon, flagged.overdue) == ([requests["due_monday"]], [requests["overdue"]])
     (message,) = capture.sent
+    # The policy's DPO (``[programme] dpo_contact``), not the controller's general address.
     assert (message.to, message.template, message.channel) == (
-        "privacy@brand.example",
+        "dpo@brand.example",
         "dpo_requests_due",
         "email",
     )
@@ -98,7 +99,7 @@ def test_due_and_overdue_requests_are_flagged_once_in_one_notice_to_the_dpo(
         if e["detail"]["template"] == "dpo_requests_due"
     ]
     assert notice["detail"]["message"] == message.id and notice["actor"] is None
-    assert "privacy@brand.example" not in str(entry) + str(notice)
+    assert "dpo@brand.example" not in str(entry) + str(notice)
 
     # The same states again: nothing new, nothing sent.
     assert run().message_id is None
