@@ -16,7 +16,7 @@ from web.security import FormTokens, SecurityHeaders
 
 # Every path the web serves: the security headers go on all of their responses.
 WEB_PREFIXES = (privacy.PREFIX, STATIC_PREFIX)
-_MEDIA_TYPES = {".css": "text/css", ".js": "text/javascript"}
+_MEDIA_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
 
 
 @dataclass(frozen=True)

@@ -84,12 +84,13 @@
   }
 
   // A C2SP verifier key: <name>+<hex key id>+<base64(0x01 || 32-byte key)>.
+  // The name has no "+"; the base64 may.
   function parseVerifierKey(text) {
-    const parts = text.split("+");
-    if (parts.length !== 3 || !/^[0-9a-f]{8}$/.test(parts[1])) throw new Failure("note");
-    const raw = fromBase64(parts[2]);
+    const match = /^([^+\s]+)\+([0-9a-f]{8})\+([A-Za-z0-9+/]+=*)$/.exec(text);
+    if (!match) throw new Failure("note");
+    const raw = fromBase64(match[3]);
     if (raw.length !== 33 || raw[0] !== 1) throw new Failure("note");
-    return { name: parts[0], keyId: fromHex(parts[1]), publicKey: raw.slice(1) };
+    return { name: match[1], keyIdHex: match[2], keyId: fromHex(match[2]), publicKey: raw.slice(1) };
   }
 
   // A C2SP signed note: its text (up to and with the last line before the blank
@@ -138,7 +139,7 @@
       const ok = await crypto.subtle.verify({ name: "Ed25519" }, publicKey, s.signature, enc.encode(note.text));
       if (!ok) throw new Failure("signature");
     }
-    return { seq: String(index + 1n), size: String(size), key: `${key.name}+${proof.verifier_key.split("+")[1]}` };
+    return { seq: String(index + 1n), size: String(size), key: `${key.name}+${key.keyIdHex}` };
   }
 
   function say(template, values) {
