@@ -18,7 +18,6 @@ import httpx
 import uvicorn
 
 from api.app import create_app
-from core.db import build_engine, session_factory
 from gate.clients import register_client
 from gate.context import Services
 from notify.outbox import read_outbox
@@ -109,36 +108,31 @@ def serve(services: Services) -> Iterator[str]:
 
 
 @contextmanager
-def live_site(url: str, build: object) -> Iterator[Site]:
-    """``build(sessions, read_sessions)`` makes the services (tests: ``services_for``)."""
-    engine = build_engine(url)
-    try:
-        services = build(session_factory(engine), session_factory(engine, read_only=True))  # type: ignore[operator]
-        keys = _keys(services)
-        with serve(services) as base, httpx.Client(base_url=base, timeout=10) as api:
-            created = api.post(
-                "/v1/members", json=MEMBER, headers={"Authorization": f"Bearer {keys['crm']}"}
+def live_site(services: Services) -> Iterator[Site]:
+    """``services`` served, with the demo's kind of clients and one member whose data a
+    client has read (what the access log is for)."""
+    keys = _keys(services)
+    with serve(services) as base, httpx.Client(base_url=base, timeout=10) as api:
+        created = api.post(
+            "/v1/members", json=MEMBER, headers={"Authorization": f"Bearer {keys['crm']}"}
+        )
+        assert created.status_code == 201, created.text
+        member_id = created.json()["id"]
+        for purpose in ("marketing_sms", "marketing_email"):
+            granted = api.post(
+                f"/v1/members/{member_id}/consents",
+                json={
+                    "purposes": [purpose],
+                    "status": "granted",
+                    "channel": "app",
+                    "collected_at": CONSENT_AT,
+                },
+                headers={"Authorization": f"Bearer {keys['app']}"},
             )
-            assert created.status_code == 201, created.text
-            member_id = created.json()["id"]
-            for purpose in ("marketing_sms", "marketing_email"):
-                granted = api.post(
-                    f"/v1/members/{member_id}/consents",
-                    json={
-                        "purposes": [purpose],
-                        "status": "granted",
-                        "channel": "app",
-                        "collected_at": CONSENT_AT,
-                    },
-                    headers={"Authorization": f"Bearer {keys['app']}"},
-                )
-                assert granted.status_code == 201, granted.text
-            # Someone received the member's data: what the access log is for.
-            read = api.get(
-                f"/v1/members/{member_id}?purpose=customer_service",
-                headers={"Authorization": f"Bearer {keys['crm']}"},
-            )
-            assert read.status_code == 200, read.text
-            yield Site(base, services, keys, member_id)
-    finally:
-        engine.dispose()
+            assert granted.status_code == 201, granted.text
+        read = api.get(
+            f"/v1/members/{member_id}?purpose=customer_service",
+            headers={"Authorization": f"Bearer {keys['crm']}"},
+        )
+        assert read.status_code == 200, read.text
+        yield Site(base, services, keys, member_id)

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import func, select
 
 from audit.models import AuditEntryMember
+from core.db import build_engine, session_factory
 from gate.operator import cut_checkpoint
 from tests.conftest import IN_CI, FreshDatabase, ServicesFor
 from tests.web.site import CHROMIUM, MEMBER, Site, live_site
@@ -51,8 +52,13 @@ def chromium() -> Iterator[Any]:
 
 @pytest.fixture
 def site(fresh_database: FreshDatabase, services_for: ServicesFor) -> Iterator[Site]:
-    with live_site(fresh_database.url, services_for) as running:
-        yield running
+    engine = build_engine(fresh_database.url)
+    try:
+        services = services_for(session_factory(engine), session_factory(engine, read_only=True))
+        with live_site(services) as running:
+            yield running
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
@@ -88,9 +94,11 @@ def test_a_member_signs_in_sees_masked_data_and_withdraws_a_consent(page: Any, s
     sign_in(page, site)
     assert page.get_by_role("status").inner_text() == "You are signed in."
     page.get_by_role("link", name="My data").first.click()
+    page.wait_for_url("**/privacy/data")
     body = page.locator("main").inner_text()
     assert "138****5678" in body and MEMBER["phone"] not in body and MEMBER["name"] not in body
     page.get_by_role("button", name="Reveal everything").click()
+    page.wait_for_url("**/privacy/data?show=all")
     assert MEMBER["name"] in page.locator("main").inner_text()
 
     read = f"/v1/members/{site.member_id}?purpose=marketing_sms"
@@ -98,11 +106,11 @@ def test_a_member_signs_in_sees_masked_data_and_withdraws_a_consent(page: Any, s
     with site.api() as api:
         assert api.get(read, headers=sms).status_code == 200
         page.get_by_role("link", name="My consents").click()
+        page.wait_for_url("**/privacy/consents")
         switch = page.locator("#purpose-marketing_sms").get_by_role("switch")
         assert switch.get_attribute("aria-checked") == "true"
         switch.click()
-        page.wait_for_load_state()
-        assert "withdrawn" in page.get_by_role("status").inner_text()
+        page.get_by_role("status").filter(has_text="withdrawn").wait_for()
         switch = page.locator("#purpose-marketing_sms").get_by_role("switch")
         assert switch.get_attribute("aria-checked") == "false"
         refused = api.get(read, headers=sms)
@@ -147,8 +155,9 @@ def test_a_member_downloads_a_copy_then_deletes_and_can_no_longer_sign_in(
 ) -> None:
     sign_in(page, site)
     page.get_by_role("link", name="My requests").first.click()
+    page.wait_for_url("**/privacy/requests")
     page.get_by_role("button", name="Ask for a copy").click()
-    assert "download your copy" in page.get_by_role("status").inner_text()
+    page.get_by_role("status").filter(has_text="download your copy").wait_for()
     with page.expect_download() as download:
         page.get_by_role("link", name="Download my copy").click()
     copy = json.loads(Path(download.value.path()).read_text("utf-8"))
@@ -156,12 +165,13 @@ def test_a_member_downloads_a_copy_then_deletes_and_can_no_longer_sign_in(
     assert re.search(r"was due|due in|due today", page.locator("li.request").first.inner_text())
 
     page.get_by_role("link", name="Ask for deletion…").click()
-    page.get_by_role("button", name="Delete my data").click()  # not confirmed: the form asks
+    page.get_by_role("button", name="Delete my data").click()  # not confirmed: the browser asks
     assert page.url.endswith("/privacy/requests/delete")
+    assert page.locator("#confirm:invalid").count() == 1  # the box is required
     page.get_by_label("I understand: delete all my data and end my membership.").check()
     page.get_by_role("button", name="Delete my data").click()
     page.wait_for_url("**/privacy/sign-in")
-    assert "deleted" in page.get_by_role("status").inner_text()
+    page.get_by_role("status").filter(has_text="deleted").wait_for()
 
     sent = site.sent()
     page.get_by_label("Mobile number or e-mail address").fill(MEMBER["phone"])
@@ -179,10 +189,10 @@ def test_the_privacy_centre_works_without_javascript(chromium: Any, site: Site) 
         sign_in(tab, site)
         tab.goto("/privacy/consents?lang=en")
         tab.locator("#purpose-marketing_email").get_by_role("switch").click()
-        assert "withdrawn" in tab.get_by_role("status").inner_text()
+        tab.get_by_role("status").filter(has_text="withdrawn").wait_for()
         tab.goto("/privacy/requests")
         tab.get_by_role("button", name="Ask for a copy").click()
-        assert tab.get_by_role("link", name="Download my copy").count() == 1
+        tab.get_by_role("link", name="Download my copy").wait_for()
     finally:
         context.close()
 
