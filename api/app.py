@@ -32,6 +32,7 @@ from core.settings import Settings
 from gate.batching import ReadBatcher
 from gate.context import Services, build_services
 from gate.keyholders import KeyringHeartbeat
+from web import install as install_web
 from worker.jobs import Job, default_jobs
 from worker.runner import BackgroundWorker
 
@@ -162,4 +163,7 @@ def create_app(
     # Outermost first: the request id exists before the body limit can reject.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
+    # The web pages (the privacy centre): last, so that their security headers
+    # are the outermost layer and cover every answer under their paths.
+    install_web(app, services)
     return app

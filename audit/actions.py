@@ -950,19 +950,26 @@ def member_signed_out(who: Principal, *, policy: str, request_id: str | None) ->
 
 
 def member_self_read(
-    who: Principal, *, policy: str, fields: Sequence[str], request_id: str | None
+    who: Principal,
+    *,
+    policy: str,
+    fields: Sequence[str],
+    request_id: str | None,
+    views: Mapping[str, str] | None = None,
 ) -> Record:
-    """A member read all of their own fields, in clear (``GET /v1/me``); recorded before
-    anything is decrypted, like every release."""
+    """A member read all of their own fields (``GET /v1/me``: in clear; the privacy centre
+    first shows them in each field's default view, ``views``); recorded before anything is
+    decrypted, like every release."""
     if who.kind != "member":
         raise ValueError("a self-read is a member's own")
+    shown = views or {}
     return _by(
         who,
         Action.MEMBER_SELF_READ,
         policy=policy,
         reason="own-data",
         members=[who.id],
-        fields={name: "clear" for name in sorted(fields)},
+        fields={name: shown.get(name, "clear") for name in sorted(fields)},
         request_id=request_id,
     )
 

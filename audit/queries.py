@@ -62,7 +62,9 @@ def time_bound(value: datetime | None, name: str) -> datetime | None:
     return value
 
 
-def _statement(filters: EntryFilter, after: int) -> Select[Any]:
+def _statement(filters: EntryFilter, after: int, *, newest_first: bool = False) -> Select[Any]:
+    """Entries matching ``filters`` past the cursor's ``after``: seq above it, oldest first,
+    or (``newest_first``) seq below it (0: from the newest), newest first."""
     stmt = select(AuditEntry.seq, AuditEntry.entry, AuditEntry.leaf_hash, AuditEntry.chain_hash)
     if filters.member is not None:
         stmt = stmt.join(AuditEntryMember, AuditEntryMember.seq == AuditEntry.seq).where(
@@ -80,6 +82,10 @@ def _statement(filters: EntryFilter, after: int) -> Select[Any]:
         stmt = stmt.where(AuditEntry.recorded_at >= filters.since)
     if filters.until is not None:
         stmt = stmt.where(AuditEntry.recorded_at < filters.until)
+    if newest_first:
+        if after:
+            stmt = stmt.where(AuditEntry.seq < after)
+        return stmt.order_by(AuditEntry.seq.desc())
     return stmt.where(AuditEntry.seq > after).order_by(AuditEntry.seq)
 
 
@@ -105,9 +111,16 @@ def entry_view(row: Any, *, member: str | None = None) -> dict[str, Any]:
 
 
 def page_entries(
-    session: Session, filters: EntryFilter, *, cursor: str | None, limit: int
+    session: Session,
+    filters: EntryFilter,
+    *,
+    cursor: str | None,
+    limit: int,
+    newest_first: bool = False,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    rows = session.execute(_statement(filters, decode_cursor(cursor)).limit(limit + 1)).all()
+    """A keyset page; its cursor continues in the same direction (``newest_first`` or not)."""
+    stmt = _statement(filters, decode_cursor(cursor), newest_first=newest_first)
+    rows = session.execute(stmt.limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
     views = [entry_view(r, member=filters.member) for r in rows]

@@ -544,6 +544,8 @@ def _tour(keys: dict[str, str], members: TourMembers | None, base: str, command:
         f"  {command} audit verify",
         "",
         f"OpenAPI: {base}/docs",
+        f"Privacy centre: {base}/privacy/   (sign in as A with $PHONE; the code: "
+        f"{command} outbox code)",
     ]
     return "\n".join(lines)
 

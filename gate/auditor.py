@@ -62,16 +62,26 @@ def entries_stream(services: Services, filters: EntryFilter) -> Iterator[dict[st
 
 
 def member_access_log(
-    services: Services, member_id: str, *, cursor: str | None, limit: int
+    services: Services,
+    member_id: str,
+    *,
+    cursor: str | None,
+    limit: int,
+    newest_first: bool = False,
 ) -> AccessLog:
     """Every entry touching the member, each with ``prev``: the member's previous entry as
     named inside the entry's hashed bytes (0 for the first), so that a left-out entry
-    breaks the links; and the latest checkpoint, which bounds the history's tail."""
+    breaks the links; and the latest checkpoint, which bounds the history's tail.
+    Oldest first, or ``newest_first`` (a person's screen: what happened lately)."""
     if not is_valid_id(member_id):
         raise NotFound("no such member")
     with services.reading() as session:
         entries, next_cursor = page_entries(
-            session, EntryFilter(member=member_id), cursor=cursor, limit=limit
+            session,
+            EntryFilter(member=member_id),
+            cursor=cursor,
+            limit=limit,
+            newest_first=newest_first,
         )
         names = actor_names(session, {e["actor"] for e in entries if e.get("actor")})
         latest = latest_checkpoint(session)

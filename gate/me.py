@@ -20,16 +20,25 @@ case acts on the caller's own member id and no other.
 - **Their access log** (``read_own_access_log``): the entries that touched them,
   shaped for the member (``access_log_items``, which the access copy of a
   rights request reuses). Reading the log is not recorded, as for auditors.
+- **Proof of one of their entries** (``prove_own_entry``): the RFC 9162
+  inclusion proof of an entry that names the member, against the latest
+  signed checkpoint, with the log's verifier key, so that the member's own
+  browser can check it. Read-only, like the auditor's proofs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from sqlalchemy import select
 
 from audit import actions
 from audit.actions import released
+from audit.models import AuditEntryMember
+from audit.notary import latest_checkpoint
+from audit.proofs import NoCheckpoint, inclusion
 from consent.registry import (
     ConsentChange,
     RecordableStatus,
@@ -45,6 +54,7 @@ from gate.context import Services
 from policies.decide import ConsentFact, decide_member, decide_purpose
 from principals.actor import Actor
 from principals.members import MEMBER_ROLE
+from vault.masking import field_view
 from vault.members import Value, load_sealed
 
 # The touchpoint a member's own consent changes are recorded under: the brand
@@ -59,14 +69,25 @@ class OwnRecord:
     id: str
     fields: dict[str, Value]
     audit_seq: int
+    # The view each field is shown in: ``clear``, or the field's default view.
+    views: dict[str, str]
 
 
-def read_own_record(services: Services, *, actor: Actor, request_id: str | None) -> OwnRecord:
-    """All of the member's own fields, in clear: recorded, committed, then decrypted.
+OwnView = Literal["clear", "masked"]
 
-    A ciphertext that fails authentication raises ``DecryptionFailed`` after the
-    commit (``500 vault-integrity``): the entry records the attempted release,
-    as for a client's read.
+
+def read_own_record(
+    services: Services, *, actor: Actor, request_id: str | None, view: OwnView = "clear"
+) -> OwnRecord:
+    """All of the member's own fields: recorded, committed, then decrypted.
+
+    ``view``: ``clear`` (``GET /v1/me``), or ``masked``, each field in its policy's
+    default view (the privacy centre's first screen, so that a glance over the
+    member's shoulder or a shared screen does not show everything; the member
+    reveals the rest, a ``clear`` read of its own). The entry records the views
+    released. A ciphertext that fails authentication raises ``DecryptionFailed``
+    after the commit (``500 vault-integrity``): the entry records the attempted
+    release, as for a client's read.
     """
     actor.require_role(MEMBER_ROLE)
     policy = services.policy
@@ -74,18 +95,27 @@ def read_own_record(services: Services, *, actor: Actor, request_id: str | None)
         sealed = load_sealed(uow.session, [actor.id], list(policy.fields)).get(actor.id)
         if sealed is None:  # the session check needs the member; kept for the type
             raise NotFound("no such member")
+        views = {
+            name: policy.fields[name].default_view if view == "masked" else "clear"
+            for name in sealed.fields
+        }
         seq = uow.record(
             actions.member_self_read(
-                actor, policy=policy.version, fields=list(sealed.fields), request_id=request_id
+                actor,
+                policy=policy.version,
+                fields=list(sealed.fields),
+                views=views,
+                request_id=request_id,
             )
         )
         uow.commit()
     values = sealed.open(services.keyring)
-    return OwnRecord(
-        id=actor.id,
-        fields={name: values[name] for name in policy.fields if name in values},
-        audit_seq=seq,
-    )
+    shown = {
+        name: field_view(policy.fields[name], views[name])(values[name])
+        for name in policy.fields
+        if name in values and values[name] is not None
+    }
+    return OwnRecord(id=actor.id, fields=shown, audit_seq=seq, views=views)
 
 
 def read_own_consents(services: Services, *, actor: Actor) -> dict[str, dict[str, Any]]:
@@ -157,7 +187,12 @@ class AccessLogItems:
 
 
 def access_log_items(
-    services: Services, member_id: str, *, cursor: str | None, limit: int
+    services: Services,
+    member_id: str,
+    *,
+    cursor: str | None,
+    limit: int,
+    newest_first: bool = False,
 ) -> AccessLogItems:
     """One page of a member's access log, shaped for the member (``access_log_item``).
 
@@ -165,7 +200,9 @@ def access_log_items(
     screen and for the access copy of a rights request. Unrecorded (a read of the
     log); the caller decides who may see it.
     """
-    page = member_access_log(services, member_id, cursor=cursor, limit=limit)
+    page = member_access_log(
+        services, member_id, cursor=cursor, limit=limit, newest_first=newest_first
+    )
     return AccessLogItems(
         items=[access_log_item(entry, member_id=member_id) for entry in page.entries],
         next_cursor=page.next_cursor,
@@ -207,7 +244,52 @@ def access_log_item(entry: Mapping[str, Any], *, member_id: str) -> dict[str, An
 
 
 def read_own_access_log(
-    services: Services, *, actor: Actor, cursor: str | None, limit: int
+    services: Services,
+    *,
+    actor: Actor,
+    cursor: str | None,
+    limit: int,
+    newest_first: bool = False,
 ) -> AccessLogItems:
     actor.require_role(MEMBER_ROLE)
-    return access_log_items(services, actor.id, cursor=cursor, limit=limit)
+    return access_log_items(
+        services, actor.id, cursor=cursor, limit=limit, newest_first=newest_first
+    )
+
+
+def prove_own_entry(services: Services, *, actor: Actor, seq: int) -> dict[str, Any]:
+    """The inclusion proof of the member's entry ``seq`` in the latest signed checkpoint.
+
+    ``{leaf_index, tree_size, entry, leaf_hash, hashes, checkpoint, verifier_key,
+    shared}``, as the auditor's ``GET /v1/audit/entries/{seq}/proof`` plus the log's
+    verifier key (C2SP), so that the member's browser checks it with nothing else.
+    ``entry`` is the stored entry (base64) when it names the member alone; an entry
+    that names other members too (an import or export batch) would show them their
+    ids, so its bytes are left out (``entry`` null, ``shared`` true) and only its leaf
+    is proven. An entry that does not name the member is ``404`` like one that does
+    not exist; one newer than the latest checkpoint is ``404 no-checkpoint`` (the next
+    checkpoint, within ``checkpoint_every_seconds``, covers it).
+    """
+    actor.require_role(MEMBER_ROLE)
+    if not 1 <= seq <= 2**62:
+        raise NotFound("no such entry of yours")
+    with services.reading() as session:
+        named = select(AuditEntryMember.member_id).where(AuditEntryMember.seq == seq)
+        if session.scalar(named.where(AuditEntryMember.member_id == actor.id)) is None:
+            raise NotFound("no such entry of yours")
+        # One other name is enough to know: a batch may name thousands.
+        shared = (
+            session.scalar(named.where(AuditEntryMember.member_id != actor.id).limit(1)) is not None
+        )
+        latest = latest_checkpoint(session)
+        if latest is None or latest.size < seq:
+            raise NoCheckpoint(
+                "no signed checkpoint covers this entry yet; the next one will, within minutes"
+            )
+        proof = inclusion(session, seq=seq, size=latest.size)
+    return {
+        **proof,
+        "entry": None if shared else proof["entry"],
+        "shared": shared,
+        "verifier_key": services.notary.verifier_key,
+    }

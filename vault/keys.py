@@ -153,6 +153,12 @@ class Keyring:
         from the blind-index and throttle keys."""
         return _cached_derive(self.index_key, WEBHOOK_KEY_INFO)
 
+    def web_form_key(self) -> bytes:
+        """The key the web pages' CSRF tokens are HMACs under (``web.security``): from the
+        index key, so every server process of a deployment shares it with nothing to
+        configure and it survives KEK rotations; its own label keeps it apart."""
+        return _cached_derive(self.index_key, b"memberguard/web/csrf/v1")
+
     # -- serialisation -------------------------------------------------------
 
     @classmethod

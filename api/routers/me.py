@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response, status
 
 from api.deps import ClientAddress, CurrentActor, Locale, RequestId, ServicesDep, require_role
 from api.openapi import AUDITED, problems
@@ -24,7 +24,13 @@ from api.schemas import (
     SignInChallengeOut,
     VerifyIn,
 )
-from gate.me import read_own_access_log, read_own_consents, read_own_record, record_own_consent
+from gate.me import (
+    prove_own_entry,
+    read_own_access_log,
+    read_own_consents,
+    read_own_record,
+    record_own_consent,
+)
 from gate.signin import request_sign_in_code, sign_out, verify_sign_in_code
 from principals.members import MEMBER_ROLE
 
@@ -161,3 +167,18 @@ def access_log(
 ) -> dict[str, Any]:
     page = read_own_access_log(services, actor=actor, cursor=cursor, limit=limit)
     return {"items": page.items, "next_cursor": page.next_cursor}
+
+
+@router.get(
+    "/access-log/{seq}/proof",
+    summary="Inclusion proof of one of the member's entries, with the log's verifier key",
+    openapi_extra=problems("not-found", "no-checkpoint"),
+)
+def access_log_proof(
+    seq: Annotated[int, Path(ge=1, le=2**62)], services: ServicesDep, actor: CurrentActor
+) -> dict[str, Any]:
+    """`{leaf_index, tree_size, entry, leaf_hash, hashes, checkpoint, verifier_key, shared}`
+    against the latest signed checkpoint: check it as an auditor would (RFC 9162, C2SP
+    signed note). `entry` is null (`shared`) for an entry that names other members too;
+    an entry newer than the latest checkpoint is `404 no-checkpoint` until the next."""
+    return prove_own_entry(services, actor=actor, seq=seq)

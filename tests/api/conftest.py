@@ -22,6 +22,7 @@ from notify.outbox import read_outbox
 from principals import OPERATOR_ACTOR
 from principals.members import open_session
 from tests.conftest import NOW, Keys
+from web.setup import WEB_PREFIXES
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def app_client(services: Services) -> Iterator[TestClient]:
         yield client
 
 
-def app_routes(app: FastAPI) -> list[tuple[str, str]]:
+def all_routes(app: FastAPI) -> list[tuple[str, str]]:
     """(method, path template) of every route the app serves, included routers flattened.
 
     FastAPI 0.130+ keeps an included router as one entry of ``app.routes``, so
@@ -47,6 +48,20 @@ def app_routes(app: FastAPI) -> list[tuple[str, str]]:
         for method in (getattr(context, "methods", None) or ())
         if method != "HEAD"
     )
+
+
+def app_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """The API's routes (``all_routes`` less the web pages').
+
+    The web pages (``web.setup.WEB_PREFIXES``) answer with pages and redirects,
+    not with the API's contract (bearer credentials, problem+json); tests/web
+    walks every one of them the same ways (``web_routes``).
+    """
+    return [route for route in all_routes(app) if not route[1].startswith(WEB_PREFIXES)]
+
+
+def web_routes(app: FastAPI) -> list[tuple[str, str]]:
+    return [route for route in all_routes(app) if route[1].startswith(WEB_PREFIXES)]
 
 
 def auth(key: str) -> dict[str, str]:

@@ -3,6 +3,7 @@ may call them (only the member's token) and what that token may not call."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from audit.log import AuditUnavailable
 from audit.models import AuditEntry
 from audit.uow import AuditedUnitOfWork
 from consent.models import ConsentEvent
+from gate.context import Services
 from tests.api.conftest import MEMBER, auth, grant, sign_in
 from tests.conftest import Keys
 from vault.members import SealedMember
@@ -368,3 +370,70 @@ def test_the_access_log_pages_and_shows_no_one_elses_entries(
     ]
     bad = app_client.get("/v1/me/access-log", params={"cursor": "nope"}, headers=auth(token))
     assert bad.status_code == 422 and bad.json()["type"] == "invalid-cursor"
+
+
+# -- proofs of the member's own entries --------------------------------------------------
+
+
+def test_a_member_gets_the_inclusion_proof_of_their_own_entry_with_the_verifier_key(
+    app_client: TestClient, keys: Keys, member_id: str, member_token: str, session: Session
+) -> None:
+    from audit.checkpoint import parse_checkpoint, verify_note
+    from audit.entry import leaf_hash
+    from audit.merkle import verify_inclusion
+    from gate.operator import cut_checkpoint
+
+    log = app_client.get("/v1/me/access-log", headers=auth(member_token)).json()["items"]
+    newest = log[-1]["seq"]
+    pending = app_client.get(f"/v1/me/access-log/{newest}/proof", headers=auth(member_token))
+    assert pending.status_code == 404 and pending.json()["type"] == "no-checkpoint"
+    cut_checkpoint(app_client.app.state.services)  # type: ignore[attr-defined]
+    proof = app_client.get(f"/v1/me/access-log/{newest}/proof", headers=auth(member_token))
+    assert proof.status_code == 200, proof.text
+    body = proof.json()
+    assert body["shared"] is False and body["leaf_index"] == newest - 1
+    import base64
+
+    assert leaf_hash(base64.b64decode(body["entry"])).hex() == body["leaf_hash"]
+    root = parse_checkpoint(verify_note(body["checkpoint"], verifier=body["verifier_key"])).root
+    verify_inclusion(
+        bytes.fromhex(body["leaf_hash"]),
+        body["leaf_index"],
+        body["tree_size"],
+        [bytes.fromhex(h) for h in body["hashes"]],
+        root,
+    )
+    # An entry that does not name the member is not theirs to ask for.
+    other = app_client.post(
+        "/v1/members", json={**MEMBER, "phone": "13900001111"}, headers=auth(keys.crm)
+    )
+    assert other.status_code == 201
+    cut_checkpoint(app_client.app.state.services)  # type: ignore[attr-defined]
+    theirs = max(
+        session.execute(
+            select(AuditEntry.seq).where(AuditEntry.action == "member.create")
+        ).scalars()
+    )
+    refused = app_client.get(f"/v1/me/access-log/{theirs}/proof", headers=auth(member_token))
+    assert refused.status_code == 404 and refused.json()["type"] == "not-found"
+
+
+def test_an_entry_naming_other_members_too_is_proven_without_its_bytes(
+    app_client: TestClient, services: Services, token_for: Callable[[str], str]
+) -> None:
+    from gate.imports import import_members
+    from gate.operator import cut_checkpoint
+
+    # An import batch is one entry naming every member it created.
+    first, _second = import_members(
+        services,
+        [{**MEMBER, "phone": "13900001111"}, {**MEMBER, "phone": "13900002222"}],
+        source="test",
+    )
+    cut_checkpoint(services)
+    token = token_for(first)
+    (item,) = app_client.get("/v1/me/access-log", headers=auth(token)).json()["items"]
+    assert item["action"] == "member.import"
+    body = app_client.get(f"/v1/me/access-log/{item['seq']}/proof", headers=auth(token)).json()
+    assert body["shared"] is True and body["entry"] is None
+    assert body["leaf_hash"] and body["checkpoint"]  # the leaf is still proven

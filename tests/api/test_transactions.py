@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 import audit.uow
 from api.app import create_app
 from audit.log import HEAD_ID, lock_head
-from audit.models import AuditCheckpoint, AuditHead
+from audit.models import AuditCheckpoint, AuditEntryMember, AuditHead
 from audit.uow import AuditedUnitOfWork
 from core.db import build_engine, session_factory
 from core.ids import new_id
@@ -318,6 +318,7 @@ def every_endpoint(live: Live) -> list[Call]:
     m, c, a = "/v1/members", "/v1/clients", "/v1/audit"
     # A member signed in, and a challenge of theirs still open.
     me, verify = "/v1/me", "/v1/me/login/verify"
+    proof = me + "/access-log/{seq}/proof"
     outbox = live.services.settings.resolved_outbox_dir
     token = sign_in(live.client, outbox, phone=MEMBER["phone"])
     pending = live.client.post(me + "/login", json={"phone": MEMBER["phone"]}).json()["challenge"]
@@ -375,6 +376,11 @@ def every_endpoint(live: Live) -> list[Call]:
     with live.services.reading() as session:
         (told,) = session.scalars(select(FeedEvent.id)).all()
     ev = "/v1/events"
+    # The member's first entry (their creation), inside the checkpoint cut above.
+    with live.services.reading() as session:
+        created = session.scalar(
+            select(func.min(AuditEntryMember.seq)).where(AuditEntryMember.member_id == member)
+        )
     # A breach incident over every member, and the steps of its walk-through.
     inc, i = "/v1/incidents", "/v1/incidents/{incident_id}"
     incident_body = {
@@ -461,6 +467,8 @@ def every_endpoint(live: Live) -> list[Call]:
         Call("POST", me + "/consents", me + "/consents", token, 201, json=own_consent),
         Call("POST", me + "/consents", me + "/consents", token, 422, json=bundled),
         Call("GET", me + "/access-log", me + "/access-log", token, 200),
+        Call("GET", proof, f"{me}/access-log/{created}/proof", token, 200),
+        Call("GET", proof, f"{me}/access-log/1/proof", token, 404),  # not the member's
         Call("GET", m + "/{member_id}", f"{m}/{member}?purpose=membership", token, 403),
         # Rights requests: the member's, a relayed one, the DPO's queue and holds.
         # Not access: the member's copy (relayed above) is still available, so another is a 409.
