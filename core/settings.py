@@ -130,6 +130,13 @@ class Settings(BaseSettings):
     member_verify_rate_per_address: str = Field(
         default="60/hour", description="Codes tried from one client address."
     )
+    # The staff console (web/console.py): a key signs in once, then a session.
+    console_session_minutes: int = Field(
+        default=8 * 60, ge=5, le=24 * 60, description="How long a console sign-in lasts."
+    )
+    console_failed_rate_per_address: str = Field(
+        default="10/hour", description="Wrong console keys tried from one client address."
+    )
     trusted_proxies: str | None = Field(
         default=None,
         description="Addresses of reverse proxies whose X-Forwarded-For names the client "
@@ -363,6 +370,7 @@ class Settings(BaseSettings):
         "member_login_rate_per_contact",
         "member_login_rate_per_address",
         "member_verify_rate_per_address",
+        "console_failed_rate_per_address",
     )
     @classmethod
     def _rates(cls, value: str) -> str:

@@ -97,3 +97,23 @@ class MemberLoginChallenge(Base):
     # Indexed: expired challenges are purged by every request for a code.
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class StaffSession(Base):
+    """A staff member's console session, opened with a ``dpo``, ``auditor`` or ``admin`` key.
+
+    Only the SHA-256 of the session token is stored (a 256-bit random string, as
+    member tokens). The key itself is never kept: ``key_hash`` names it (as
+    ``gate_api_key`` does) so that revoking that key, or its client, ends the
+    session on its next request. A session ends at ``expires_at`` (absolute) or
+    at logout (``ended_at``).
+    """
+
+    __tablename__ = "staff_session"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("gate_client.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -80,6 +80,8 @@ _PAGE_DEFAULTS: dict[str, Any] = {
     "section": None,
     "problem": None,
     "retry_minutes": None,
+    "role": None,  # the console's: a staff session's role
+    "actor_name": None,
 }
 
 
@@ -155,8 +157,15 @@ def status_of(exc: DomainError) -> int:
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
-def web_route_class(*, sign_in: str, error_template: str) -> type[APIRoute]:
-    """The route class of a section whose sign-in page is ``sign_in``."""
+def web_route_class(
+    *,
+    sign_in: str,
+    error_template: str,
+    session_cookie: str = SESSION_COOKIE,
+    cookie_path: str = "/",
+) -> type[APIRoute]:
+    """The route class of a section whose sign-in page is ``sign_in`` and whose session
+    is in the cookie ``session_cookie`` (set on ``cookie_path``)."""
 
     class WebRoute(APIRoute):
         def get_route_handler(self) -> Handler:
@@ -165,7 +174,7 @@ def web_route_class(*, sign_in: str, error_template: str) -> type[APIRoute]:
             async def guarded(request: Request) -> Response:
                 # The navigation shows when a session cookie is there (a stale one's
                 # links lead to the sign-in page).
-                signed_in = SESSION_COOKIE in request.cookies
+                signed_in = session_cookie in request.cookies
                 try:
                     return await handler(request)
                 except (SignInRequired, Unauthenticated):
@@ -173,7 +182,7 @@ def web_route_class(*, sign_in: str, error_template: str) -> type[APIRoute]:
                     response: Response = redirect(
                         request, sign_in, flash="session-ended" if signed_in else None
                     )
-                    delete_cookie(request, response, SESSION_COOKIE)
+                    delete_cookie(request, response, session_cookie, path=cookie_path)
                     return response
                 except FormRefused:
                     problem, status, retry = "form-refused", 403, None

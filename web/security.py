@@ -44,6 +44,8 @@ SECURITY_HEADERS = {
 # The cookies. None holds a personal value.
 BROWSER_COOKIE = "mg_browser"  # a random id the CSRF tokens are bound to
 SESSION_COOKIE = "mg_session"  # the member's session token (mgm_…)
+CONSOLE_COOKIE = "mg_console"  # a staff member's console session token (mgs_…)
+CONSOLE_PREFIX = "/console"
 CHALLENGE_COOKIE = "mg_challenge"  # the sign-in challenge between its two forms
 LANG_COOKIE = "mg_lang"  # the language chosen with ?lang=
 FLASH_COOKIE = "mg_flash"  # a message code for the page after a redirect
@@ -127,14 +129,20 @@ class FormTokens:
         return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
     def token_for(self, request: Request) -> str:
-        return self._mac(browser_id(request), request.cookies.get(SESSION_COOKIE))
+        return self._mac(browser_id(request), request.cookies.get(session_cookie_of(request)))
 
     def check(self, request: Request, token: object) -> bool:
         browser = request.cookies.get(BROWSER_COOKIE)
         if not isinstance(token, str) or not browser or len(token) > 100:
             return False
-        expected = self._mac(browser, request.cookies.get(SESSION_COOKIE))
+        expected = self._mac(browser, request.cookies.get(session_cookie_of(request)))
         return hmac.compare_digest(expected.encode(), token.encode())
+
+
+def session_cookie_of(request: Request) -> str:
+    """The session cookie of the section a request is for: the console's (sent to
+    ``/console`` only) or the privacy centre's. A form's token is bound to it."""
+    return CONSOLE_COOKIE if request.url.path.startswith(CONSOLE_PREFIX) else SESSION_COOKIE
 
 
 def browser_id(request: Request) -> str:

@@ -9,13 +9,13 @@ from fastapi.responses import FileResponse
 
 from core.errors import NotFound
 from gate.context import Services
-from web import privacy
+from web import console, privacy
 from web.i18n import load_translations
 from web.pages import STATIC, STATIC_PREFIX, Pages
 from web.security import FormTokens, SecurityHeaders
 
 # Every path the web serves: the security headers go on all of their responses.
-WEB_PREFIXES = (privacy.PREFIX, STATIC_PREFIX)
+WEB_PREFIXES = (privacy.PREFIX, console.PREFIX, STATIC_PREFIX)
 _MEDIA_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
 
 
@@ -51,5 +51,6 @@ def install(app: FastAPI, services: Services) -> None:
     tokens = FormTokens(services.keyring.web_form_key())
     app.state.web = Web(pages=Pages(load_translations(), tokens))
     app.include_router(privacy.router)
+    app.include_router(console.router)
     app.include_router(_static_router())
     app.add_middleware(SecurityHeaders, prefixes=WEB_PREFIXES)

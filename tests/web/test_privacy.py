@@ -112,7 +112,7 @@ def test_the_sign_in_pages_and_a_refused_form_carry_them_too(browser: Browser) -
 def test_the_api_keeps_its_own_headers(browser: Browser) -> None:
     # Swagger UI needs its inline script: the strict policy is for the web's paths only.
     assert "Content-Security-Policy" not in browser.get("/healthz").headers
-    assert all(prefix in ("/privacy", "/static") for prefix in WEB_PREFIXES)
+    assert all(prefix in ("/privacy", "/console", "/static") for prefix in WEB_PREFIXES)
 
 
 # -- CSRF ----------------------------------------------------------------------------------
