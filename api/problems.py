@@ -190,7 +190,8 @@ def problem(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
 
 
-def _status_for(exc: DomainError) -> int:
+def status_for(exc: DomainError) -> int:
+    """The HTTP status of a domain error: the API's answers and the web's error pages."""
     if isinstance(exc, BodyTooLarge):
         return 413
     for cls, status in STATUS_BY_CLASS:
@@ -201,7 +202,7 @@ def _status_for(exc: DomainError) -> int:
 
 async def domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    status = _status_for(exc)
+    status = status_for(exc)
     headers = {}
     seq = getattr(exc, "audit_seq", None)
     if seq is not None:

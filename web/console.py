@@ -32,8 +32,16 @@ from principals.actor import Actor
 from principals.staff import authenticate_staff, well_formed_token
 from rights.requests import QueueFilter
 from rights.states import OPEN, RequestType, Status
-from web.pages import FormRefused, SignInRequired, pages_of, redirect, web_route_class
-from web.security import CONSOLE_COOKIE, CONSOLE_PREFIX, CSRF_FIELD, delete_cookie, set_cookie
+from web.pages import (
+    CheckedForm,
+    SignInRequired,
+    days_until,
+    pages_of,
+    redirect,
+    retry_minutes,
+    web_route_class,
+)
+from web.security import CONSOLE_COOKIE, CONSOLE_PREFIX, delete_cookie, set_cookie
 
 PREFIX = CONSOLE_PREFIX
 SIGN_IN = f"{PREFIX}/sign-in"
@@ -51,12 +59,6 @@ router = APIRouter(
 )
 
 
-async def checked_form(request: Request) -> None:
-    form = await request.form()
-    if not pages_of(request).tokens.check(request, form.get(CSRF_FIELD)):
-        raise FormRefused()
-
-
 def signed_in_staff(request: Request, services: ServicesDep) -> Actor:
     token = request.cookies.get(CONSOLE_COOKIE)
     if not well_formed_token(token):
@@ -69,7 +71,6 @@ def signed_in_staff(request: Request, services: ServicesDep) -> Actor:
 
 
 Staff = Annotated[Actor, Depends(signed_in_staff)]
-CheckedForm = Depends(checked_form)
 
 
 def _render(request: Request, template: str, actor: Actor | None, **context: Any) -> Response:
@@ -128,7 +129,7 @@ def sign_in(
     except Forbidden:
         return again(403, "key-not-staff")
     except RateLimited as exc:
-        return again(429, "rate-limited", max(1, -(-exc.retry_after // 60)))
+        return again(429, "rate-limited", retry_minutes(exc))
     response = redirect(request, f"{PREFIX}/", flash="signed-in")
     lifetime = int((opened.expires_at - services.clock()).total_seconds())
     set_cookie(
@@ -146,12 +147,6 @@ def sign_out(request: Request, staff: Staff, services: ServicesDep) -> Response:
 
 
 # -- the DPO's request queue ------------------------------------------------------------------
-
-
-def _due_in_days(services: Any, due_at: str) -> int:
-    zone = ZoneInfo(services.policy.rights.timezone)
-    due = datetime.fromisoformat(due_at).astimezone(zone).date()
-    return (due - services.clock().astimezone(zone).date()).days
 
 
 @router.get("/requests")
@@ -181,7 +176,7 @@ def queue(
         staff,
         section="requests",
         items=[
-            {**item, "due_in_days": _due_in_days(services, item["due_at"])} for item in page.items
+            {**item, "due_in_days": days_until(services, item["due_at"])} for item in page.items
         ],
         statuses=[s.value for s in Status],
         types=[t.value for t in RequestType],
@@ -203,7 +198,7 @@ def request_page(
         "console/request.html",
         staff,
         section="requests",
-        r={**shown, "due_in_days": _due_in_days(services, shown["due_at"])},
+        r={**shown, "due_in_days": days_until(services, shown["due_at"])},
         open=Status(shown["status"]) in OPEN,
         holds=holds,
     )

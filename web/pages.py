@@ -19,19 +19,22 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_datetime
 from babel.support import Translations
-from fastapi import Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from api.problems import STATUS_BY_CLASS
+from api.problems import status_for
 from core.errors import DomainError, RateLimited, Unauthenticated
+from gate.context import Services
 from web.i18n import HTML_LANG, LOCALES, requested_locale
 from web.security import (
+    CSRF_FIELD,
     FLASH_COOKIE,
     LANG_COOKIE,
     SESSION_COOKIE,
@@ -130,6 +133,14 @@ class Pages:
         return response
 
 
+def days_until(services: Services, due_at: str) -> int:
+    """Whole days from today to the day of ``due_at`` (ISO 8601), in the policy's zone,
+    today by the services' clock: 0 today, negative once past."""
+    zone = ZoneInfo(services.policy.rights.timezone)
+    due = datetime.fromisoformat(due_at).astimezone(zone).date()
+    return (due - services.clock().astimezone(zone).date()).days
+
+
 def pages_of(request: Request) -> Pages:
     return request.app.state.web.pages
 
@@ -145,13 +156,6 @@ def redirect(request: Request, to: str, *, flash: str | None = None) -> Redirect
             raise ValueError("a flash is a message code")
         set_cookie(request, response, FLASH_COOKIE, flash, max_age=300)
     return response
-
-
-def status_of(exc: DomainError) -> int:
-    for cls, status in STATUS_BY_CLASS:
-        if isinstance(exc, cls):
-            return status
-    return 400
 
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -189,7 +193,7 @@ def web_route_class(
                 except RequestValidationError:
                     problem, status, retry = "form-incomplete", 400, None
                 except DomainError as exc:
-                    problem, status, retry = exc.slug, status_of(exc), _retry_minutes(exc)
+                    problem, status, retry = exc.slug, status_for(exc), _retry_minutes(exc)
                 response = pages_of(request).render(
                     request,
                     error_template,
@@ -207,7 +211,21 @@ def web_route_class(
     return WebRoute
 
 
+def retry_minutes(exc: RateLimited) -> int:
+    """A refusal's ``Retry-After`` as the whole minutes a page says to wait (at least 1)."""
+    return max(1, -(-exc.retry_after // 60))
+
+
 def _retry_minutes(exc: DomainError) -> int | None:
-    if isinstance(exc, RateLimited):
-        return max(1, -(-exc.retry_after // 60))
-    return None
+    return retry_minutes(exc) if isinstance(exc, RateLimited) else None
+
+
+async def checked_form(request: Request) -> None:
+    """Every POST of a section: the form's CSRF token must be this browser's (and this
+    section's session's); refused before the route's use case runs."""
+    form = await request.form()
+    if not pages_of(request).tokens.check(request, form.get(CSRF_FIELD)):
+        raise FormRefused()
+
+
+CheckedForm = Depends(checked_form)

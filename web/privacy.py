@@ -27,7 +27,6 @@ from gate.context import Services
 from gate.me import prove_own_entry, read_own_access_log, read_own_consents, read_own_record
 from gate.me import record_own_consent as record_own_consent_use_case
 from gate.rights import (
-    CopyExpired,
     RequestOpen,
     cancel_own_request,
     download_copy,
@@ -40,10 +39,17 @@ from principals.members import authenticate_member, well_formed_token
 from principals.signin import ChallengeClosed, InvalidCode
 from rights.states import OPEN, Status
 from web.i18n import NOTIFY_LOCALE, requested_locale
-from web.pages import FormRefused, SignInRequired, pages_of, redirect, web_route_class
+from web.pages import (
+    CheckedForm,
+    SignInRequired,
+    days_until,
+    pages_of,
+    redirect,
+    retry_minutes,
+    web_route_class,
+)
 from web.security import (
     CHALLENGE_COOKIE,
-    CSRF_FIELD,
     SESSION_COOKIE,
     delete_cookie,
     set_cookie,
@@ -64,13 +70,6 @@ router = APIRouter(
 # -- dependencies ---------------------------------------------------------------------
 
 
-async def checked_form(request: Request) -> None:
-    """Every POST: the form's CSRF token must be this browser's (and session's)."""
-    form = await request.form()
-    if not request.app.state.web.pages.tokens.check(request, form.get(CSRF_FIELD)):
-        raise FormRefused()
-
-
 def signed_in_member(request: Request, services: ServicesDep) -> Actor:
     """The member whose session the cookie holds, in a short read-only transaction of its
     own (as the API's bearer check); no session: to the sign-in page."""
@@ -85,7 +84,6 @@ def signed_in_member(request: Request, services: ServicesDep) -> Actor:
 
 
 Member = Annotated[Actor, Depends(signed_in_member)]
-CheckedForm = Depends(checked_form)
 
 
 def _locale(request: Request) -> str:
@@ -208,7 +206,7 @@ def verify_code(
         delete_cookie(request, response, CHALLENGE_COOKIE, path=SIGN_IN)
         return response
     except RateLimited as exc:
-        response = again(429, "rate-limited", retry_minutes=max(1, -(-exc.retry_after // 60)))
+        response = again(429, "rate-limited", retry_minutes=retry_minutes(exc))
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     response = redirect(request, f"{PREFIX}/", flash="signed-in")
@@ -345,19 +343,12 @@ def verify_entry(
 # -- my requests ------------------------------------------------------------------------
 
 
-def _due_in_days(services: Services, request: dict[str, Any]) -> int:
-    """Whole days from today to the due day, in the policy's zone (negative: overdue)."""
-    zone = ZoneInfo(services.policy.rights.timezone)
-    due = datetime.fromisoformat(request["due_at"]).astimezone(zone).date()
-    return (due - services.clock().astimezone(zone).date()).days
-
-
 @router.get("/requests")
 def my_requests(request: Request, member: Member, services: ServicesDep) -> Response:
     items = list_own_requests(services, actor=member)
     correctable = [
         name
-        for name, spec in services.policy.fields.items()
+        for name in services.policy.fields
         if name not in services.policy.rights.correction.not_correctable
     ]
     return _render(
@@ -368,7 +359,7 @@ def my_requests(request: Request, member: Member, services: ServicesDep) -> Resp
         requests=[
             {
                 **item,
-                "due_in_days": _due_in_days(services, item),
+                "due_in_days": days_until(services, item["due_at"]),
                 "open": Status(item["status"]) in OPEN,
             }
             for item in items
@@ -488,20 +479,12 @@ def download(
     request_id: RequestId,
     rights_request: Annotated[str, Path(max_length=64)],
 ) -> Response:
-    """The access copy as a JSON file (the API's document), recorded as the API's download."""
-    try:
-        copy = download_copy(
-            services, actor=member, rights_request=rights_request, request_id=request_id
-        )
-    except CopyExpired:
-        return pages_of(request).render(
-            request,
-            "privacy/error.html",
-            status_code=410,
-            signed_in=True,
-            problem="copy-expired",
-            retry_minutes=None,
-        )
+    """The access copy as a JSON file (the API's document), recorded as the API's download.
+    An expired copy is the section's error page (``410 copy-expired``), as every use case's
+    refusal is."""
+    copy = download_copy(
+        services, actor=member, rights_request=rights_request, request_id=request_id
+    )
     return JSONResponse(
         copy.document,
         headers={

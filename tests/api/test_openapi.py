@@ -261,7 +261,7 @@ def test_every_problem_type_the_code_can_emit_is_documented(
 def test_each_error_class_answers_with_its_catalogued_status() -> None:
     for cls in error_classes():
         error = cls.__new__(cls)  # some constructors take more than a detail
-        assert problems._status_for(error) == problems.PROBLEM_TYPES[cls.slug].status, cls
+        assert problems.status_for(error) == problems.PROBLEM_TYPES[cls.slug].status, cls
 
 
 def extension_members() -> set[str]:
