@@ -67,6 +67,8 @@ class Action(StrEnum):
     FEED_REMIND = "feed.reminded"
     MEMBER_SIGNIN = "member.signin"
     MEMBER_SIGNOUT = "member.signout"
+    STAFF_SIGNIN = "staff.signin"
+    STAFF_SIGNOUT = "staff.signout"
     MEMBER_SELF_READ = "member.self_read"
     WEBHOOK_SET = "webhook.set"
     WEBHOOK_ROTATE = "webhook.rotate"
@@ -126,6 +128,10 @@ _RELEASES: dict[Action, Release] = {
     # their data leaves with it (what the session then reads is its own entry).
     Action.MEMBER_SIGNIN: Release.NONE,
     Action.MEMBER_SIGNOUT: Release.NONE,
+    # A console session for a staff key, and its end; what the session then does
+    # is recorded by each use case under the key's own name.
+    Action.STAFF_SIGNIN: Release.NONE,
+    Action.STAFF_SIGNOUT: Release.NONE,
     # Every field of the member, in clear, to the member themself (the entry's
     # actor, ``actor_kind`` member). A release like any other, so that breach
     # scoping sees what a stolen session read; whoever computes the recipients
@@ -932,6 +938,17 @@ def member_signin(
         request_id=request_id,
         detail={"channel": channel},
     )
+
+
+def staff_signed_in(who: Principal, *, policy: str, request_id: str | None) -> Record:
+    """A staff key (``dpo``, ``auditor``, ``admin``) opened a console session. Wrong keys
+    are not recorded one by one (no one to name; the rate limit bounds them)."""
+    return _by(who, Action.STAFF_SIGNIN, policy=policy, reason="console-key", request_id=request_id)
+
+
+def staff_signed_out(who: Principal, *, policy: str, request_id: str | None) -> Record:
+    """A staff member ended their console session (expiry is the session's own)."""
+    return _by(who, Action.STAFF_SIGNOUT, policy=policy, reason="console", request_id=request_id)
 
 
 def member_signed_out(who: Principal, *, policy: str, request_id: str | None) -> Record:

@@ -18,6 +18,7 @@ from datetime import timedelta
 import limits
 import structlog
 
+from audit import actions
 from core.errors import RateLimited, Unauthenticated
 from gate.context import Services
 from gate.signin import address_bucket
@@ -56,7 +57,7 @@ class ConsoleThrottle:
 
 
 def sign_in_staff(
-    services: Services, *, key: str, client_address: str | None
+    services: Services, *, key: str, client_address: str | None, request_id: str | None
 ) -> OpenedStaffSession:
     """A console session for a staff key; ``Unauthenticated`` for a wrong or revoked key,
     ``Forbidden`` for a system's key, ``RateLimited`` once an address tried too many."""
@@ -70,13 +71,22 @@ def sign_in_staff(
             throttle.failed(client_address)
             raise
         opened = open_staff_session(uow.session, actor=actor, now=uow.now, lifetime=lifetime)
+        uow.record(
+            actions.staff_signed_in(actor, policy=services.policy.version, request_id=request_id)
+        )
         uow.commit()
     log.info("console.signin", actor=actor.id, role=actor.role)
     return opened
 
 
-def sign_out_staff(services: Services, *, actor: Actor, token: str) -> None:
+def sign_out_staff(services: Services, *, actor: Actor, token: str, request_id: str | None) -> None:
+    """End the session, server-side; recorded when it was still live."""
     with services.uow() as uow:
-        end_staff_session(uow.session, raw_token=token, now=uow.now)
+        if end_staff_session(uow.session, raw_token=token, now=uow.now):
+            uow.record(
+                actions.staff_signed_out(
+                    actor, policy=services.policy.version, request_id=request_id
+                )
+            )
         uow.commit()
     log.info("console.signout", actor=actor.id)

@@ -103,6 +103,7 @@ def sign_in(
     key: Annotated[str, Form(max_length=200)],
     services: ServicesDep,
     client_address: ClientAddress,
+    request_id: RequestId,
 ) -> Response:
     """The key is checked and forgotten: a wrong one is never echoed into the form."""
 
@@ -123,7 +124,9 @@ def sign_in(
         return response
 
     try:
-        opened = sign_in_staff(services, key=key, client_address=client_address)
+        opened = sign_in_staff(
+            services, key=key, client_address=client_address, request_id=request_id
+        )
     except Unauthenticated:
         return again(401, "key-wrong")
     except Forbidden:
@@ -139,8 +142,12 @@ def sign_in(
 
 
 @router.post("/sign-out", dependencies=[CheckedForm])
-def sign_out(request: Request, staff: Staff, services: ServicesDep) -> Response:
-    sign_out_staff(services, actor=staff, token=request.cookies[CONSOLE_COOKIE])
+def sign_out(
+    request: Request, staff: Staff, services: ServicesDep, request_id: RequestId
+) -> Response:
+    sign_out_staff(
+        services, actor=staff, token=request.cookies[CONSOLE_COOKIE], request_id=request_id
+    )
     response = redirect(request, SIGN_IN, flash="signed-out")
     delete_cookie(request, response, CONSOLE_COOKIE, path=PREFIX)
     return response

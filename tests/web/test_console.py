@@ -10,10 +10,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from audit.models import AuditEntry
 from gate.clients import revoke_client
 from gate.context import Services
 from principals import OPERATOR_ACTOR
-from principals.models import StaffSession
+from principals.models import GateClient, StaffSession
 from tests.api.conftest import dpo_key  # noqa: F401 - fixture
 from tests.conftest import Keys
 from tests.web.conftest import Browser, csrf_of
@@ -105,6 +106,30 @@ def test_signing_out_ends_the_session_on_the_server(
     with TestClient(browser.client.app, raise_server_exceptions=False) as other:
         other.cookies.set(CONSOLE_COOKIE, token, path="/console")
         assert other.get("/console/requests").url.path == "/console/sign-in"
+
+
+def test_console_sign_in_and_sign_out_are_audited_and_wrong_keys_are_not(
+    browser: Browser,
+    services: Services,
+    dpo_key: str,  # noqa: F811
+) -> None:
+    def logged() -> list[tuple[str, str | None, str]]:
+        with services.reading() as session:
+            rows = session.execute(
+                select(AuditEntry.action, AuditEntry.actor, AuditEntry.decision).where(
+                    AuditEntry.action.in_(["staff.signin", "staff.signout"])
+                )
+            ).all()
+        return [tuple(row) for row in rows]
+
+    console_sign_in(browser, "mg_" + "y" * 43)
+    assert logged() == []
+    console_sign_in(browser, dpo_key)
+    browser.submit("/console/", "/console/sign-out", {})
+    (dpo,) = {actor for _, actor, _ in logged()}
+    assert logged() == [("staff.signin", dpo, "permit"), ("staff.signout", dpo, "permit")]
+    with services.reading() as session:
+        assert session.get(GateClient, dpo).name == "dpo"  # type: ignore[union-attr]
 
 
 def test_a_form_without_its_csrf_token_is_refused(
