@@ -373,3 +373,18 @@ def listener(amqp_url: str) -> Iterator[Listener]:
         yield Listener(connection.channel())
     finally:
         connection.close()  # the exclusive queues go with it
+
+
+def weasyprint_or_skip() -> Any:
+    """The ``weasyprint`` module, or a skip with the reason (``CI=true`` turns it into a
+    failure): the ``pdf`` extra is missing, or the system's Pango is (WeasyPrint raises
+    ``OSError`` on import then; Debian: ``apt-get install libpango-1.0-0 libpangoft2-1.0-0``)."""
+    try:
+        import weasyprint
+    except ImportError:
+        pytest.skip("the pdf extra (WeasyPrint) is not installed")
+    except OSError:
+        pytest.skip(
+            "WeasyPrint cannot load Pango (apt-get install libpango-1.0-0 libpangoft2-1.0-0)"
+        )
+    return weasyprint

@@ -38,6 +38,7 @@ from notify.outbox import read_outbox
 from principals import OPERATOR_ACTOR
 from principals.clients import authenticate
 from tests.api.conftest import MEMBER
+from tests.conftest import weasyprint_or_skip
 
 TITLE = "The SMS gateway's key leaked"
 # The command in a process of its own, for what CliRunner cannot be: a terminal.
@@ -313,6 +314,7 @@ def test_the_report_goes_to_stdout_without_out(home: Home) -> None:
 
 
 def test_a_pdf_report_is_written_to_out(home: Home, tmp_path: Path) -> None:
+    weasyprint_or_skip()
     incident = opened(home)
     target = tmp_path / "report.pdf"
     code, output = run(

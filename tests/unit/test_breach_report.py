@@ -27,6 +27,7 @@ from breach.report import (
 )
 from core.errors import InvalidInput
 from policies import load_policy
+from tests.conftest import weasyprint_or_skip
 
 POLICY = load_policy()
 DETECTED = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -566,14 +567,12 @@ def test_render_pdf_without_weasyprint_raises_report_format_unavailable(
 
 
 def test_render_pdf_produces_a_pdf() -> None:
-    pytest.importorskip("weasyprint", reason="the pdf extra (WeasyPrint) is not installed")
+    weasyprint_or_skip()
     assert render_pdf(html("en")).startswith(b"%PDF")
 
 
 def test_render_pdf_fetches_no_file_or_url(tmp_path: Path) -> None:
-    weasyprint = pytest.importorskip(
-        "weasyprint", reason="the pdf extra (WeasyPrint) is not installed"
-    )
+    weasyprint = weasyprint_or_skip()
     image = tmp_path / "pixel.png"
     image.write_bytes(one_pixel_png())
     page = f'<html><body><p>x</p><img src="{image.as_uri()}"></body></html>'
