@@ -28,16 +28,17 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from breach.terms import REPORT_FORMATS, REPORT_LOCALES
 from core.errors import InvalidInput
 from policies.model import Policy, View, hours_of
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
-LOCALES = ("zh-CN", "en")
+LOCALES = REPORT_LOCALES
 DEFAULT_LOCALE = "zh-CN"
 # Bumped when a key of the JSON report changes meaning or goes away (adding one does not).
 FORMAT_VERSION = 1
-FORMATS = ("json", "html", "pdf")
+FORMATS = REPORT_FORMATS
 MEDIA_TYPES = {
     "json": "application/json",
     "html": "text/html; charset=utf-8",

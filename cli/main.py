@@ -25,12 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from breach.report import FORMATS as REPORT_FORMATS
-from breach.report import LOCALES as REPORT_LOCALES
 from breach.states import Status as IncidentStatus
+from breach.terms import NOTICE_CHANNELS, REPORT_FORMATS, REPORT_LOCALES, SEVERITIES
 from core.errors import DomainError, SetupError
 from core.settings import Settings, load_settings
-from policies.model import SEVERITIES
 from principals.actor import ROLES, SCOPES
 
 SETUP_FAILED = 2
@@ -1125,10 +1123,10 @@ class AwareDateTime(click.ParamType):
 
 TIME_EXAMPLE = "write e.g. 2026-11-30T09:00:00+08:00 or 2026-11-30T01:00:00Z"
 AWARE_TIME = AwareDateTime()
-# The channels a breach notice may go by, in the default order of preference: e-mail first,
+# The default order of preference of the channels a breach notice may go by: e-mail first,
 # since the notice must say what data, what happened, what was done, what the member can do
 # and whom to ask, which an e-mail holds whole; SMS for members without an address.
-NOTICE_CHANNELS = ("email", "sms")
+DEFAULT_NOTICE_ORDER = ("email", "sms")
 # The API's field names in the use cases' errors, as the CLI's options: the operator typed
 # --to, not scope.to.
 _OPTION_OF_FIELD = {
@@ -1500,7 +1498,7 @@ def incidents_notify_members(incident_id: str, channels: tuple[str, ...]) -> Non
             services,
             actor=OPERATOR_DPO_ACTOR,
             incident_id=incident_id,
-            channels=list(channels or NOTICE_CHANNELS),
+            channels=list(channels or DEFAULT_NOTICE_ORDER),
             request_id=None,
         )
     click.echo(_notice_line(totals))

@@ -78,6 +78,7 @@ from breach.scope import (
     unknown_members,
 )
 from breach.states import AuthorityAlreadyNotified, Status, Step, after
+from breach.terms import NOTICE_CHANNELS
 from core.clock import to_micros
 from core.errors import Conflict, InvalidInput
 from core.ids import is_valid_id, new_id
@@ -89,7 +90,7 @@ from principals.clients import actor_names, find_client
 from principals.models import GateClient
 
 DPO_ROLE = "dpo"
-CHANNELS = ("sms", "email")
+CHANNELS = NOTICE_CHANNELS
 # Members named in one scope of kind "members" (a bigger set is an "all" or a file).
 MAX_SCOPE_MEMBERS = 10_000
 INSERT_BATCH = 1000

@@ -15,7 +15,7 @@ import re
 import zoneinfo
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -360,7 +360,7 @@ class Rights(_Strict):
 # -- personal data breaches: the authority's deadline ---------------------------
 
 Severity = Literal["low", "medium", "high", "critical"]
-SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
 
 _HOURS_RE = re.compile(r"([1-9][0-9]{0,3}) hours?")
 

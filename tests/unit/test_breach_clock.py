@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from breach import terms
 from breach.clock import OVERDUE, AuthorityClock, authority_deadline, reminder_due
 from breach.states import (
     IncidentClosed,
@@ -17,7 +18,8 @@ from breach.states import (
     Step,
     after,
 )
-from policies.model import Breach
+from policies.model import SEVERITIES, Breach
+from principals.signin import CHANNEL_BY_FIELD
 
 DETECTED = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 THRESHOLDS = (24, 6)
@@ -129,3 +131,9 @@ def test_notifying_needs_the_assessment(step: Step) -> None:
 def test_nothing_moves_a_closed_incident(step: Step) -> None:
     with pytest.raises(IncidentClosed):
         after(Status.CLOSED, step)
+
+
+def test_the_cli_offers_the_policys_severities() -> None:
+    # breach.terms is what the CLI loads at start; the policy's Literal is the rule.
+    assert terms.SEVERITIES == SEVERITIES
+    assert set(terms.NOTICE_CHANNELS) == set(CHANNEL_BY_FIELD.values())
