@@ -178,19 +178,21 @@ def held_by_vault(session: Session, member_ids: Iterable[str]) -> dict[str, Expo
     return exposures
 
 
-def every_member(session: Session) -> Iterator[str]:
-    """Every member who still has a data key, in id order, a batch at a time."""
+def member_batches(session: Session) -> Iterator[list[str]]:
+    """Every member who still has a data key, in id order, ``BATCH`` ids at a time."""
     after = ""
     while True:
-        batch = session.scalars(
-            select(VaultDataKey.member_id)
-            .where(VaultDataKey.member_id > after)
-            .order_by(VaultDataKey.member_id)
-            .limit(BATCH)
-        ).all()
+        batch = list(
+            session.scalars(
+                select(VaultDataKey.member_id)
+                .where(VaultDataKey.member_id > after)
+                .order_by(VaultDataKey.member_id)
+                .limit(BATCH)
+            )
+        )
         if not batch:
             return
-        yield from batch
+        yield batch
         after = batch[-1]
 
 

@@ -17,7 +17,7 @@ moment and cannot change under the notices. Notices to members are queued by
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -72,8 +72,8 @@ from breach.scope import (
     Scope,
     ScopeKind,
     Summary,
-    every_member,
     held_by_vault,
+    member_batches,
     released_to,
     unknown_members,
 )
@@ -300,24 +300,16 @@ def _staff_recipients(session: Session) -> list[str]:
 def _write_affected(
     session: Session, services: Services, incident_id: str, scope: Scope
 ) -> Summary:
-    summary = Summary()
+    batches: Iterable[Mapping[str, Exposure]]
     if isinstance(scope, ClientScope):
-        exposures = released_to(session, scope.client_id, scope.start, scope.end)
-        _insert_affected(session, services, incident_id, exposures, summary)
+        batches = [released_to(session, scope.client_id, scope.start, scope.end)]
     elif isinstance(scope, MembersScope):
-        exposures = held_by_vault(session, scope.member_ids)
+        batches = [held_by_vault(session, scope.member_ids)]
+    else:  # the whole vault, a batch of members at a time
+        batches = (held_by_vault(session, ids) for ids in member_batches(session))
+    summary = Summary()
+    for exposures in batches:
         _insert_affected(session, services, incident_id, exposures, summary)
-    else:
-        batch: list[str] = []
-        for member_id in every_member(session):
-            batch.append(member_id)
-            if len(batch) == INSERT_BATCH:
-                _insert_affected(
-                    session, services, incident_id, held_by_vault(session, batch), summary
-                )
-                batch = []
-        if batch:
-            _insert_affected(session, services, incident_id, held_by_vault(session, batch), summary)
     return summary
 
 
