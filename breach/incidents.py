@@ -45,6 +45,8 @@ UNREACHABLE = "unreachable"
 TRANSPORT = "transport"
 INTERRUPTED = "interrupted"
 NO_CONTACT = "no-contact"
+# The member's stored contact failed its integrity check: not read, not sent.
+VAULT_INTEGRITY = "vault-integrity"
 SHREDDED = "shredded"
 
 

@@ -30,7 +30,7 @@ from functools import partial
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from audit import actions
@@ -44,6 +44,7 @@ from breach.incidents import (
     SENT,
     TRANSPORT,
     UNREACHABLE,
+    VAULT_INTEGRITY,
     authority_clock,
     contact_decision,
 )
@@ -52,7 +53,7 @@ from breach.states import Status
 from gate.context import Services
 from gate.rights_jobs import dpo_message, send_dpo_message
 from notify import Message, NotifierError, compose
-from notify.templates import DEFAULT_LOCALE
+from notify.templates import jurisdiction_locale
 from policies.decide import Decision
 from principals.actor import Actor
 from principals.signin import CHANNEL_BY_FIELD
@@ -133,11 +134,23 @@ def send_queued_notices(
     return run
 
 
+def _any_notice(services: Services, *conditions: ColumnElement[bool]) -> bool:
+    """Is there a notice in this state? Asked without the log-head lock, so that a job run
+    (every few minutes, usually with nothing to do) does not queue behind every writer;
+    the unit of work that acts asks again under it."""
+    with services.reading() as session:
+        found = session.scalar(select(BreachAffected.member_id).where(*conditions).limit(1))
+    return found is not None
+
+
 def _mark_interrupted(services: Services) -> int:
     """Notices claimed longer ago than a run may last: their sender died. Never resent."""
     lease = timedelta(seconds=services.settings.worker_max_runtime_seconds)
+    affected = BreachAffected.__table__.c
+    stale = (affected.notice_status == SENDING, affected.notice_at < services.clock() - lease)
+    if not _any_notice(services, *stale):
+        return 0
     with services.uow() as uow:
-        affected = BreachAffected.__table__.c
         marked = uow.session.execute(
             update(BreachAffected.__table__)
             .where(affected.notice_status == SENDING, affected.notice_at < uow.now - lease)
@@ -160,17 +173,19 @@ def _claim(
 ) -> list[_Claimed] | None:
     """Claim up to ``batch`` queued notices: read their contacts, compose, mark ``sending``,
     commit. None when nothing is queued."""
+    queued = [BreachAffected.notice_status == QUEUED]
+    if incident_id is not None:
+        queued.append(BreachAffected.incident_id == incident_id)
+    if not _any_notice(services, *queued):
+        return None
     with services.uow() as uow:
-        statement = (
+        rows = uow.session.scalars(
             select(BreachAffected)
-            .where(BreachAffected.notice_status == QUEUED)
+            .where(*queued)
             .order_by(BreachAffected.incident_id, BreachAffected.member_id)
             .limit(batch)
             .with_for_update(skip_locked=True)
-        )
-        if incident_id is not None:
-            statement = statement.where(BreachAffected.incident_id == incident_id)
-        rows = uow.session.scalars(statement).all()
+        ).all()
         if not rows:
             return None
         if not decision.permitted:
@@ -212,7 +227,8 @@ def _claim(
             for row in members:
                 found = contacts.get(row.member_id)
                 if found is None:
-                    row.notice_status, row.failure = UNREACHABLE, NO_CONTACT
+                    row.notice_status = UNREACHABLE
+                    row.failure = VAULT_INTEGRITY if row.member_id in contacts else NO_CONTACT
                     run.unreachable += 1
                     continue
                 channel, to = found
@@ -220,7 +236,7 @@ def _claim(
                     NOTICE_TEMPLATE,
                     channel=channel,
                     to=to,
-                    locale=_locale(services),
+                    locale=jurisdiction_locale(services.policy.rights.jurisdiction),
                     context=_notice_context(services, incident, row),
                 )
                 row.notice_status = SENDING
@@ -245,14 +261,17 @@ def _released(decision: Decision, fields: Sequence[str]) -> Decision:
 
 def _contacts(
     services: Services, session: Session, member_ids: list[str], fields: list[str]
-) -> dict[str, tuple[str, str]]:
-    """Each member's first contact in ``fields`` order: (channel, address)."""
-    found: dict[str, tuple[str, str]] = {}
+) -> dict[str, tuple[str, str] | None]:
+    """Each member's first contact in ``fields`` order, (channel, address); None for a
+    member whose stored contact fails its integrity check. Members with neither are left
+    out."""
+    found: dict[str, tuple[str, str] | None] = {}
     for member_id, sealed in load_sealed(session, member_ids, fields).items():
         try:
             values = sealed.open(services.keyring)
         except DecryptionFailed:
-            log.error("breach.notice_contact_unreadable", incident_member=member_id)
+            log.error("breach.notice_contact_unreadable", member=member_id)
+            found[member_id] = None
             continue
         for name in fields:
             value = values.get(name)
@@ -260,11 +279,6 @@ def _contacts(
                 found[member_id] = (CHANNEL_BY_FIELD[name], value)
                 break
     return found
-
-
-def _locale(services: Services) -> str:
-    """Members' notices in Chinese under the CN profile, else in English."""
-    return DEFAULT_LOCALE if services.policy.rights.jurisdiction == "CN" else "en"
 
 
 def _notice_context(
@@ -345,15 +359,26 @@ def remind_incident_deadlines(services: Services) -> Reminded:
     thresholds = rules.reminder_hours
     ahead = timedelta(hours=thresholds[0] if thresholds else 0)
     due: list[tuple[str, str | None, Message]] = []
+
+    def pending(now: datetime) -> tuple[ColumnElement[bool], ...]:
+        return (
+            BreachIncident.status != Status.CLOSED.value,
+            BreachIncident.authority_notified_at.is_(None),
+            BreachIncident.authority_due_at <= now + ahead,
+        )
+
+    # Asked first without the log-head lock: most runs find nothing near its deadline.
+    with services.reading() as session:
+        if (
+            session.scalar(select(BreachIncident.id).where(*pending(services.clock())).limit(1))
+            is None
+        ):
+            return Reminded()
     with services.uow() as uow:
         now = uow.now
         incidents = uow.session.scalars(
             select(BreachIncident)
-            .where(
-                BreachIncident.status != Status.CLOSED.value,
-                BreachIncident.authority_notified_at.is_(None),
-                BreachIncident.authority_due_at <= now + ahead,
-            )
+            .where(*pending(now))
             .order_by(BreachIncident.authority_due_at, BreachIncident.id)
             .with_for_update(skip_locked=True)
         ).all()

@@ -55,7 +55,6 @@ from breach.models import (
     BreachIncident,
 )
 from breach.report import (
-    DEFAULT_LOCALE,
     FORMATS,
     LOCALES,
     MEDIA_TYPES,
@@ -84,6 +83,7 @@ from core.errors import Conflict, InvalidInput
 from core.ids import is_valid_id, new_id
 from feed.events import EventType, emit
 from gate.context import Services
+from notify.templates import jurisdiction_locale
 from policies.model import SEVERITIES, Severity
 from principals.actor import Actor
 from principals.clients import actor_names, find_client
@@ -668,7 +668,7 @@ def incident_report(
     if report_format not in FORMATS:
         raise _invalid("format", f"must be one of {', '.join(FORMATS)}")
     if locale is None:
-        locale = DEFAULT_LOCALE if services.policy.rights.jurisdiction == "CN" else "en"
+        locale = jurisdiction_locale(services.policy.rights.jurisdiction)
     if locale not in LOCALES:
         raise _invalid("lang", f"must be one of {', '.join(LOCALES)}")
     with services.uow(actor) as uow:

@@ -29,6 +29,7 @@ from gate.context import Services
 from gate.rights import resume_deletions
 from gate.rights_notices import RequestNotices, deliver
 from notify import Message, NotifierError, compose
+from notify.templates import jurisdiction_locale
 from rights.copy import expired_copies
 from rights.deadlines import working_days_left
 from rights.holds import lapsed_holds, record_lapse
@@ -200,7 +201,7 @@ def dpo_message(services: Services, template: str, context: dict[str, object]) -
         template,
         channel="email" if "@" in contact else "sms",
         to=contact,
-        locale="zh-CN" if services.policy.rights.jurisdiction == "CN" else "en",
+        locale=jurisdiction_locale(services.policy.rights.jurisdiction),
         context=context,
     )
 

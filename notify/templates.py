@@ -59,6 +59,12 @@ TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
 }
 
 
+def jurisdiction_locale(jurisdiction: str) -> str:
+    """The language staff and members are written to when no one chose one: Chinese
+    under the CN profile, else English (the DPO's messages, breach notices, reports)."""
+    return DEFAULT_LOCALE if jurisdiction == "CN" else "en"
+
+
 @cache
 def _environment() -> Environment:
     return Environment(

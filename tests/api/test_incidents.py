@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 import breach.scope
 from breach.incidents import INTERRUPTED, contact_decision
@@ -28,6 +29,7 @@ from principals.clients import authenticate
 from tests.api.conftest import MEMBER, auth, grant, outbox_messages
 from tests.api.rights_helpers import entries, submitted
 from tests.conftest import NOW, Keys
+from vault.models import VaultField
 
 SECRET_TEXT = "Gateway key AKIA-canary-7731 leaked in a public paste"
 
@@ -714,3 +716,29 @@ def test_a_reminder_the_transport_refused_is_sent_by_the_next_run(
     monkeypatch.setattr(OutboxNotifier, "send", real_send)
     assert remind_incident_deadlines(services).incidents == [incident["id"]]
     assert [m["template"] for m in outbox_messages(outbox)] == ["dpo_incident_due"]
+
+
+def test_a_member_whose_stored_contact_is_damaged_is_unreachable_and_never_sent_to(
+    app_client: TestClient,
+    dpo_key: str,
+    assessed: dict[str, Any],
+    session: Session,
+    outbox: Path,
+) -> None:
+    damaged = assessed["ids"][0]
+    field = session.get(VaultField, (damaged, "email"))
+    assert field is not None
+    field.value_ct = bytes(field.value_ct)[:-1] + bytes([field.value_ct[-1] ^ 1])
+    session.commit()
+    session.close()
+    totals = notify(app_client, dpo_key, assessed["incident"], ["email", "sms"])
+    assert totals["unreachable"] == 0  # the contacts are read when the notices are sent
+    after = app_client.get(f"/v1/incidents/{assessed['incident']}/notices", headers=auth(dpo_key))
+    assert (after.json()["sent"], after.json()["unreachable"]) == (4, 1)
+    lines = affected_lines(app_client, dpo_key, assessed["incident"])
+    assert (lines[damaged]["notice"], lines[damaged]["notice_failure"]) == (
+        "unreachable",
+        "vault-integrity",
+    )
+    sent = [m["to"] for m in outbox_messages(outbox) if m["template"] == "breach_notice"]
+    assert "member0@example.com" not in sent and len(sent) == 4
